@@ -1,0 +1,153 @@
+"""Tasks (queries with an optional checker) and the checkers that judge final answers.
+
+A task file is plain text (one query per line; blank lines and `#` comments skipped) or JSONL
+(`{"id": ..., "query": ..., "expected": ..., "checker": "numeric", ...}` per line). A malformed
+line is reported as `file:line: problem`.
+
+Checkers live in a registry: `@register_checker("name")` adds one. Each takes the final answer
+and the expected value and returns an `Outcome`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from distillery.errors import ConfigError
+from distillery.trajectory import Outcome
+
+Checker = Callable[[str | None, Any, "Task"], Outcome]
+CHECKERS: dict[str, Checker] = {}
+
+
+def register_checker(name: str) -> Callable[[Checker], Checker]:
+    def wrap(fn: Checker) -> Checker:
+        CHECKERS[name] = fn
+        return fn
+
+    return wrap
+
+
+class Task(BaseModel):
+    """One query for an agent, and how to judge its answer."""
+
+    id: str
+    query: str
+    system: str | None = None
+    expected: Any = None
+    checker: str | None = None
+    tolerance: float = 0.01  # relative tolerance for the numeric checker
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def check(self, answer: str | None) -> Outcome | None:
+        """Judge a final answer; None when the task has no checker."""
+        if self.checker is None:
+            return None
+        if self.checker not in CHECKERS:
+            raise ConfigError(f"task {self.id}: unknown checker {self.checker!r}; known: {', '.join(sorted(CHECKERS))}")
+        return CHECKERS[self.checker](answer, self.expected, self)
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, accents folded, punctuation and extra whitespace removed."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^\w\s.-]", " ", text.lower())
+    return re.sub(r"\s+", " ", text).strip(" .")
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def numbers_in(text: str) -> list[float]:
+    return [float(m.replace(",", "")) for m in _NUMBER.findall(text or "")]
+
+
+@register_checker("exact")
+def check_exact(answer: str | None, expected: Any, task: Task) -> Outcome:
+    ok = answer is not None and answer.strip() == str(expected).strip()
+    return Outcome(success=ok, score=float(ok), checker="exact", expected=expected)
+
+
+@register_checker("normalized")
+def check_normalized(answer: str | None, expected: Any, task: Task) -> Outcome:
+    ok = answer is not None and normalize_text(answer) == normalize_text(str(expected))
+    return Outcome(success=ok, score=float(ok), checker="normalized", expected=expected)
+
+
+@register_checker("contains")
+def check_contains(answer: str | None, expected: Any, task: Task) -> Outcome:
+    """Every expected string (one, or a list) appears in the normalised answer."""
+    wanted = expected if isinstance(expected, list) else [expected]
+    text = normalize_text(answer or "")
+    ok = answer is not None and all(normalize_text(str(w)) in text for w in wanted)
+    return Outcome(success=ok, score=float(ok), checker="contains", expected=expected)
+
+
+@register_checker("numeric")
+def check_numeric(answer: str | None, expected: Any, task: Task) -> Outcome:
+    """The last number in the answer is within `task.tolerance` (relative) of the expected value."""
+    found = numbers_in(answer or "")
+    if not found:
+        return Outcome(success=False, score=0.0, checker="numeric", expected=expected, detail="no number in answer")
+    value, target = found[-1], float(expected)
+    ok = abs(value - target) <= max(task.tolerance * abs(target), 1e-9)
+    return Outcome(success=ok, score=float(ok), checker="numeric", expected=expected, detail=f"read {value:g}")
+
+
+def _task_id(query: str) -> str:
+    return "q-" + hashlib.sha1(query.encode()).hexdigest()[:12]
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Read a task file (text or JSONL). Errors name the file and line; duplicate ids are refused."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such queries file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    is_jsonl = path.suffix in (".jsonl", ".ndjson") or any(l.lstrip().startswith("{") for l in lines[:5])
+    tasks: list[Task] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if is_jsonl:
+            try:
+                record = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise ConfigError(f"{path}:{number}: expected a JSON object with a 'query' field")
+            if "query" not in record or not isinstance(record["query"], str) or not record["query"].strip():
+                raise ConfigError(f"{path}:{number}: missing or empty 'query' field")
+            record.setdefault("id", _task_id(record["query"]))
+            if record.get("checker") is not None and record["checker"] not in CHECKERS:
+                raise ConfigError(
+                    f"{path}:{number}: unknown checker {record['checker']!r}; known: {', '.join(sorted(CHECKERS))}"
+                )
+            try:
+                task = Task.model_validate(record)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(p) for p in first["loc"])
+                raise ConfigError(f"{path}:{number}: field {field!r}: {first['msg']}") from None
+        else:
+            task = Task(id=_task_id(stripped), query=stripped)
+        if task.id in seen:
+            raise ConfigError(f"{path}:{number}: duplicate task id {task.id!r} (first on line {seen[task.id]})")
+        seen[task.id] = number
+        tasks.append(task)
+    if not tasks:
+        raise ConfigError(f"{path}: no queries found")
+    return tasks
