@@ -1,0 +1,613 @@
+"""The student in production: answer what it is sure of, escalate the rest up a cascade of models.
+
+    cascade = Cascade([student, teacher], thresholds=[0.6], tools=TOOLS, scorer="logprob-mean")
+    trajectory = cascade.run("How many units of SKU-1042 are in Berlin?")
+
+    agent = StudentAgent(student, fallback=teacher, scorer="logprob-mean", threshold=0.6)
+    trajectory = run_student("How many units ...?", student, fallback=teacher, tools=TOOLS)
+
+A cascade is the shared `Agent` loop with one method overridden: `next_step` asks tier 1 for the
+step, scores it, and when the confidence is *below* the tier's threshold (`confidence < threshold`;
+exactly at the threshold is accepted) asks the next tier, up to the last tier, which is never
+questioned. With `escalate="task"` a task that escalated once stays with the higher tier.
+
+Every step records who produced it (`producer`), its confidence, whether a lower tier's proposal
+was rejected (`escalated`) and, in `routing`, each tier's confidence, the rejected proposals and
+every model call made with its cost. A step's `cost_usd` and `usage` cover *all* the calls made
+for it, rejected proposals and agreement samples included, so `trajectory.cost_usd` is what the
+step really cost. Trajectories with an escalated step are tagged `escalated` and, when a store is
+given, written to it: the next distillation round learns what the student could not do.
+
+Fallback failure policy (`on_fallback_error`): when the model a step escalated to fails (error,
+5xx, or no answer within its timeout), `"keep_flagged"` keeps the best lower-tier proposal and
+flags the step (`routing["fallback_failed"]`, trajectory tag `fallback_failed`); `"fail"` ends the
+task with status "error". A failing lower tier counts as confidence 0 and escalates. Every call
+runs under a timeout, so a cascade never hangs on a dead fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from distillery.agent import DEFAULT_MAX_STEPS, Agent
+from distillery.errors import ConfigError, DistilleryError, ModelError
+from distillery.models import load_model, split_uri
+from distillery.models.base import ChatModel
+from distillery.pricing import cost_usd, price_for
+from distillery.routing.confidence import ConfidenceScorer, action_key, get_scorer, invalid_reason
+from distillery.tasks import Task
+from distillery.tools import Tool, ToolBox
+from distillery.trajectory import Message, Step, Trajectory, Turn, Usage
+
+log = logging.getLogger(__name__)
+
+EscalateMode = Literal["step", "task"]
+FallbackPolicy = Literal["keep_flagged", "fail"]
+ESCALATED_TAG = "escalated"
+FALLBACK_FAILED_TAG = "fallback_failed"
+DEFAULT_SCORER = "logprob-mean"
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_FALLBACK_TIMEOUT_S = 120.0
+
+
+# --------------------------------------------------------------------------------------------------
+# The config file (cascade.toml)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TierConfig:
+    """One tier as a config file names it. `options` are passed to `load_model(model, **options)`."""
+
+    model: str
+    threshold: float | None = None
+    scorer: str | None = None
+    timeout_s: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CascadeConfig:
+    """A cascade as written in `cascade.toml`: tiers cheapest first, the teacher last."""
+
+    tiers: list[TierConfig]
+    escalate: EscalateMode = "step"
+    on_fallback_error: FallbackPolicy = "keep_flagged"
+    fallback_timeout_s: float = DEFAULT_FALLBACK_TIMEOUT_S
+    calibration: dict[str, Any] = field(default_factory=dict)
+    source: str = "<config>"
+
+    @property
+    def thresholds(self) -> list[float]:
+        return [tier.threshold for tier in self.tiers[:-1]]  # type: ignore[misc]
+
+    def validate(self) -> CascadeConfig:
+        """Check every field; raise a one-line `ConfigError` naming the file and field."""
+        where = self.source
+        if len(self.tiers) < 1:
+            raise ConfigError(f"{where}: a cascade needs at least one [[tiers]] entry")
+        if self.escalate not in ("step", "task"):
+            raise ConfigError(f"{where}: escalate = {self.escalate!r}; use \"step\" or \"task\"")
+        if self.on_fallback_error not in ("keep_flagged", "fail"):
+            raise ConfigError(f"{where}: on_fallback_error = {self.on_fallback_error!r}; use \"keep_flagged\" or \"fail\"")
+        if not _is_number(self.fallback_timeout_s) or self.fallback_timeout_s <= 0:
+            raise ConfigError(f"{where}: fallback_timeout_s must be a positive number of seconds")
+        last = len(self.tiers) - 1
+        for index, tier in enumerate(self.tiers):
+            field_name = f"tiers[{index}]"
+            if not isinstance(tier.model, str) or not tier.model:
+                raise ConfigError(f"{where}: {field_name}.model is missing")
+            try:
+                split_uri(tier.model)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {field_name}.model: {exc}") from None
+            if index < last or len(self.tiers) == 1:
+                if tier.threshold is None and len(self.tiers) > 1:
+                    raise ConfigError(f"{where}: {field_name}.threshold is missing (every tier but the last needs one)")
+            elif tier.threshold is not None:
+                raise ConfigError(
+                    f"{where}: {field_name}.threshold: the last tier is the fallback of last resort and takes no threshold"
+                )
+            if tier.threshold is not None and (not _is_number(tier.threshold) or not 0.0 <= tier.threshold <= 1.0):
+                raise ConfigError(f"{where}: {field_name}.threshold = {tier.threshold!r} is outside [0, 1]")
+            if tier.scorer is not None:
+                try:
+                    _check_scorer_name(tier.scorer)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {field_name}.scorer: {exc}") from None
+            if tier.timeout_s is not None and (not _is_number(tier.timeout_s) or tier.timeout_s <= 0):
+                raise ConfigError(f"{where}: {field_name}.timeout_s must be a positive number of seconds")
+        check_tier_order([tier.model for tier in self.tiers], where=where)
+        return self
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_scorer_name(spec: str) -> None:
+    # Learned scorers load a file; check only the name here so a config validates before fitting.
+    if spec.startswith("learned:"):
+        return
+    get_scorer(spec)
+
+
+def _price_per_mtok(uri: str) -> float | None:
+    """Input + output list price per million tokens, for ordering tiers; None when the table has none."""
+    price = price_for(uri)
+    return (price.input + price.output) if price else None
+
+
+def check_tier_order(models: Sequence[str], *, where: str = "cascade") -> None:
+    """Tiers must go cheapest first: a priced tier cheaper than an earlier priced tier is a mistake.
+
+    Models the price table does not know (your own `hf:` checkpoints) cannot be ordered by price,
+    so they are skipped rather than guessed at.
+    """
+    priced = [(i, m, _price_per_mtok(m)) for i, m in enumerate(models)]
+    priced = [(i, m, p) for i, m, p in priced if p is not None]
+    for (i0, m0, p0), (i1, m1, p1) in zip(priced, priced[1:]):
+        if p1 < p0:
+            raise ConfigError(
+                f"{where}: tiers[{i1}] ({m1}, ${p1:g}/Mtok in+out) is cheaper than tiers[{i0}] "
+                f"({m0}, ${p0:g}/Mtok); order tiers cheapest first, teacher last"
+            )
+
+
+def load_cascade_config(path: str | Path) -> CascadeConfig:
+    """Read and validate `cascade.toml`. Errors are one line naming the file and the field."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such cascade config (write one with `distillery calibrate`)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    known = {"tiers", "escalate", "on_fallback_error", "fallback_timeout_s", "calibration"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    tiers_raw = raw.get("tiers")
+    if not isinstance(tiers_raw, list) or not tiers_raw:
+        raise ConfigError(f"{path}: no [[tiers]] entries; list the models cheapest first, teacher last")
+    tiers = []
+    tier_fields = {"model", "threshold", "scorer", "timeout_s", "options"}
+    for index, entry in enumerate(tiers_raw):
+        extra = sorted(set(entry) - tier_fields)
+        if extra:
+            raise ConfigError(f"{path}: tiers[{index}]: unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(tier_fields))}")
+        if not isinstance(entry.get("options", {}), dict):
+            raise ConfigError(f"{path}: tiers[{index}].options must be a table")
+        tiers.append(TierConfig(
+            model=entry.get("model", ""),
+            threshold=entry.get("threshold"),
+            scorer=entry.get("scorer"),
+            timeout_s=entry.get("timeout_s"),
+            options=dict(entry.get("options", {})),
+        ))
+    config = CascadeConfig(
+        tiers=tiers,
+        escalate=raw.get("escalate", "step"),
+        on_fallback_error=raw.get("on_fallback_error", "keep_flagged"),
+        fallback_timeout_s=raw.get("fallback_timeout_s", DEFAULT_FALLBACK_TIMEOUT_S),
+        calibration=dict(raw.get("calibration", {})),
+        source=str(path),
+    )
+    return config.validate()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if value is None:
+        raise ValueError("TOML has no null")
+    return _toml_value(str(value))
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def write_cascade_config(config: CascadeConfig, path: str | Path, *, header: str = "") -> None:
+    """Write a config `load_cascade_config` reads back unchanged (thresholds as calibrated)."""
+    config.validate()
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+    lines += [
+        "# Tiers go cheapest first; the last tier (the teacher) takes no threshold.",
+        "# A step escalates when its confidence < threshold.",
+        f"escalate = {_toml_value(config.escalate)}",
+        f"on_fallback_error = {_toml_value(config.on_fallback_error)}",
+        f"fallback_timeout_s = {_toml_value(float(config.fallback_timeout_s))}",
+        "",
+    ]
+    for tier in config.tiers:
+        lines.append("[[tiers]]")
+        lines.append(f"model = {_toml_value(tier.model)}")
+        if tier.threshold is not None:
+            lines.append(f"threshold = {_toml_value(float(tier.threshold))}")
+        if tier.scorer is not None:
+            lines.append(f"scorer = {_toml_value(tier.scorer)}")
+        if tier.timeout_s is not None:
+            lines.append(f"timeout_s = {_toml_value(float(tier.timeout_s))}")
+        if tier.options:
+            lines.append(f"options = {_toml_value(tier.options)}")
+        lines.append("")
+    if config.calibration:
+        lines.append("[calibration]")
+        for key, value in config.calibration.items():
+            if value is not None:
+                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+        lines.append("")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------------
+# The runtime
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tier:
+    """One model in a running cascade."""
+
+    model: ChatModel
+    threshold: float | None
+    scorer: ConfidenceScorer | None
+    timeout_s: float | None
+
+    @property
+    def name(self) -> str:
+        return getattr(self.model, "uri", type(self.model).__name__)
+
+
+def _call_cost(model: ChatModel, turn: Turn) -> float:
+    """A call's dollars: what the provider reported, else priced from the table by the model URI."""
+    if turn.cost_usd:
+        return turn.cost_usd
+    return cost_usd(getattr(model, "uri", ""), turn.usage)
+
+
+class Cascade(Agent):
+    """`Agent` whose steps climb tier 1 -> tier 2 -> ... -> last tier while confidence is below threshold.
+
+    `tiers` are models cheapest first; `thresholds` has one entry per tier but the last, each in
+    [0, 1]. `scorer` is one scorer (name or object) for every tier but the last, or a list with one
+    per tier (the last tier's entry, if any, is recorded but never escalates). A single-tier cascade
+    scores its only tier, which is how `run_student(query, model)` records confidences.
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[ChatModel],
+        thresholds: Sequence[float] = (),
+        tools: ToolBox | Iterable[Tool] = (),
+        *,
+        scorer: str | ConfidenceScorer | Sequence[str | ConfidenceScorer | None] = DEFAULT_SCORER,
+        escalate: EscalateMode = "step",
+        on_fallback_error: FallbackPolicy = "keep_flagged",
+        fallback_timeout_s: float = DEFAULT_FALLBACK_TIMEOUT_S,
+        timeouts_s: Sequence[float | None] | None = None,
+        store: Any = None,
+        system: str | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        tool_timeout_s: float | None = None,
+        generate_options: dict[str, Any] | None = None,
+    ):
+        tiers = list(tiers)
+        if not tiers:
+            raise ConfigError("Cascade: give at least one model")
+        thresholds = list(thresholds)
+        if len(thresholds) != len(tiers) - 1:
+            raise ConfigError(
+                f"Cascade: {len(tiers)} tiers need {len(tiers) - 1} threshold(s) (none for the last tier), got {len(thresholds)}"
+            )
+        for index, value in enumerate(thresholds):
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"Cascade: thresholds[{index}] = {value!r} is outside [0, 1]")
+        if escalate not in ("step", "task"):
+            raise ConfigError(f"Cascade: escalate={escalate!r}; use 'step' or 'task'")
+        if on_fallback_error not in ("keep_flagged", "fail"):
+            raise ConfigError(f"Cascade: on_fallback_error={on_fallback_error!r}; use 'keep_flagged' or 'fail'")
+        if isinstance(scorer, (str, ConfidenceScorer)):
+            # One scorer for every tier that can escalate; a lone tier is scored so its confidence is recorded.
+            scorers: list[Any] = [scorer] * max(len(tiers) - 1, 1) + [None] * (len(tiers) > 1)
+        else:
+            scorers = list(scorer) + [None] * (len(tiers) - len(scorer))
+            if len(scorers) != len(tiers):
+                raise ConfigError(f"Cascade: {len(scorer)} scorers given for {len(tiers)} tiers")
+        if timeouts_s is None:
+            timeouts_s = [None] + [fallback_timeout_s] * (len(tiers) - 1)
+        self.tiers = [
+            Tier(model=m, threshold=(thresholds[i] if i < len(thresholds) else None),
+                 scorer=(get_scorer(scorers[i]) if scorers[i] is not None else None), timeout_s=timeouts_s[i])
+            for i, m in enumerate(tiers)
+        ]
+        self.escalate = escalate
+        self.on_fallback_error = on_fallback_error
+        self.store = store
+        self._warned: set[str] = set()
+        super().__init__(
+            tiers[0], tools, system=system, max_steps=max_steps, temperature=temperature, max_tokens=max_tokens,
+            tool_timeout_s=tool_timeout_s, generate_options=generate_options,
+        )
+
+    @classmethod
+    def from_config(cls, config: str | Path | CascadeConfig, tools: ToolBox | Iterable[Tool] = (), **options: Any) -> Cascade:
+        """Build the cascade a `cascade.toml` describes (loading each tier's model by URI)."""
+        if not isinstance(config, CascadeConfig):
+            config = load_cascade_config(config)
+        models = []
+        for index, tier in enumerate(config.tiers):
+            try:
+                models.append(load_model(tier.model, **tier.options))
+            except DistilleryError as exc:
+                raise ConfigError(f"{config.source}: tiers[{index}].model: {exc}") from None
+        scorers = [tier.scorer or (DEFAULT_SCORER if i < len(config.tiers) - 1 or len(config.tiers) == 1 else None)
+                   for i, tier in enumerate(config.tiers)]
+        try:
+            scorer_objects = [get_scorer(s) if s else None for s in scorers]
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source}: {exc}") from None
+        timeouts = [tier.timeout_s if tier.timeout_s is not None else (None if i == 0 else config.fallback_timeout_s)
+                    for i, tier in enumerate(config.tiers)]
+        return cls(
+            models, config.thresholds, tools, scorer=scorer_objects, escalate=config.escalate,
+            on_fallback_error=config.on_fallback_error, fallback_timeout_s=config.fallback_timeout_s,
+            timeouts_s=timeouts, **options,
+        )
+
+    @property
+    def name(self) -> str:
+        if len(self.tiers) == 1:
+            return self.tiers[0].name
+        return "cascade:" + ">".join(tier.name for tier in self.tiers)
+
+    # -- one call to one tier ----------------------------------------------------------------------
+
+    async def _ask(self, index: int, messages: Sequence[Message]) -> tuple[Turn, list[Turn], list[dict[str, Any]]]:
+        """The tier's proposal (greedy), the extra samples its scorer wants, and a record per call."""
+        tier = self.tiers[index]
+        scorer = tier.scorer
+        common = dict(max_tokens=self.max_tokens, **self.generate_options)
+
+        async def timed(coroutine):
+            start = time.perf_counter()
+            if tier.timeout_s is None:
+                turns = await coroutine
+            else:
+                try:
+                    turns = await asyncio.wait_for(coroutine, tier.timeout_s)
+                except asyncio.TimeoutError:
+                    raise ModelError(f"{tier.name}: no answer within {tier.timeout_s:g}s") from None
+            return turns, time.perf_counter() - start
+
+        proposal_call = timed(self.model_call(tier.model, messages, n=1, temperature=self.temperature,
+                                              logprobs=bool(scorer and scorer.needs_logprobs), **common))
+        calls = [proposal_call]
+        if scorer is not None and scorer.samples_needed:
+            calls.append(timed(self.model_call(tier.model, messages, n=scorer.samples_needed,
+                                               temperature=scorer.sample_temperature,
+                                               logprobs=scorer.needs_logprobs, **common)))
+        results = await asyncio.gather(*calls)
+        (proposal_turns, proposal_latency) = results[0]
+        samples, samples_latency = results[1] if len(results) > 1 else ([], 0.0)
+        records = [_call_record(index, tier, "proposal", proposal_turns, proposal_latency)]
+        if len(results) > 1:
+            records.append(_call_record(index, tier, "samples", samples, samples_latency))
+        return proposal_turns[0], list(samples), records
+
+    async def model_call(self, model: ChatModel, messages: Sequence[Message], **kwargs: Any) -> list[Turn]:
+        """One `agenerate` call; a separate method so tests and subclasses can observe every call."""
+        turns = await model.agenerate(list(messages), self.tools.specs or None, **kwargs)
+        if not turns:
+            raise ModelError(f"{getattr(model, 'uri', model)}: returned no turns")
+        return turns
+
+    def _score(self, index: int, turn: Turn, samples: list[Turn]) -> tuple[float | None, str | None]:
+        scorer = self.tiers[index].scorer
+        if scorer is None:
+            return None, None
+        try:
+            return scorer(turn, tools=self.tools.specs or None, samples=samples), None
+        except DistilleryError as exc:
+            # Cannot score (e.g. no logprobs): never pretend to be sure. The step escalates.
+            if scorer.name not in self._warned:
+                self._warned.add(scorer.name)
+                log.warning("scorer %s cannot score %s: %s; such steps escalate", scorer.name, self.tiers[index].name, exc)
+            return 0.0, str(exc)
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def _start_tier(self, trajectory: Trajectory) -> int:
+        if self.escalate != "task":
+            return 0
+        return max((step.routing.get("tier", 0) for step in trajectory.steps), default=0)
+
+    async def next_step(self, messages: Sequence[Message], trajectory: Trajectory) -> Step:
+        started = time.perf_counter()
+        last = len(self.tiers) - 1
+        calls: list[dict[str, Any]] = []
+        confidences: list[dict[str, Any]] = []
+        rejected: list[tuple[int, Turn, float]] = []
+        chosen: tuple[int, Turn, float | None] | None = None
+        fallback_error: str | None = None
+        for index in range(self._start_tier(trajectory), last + 1):
+            tier = self.tiers[index]
+            try:
+                turn, samples, records = await self._ask(index, messages)
+            except ModelError as exc:
+                calls.append({"tier": index, "model": tier.name, "kind": "proposal", "error": str(exc),
+                              "cost_usd": 0.0, "usage": Usage().model_dump(), "latency_s": 0.0})
+                confidences.append({"tier": index, "model": tier.name, "confidence": None, "error": str(exc)})
+                if index < last:
+                    continue  # a failing lower tier cannot answer: treat as confidence 0 and climb
+                if rejected and self.on_fallback_error == "keep_flagged":
+                    fallback_error = str(exc)
+                    chosen = rejected.pop()
+                    break
+                raise ModelError(
+                    f"fallback {tier.name} failed ({exc}); policy on_fallback_error={self.on_fallback_error!r}"
+                    if rejected or index > 0 else str(exc)
+                ) from None
+            calls.extend(records)
+            confidence, score_error = self._score(index, turn, samples)
+            entry: dict[str, Any] = {"tier": index, "model": tier.name, "confidence": confidence}
+            if tier.threshold is not None:
+                entry["threshold"] = tier.threshold
+            if score_error:
+                entry["score_error"] = score_error
+            reason = invalid_reason(turn, self.tools.specs or None)
+            if reason:
+                entry["invalid"] = reason
+            confidences.append(entry)
+            if index < last and confidence is not None and confidence < tier.threshold:
+                rejected.append((index, turn, confidence))
+                continue
+            chosen = (index, turn, confidence)
+            break
+        assert chosen is not None
+        index, turn, confidence = chosen
+        escalated_past = rejected
+        step = Step.from_turn(turn, producer=self.tiers[index].name, confidence=confidence,
+                              escalated=bool(escalated_past) or fallback_error is not None)
+        step.usage = sum((Usage(**c["usage"]) for c in calls), Usage())
+        step.cost_usd = sum(c["cost_usd"] for c in calls)
+        step.latency_s = time.perf_counter() - started
+        step.routing = {
+            "tier": index,
+            "confidences": confidences,
+            "rejected": [
+                {"tier": i, "model": self.tiers[i].name, "confidence": c, "action": action_key(t), "text": t.text,
+                 "tool_calls": [call.model_dump() for call in t.tool_calls]}
+                for i, t, c in escalated_past
+            ],
+            "calls": calls,
+        }
+        if fallback_error is not None:
+            step.routing["fallback_failed"] = fallback_error
+            _add_tag(trajectory, FALLBACK_FAILED_TAG)
+        if step.escalated:
+            _add_tag(trajectory, ESCALATED_TAG)
+        return step
+
+    async def arun(self, query: str | Task, **kwargs: Any) -> Trajectory:
+        trajectory = await super().arun(query, **kwargs)
+        trajectory.metadata["routing"] = routing_summary(trajectory, len(self.tiers))
+        if self.store is not None and ESCALATED_TAG in trajectory.tags:
+            # Best effort: a full disk must not lose the answer the user is waiting for.
+            try:
+                self.store.put(trajectory)
+            except DistilleryError as exc:
+                log.warning("could not store escalated trajectory %s: %s", trajectory.id, exc)
+        return trajectory
+
+
+def _add_tag(trajectory: Trajectory, tag: str) -> None:
+    if tag not in trajectory.tags:
+        trajectory.tags.append(tag)
+
+
+def _call_record(index: int, tier: Tier, kind: str, turns: list[Turn], latency: float) -> dict[str, Any]:
+    usage = sum((t.usage for t in turns), Usage())
+    return {
+        "tier": index,
+        "model": tier.name,
+        "kind": kind,
+        "n": len(turns),
+        "usage": usage.model_dump(),
+        "cost_usd": sum(_call_cost(tier.model, t) for t in turns),
+        "latency_s": latency,
+    }
+
+
+def routing_summary(trajectory: Trajectory, n_tiers: int) -> dict[str, Any]:
+    """Per-trajectory routing figures: steps and cost by tier, escalations, fallback failures."""
+    steps_by_tier = [0] * n_tiers
+    cost_by_tier = [0.0] * n_tiers
+    for step in trajectory.steps:
+        tier = step.routing.get("tier", 0)
+        if tier < n_tiers:
+            steps_by_tier[tier] += 1
+        for call in step.routing.get("calls", []):
+            if call["tier"] < n_tiers:
+                cost_by_tier[call["tier"]] += call["cost_usd"]
+    return {
+        "steps_by_tier": steps_by_tier,
+        "cost_by_tier": cost_by_tier,
+        "escalated_steps": sum(step.escalated for step in trajectory.steps),
+        "fallback_failures": sum("fallback_failed" in step.routing for step in trajectory.steps),
+        "min_confidence": min((s.confidence for s in trajectory.steps if s.confidence is not None), default=None),
+    }
+
+
+class StudentAgent(Cascade):
+    """The seed's two-tier cascade: a student that hands low-confidence steps (or tasks) to a fallback.
+
+    With `fallback=None` the student runs alone and every step's confidence is still recorded.
+    """
+
+    def __init__(
+        self,
+        student: ChatModel,
+        fallback: ChatModel | None = None,
+        scorer: str | ConfidenceScorer = DEFAULT_SCORER,
+        threshold: float = DEFAULT_THRESHOLD,
+        escalate: EscalateMode = "step",
+        tools: ToolBox | Iterable[Tool] = (),
+        **options: Any,
+    ):
+        tiers = [student] if fallback is None else [student, fallback]
+        thresholds = [] if fallback is None else [threshold]
+        super().__init__(tiers, thresholds, tools, scorer=scorer, escalate=escalate, **options)
+        self.student = student
+        self.fallback = fallback
+        self.threshold = threshold
+
+
+def run_student(
+    query: str | Task,
+    model: ChatModel,
+    *,
+    fallback: ChatModel | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    tools: ToolBox | Iterable[Tool] = (),
+    scorer: str | ConfidenceScorer = DEFAULT_SCORER,
+    escalate: EscalateMode = "step",
+    **options: Any,
+) -> Trajectory:
+    """Run one query with the student, escalating low-confidence steps to `fallback` when given."""
+    agent = StudentAgent(model, fallback, scorer=scorer, threshold=threshold, escalate=escalate, tools=tools, **options)
+    return agent.run(query)
+
+
+__all__ = [
+    "Cascade",
+    "CascadeConfig",
+    "StudentAgent",
+    "Tier",
+    "TierConfig",
+    "check_tier_order",
+    "load_cascade_config",
+    "routing_summary",
+    "run_student",
+    "write_cascade_config",
+]

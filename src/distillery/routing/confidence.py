@@ -1,0 +1,431 @@
+"""How sure is the student of the action it just proposed? Scores in [0, 1]; low means "likely wrong".
+
+Confidence comes from the tokens of the *action*, never from the whole text: the reasoning a model
+writes before a tool call is free-form and its token probabilities say little about whether the
+call is right. For a tool call the action tokens are the tool name and the argument JSON inside
+`<tool_call>...</tool_call>` (the `{"name": "` scaffolding is excluded: it is near-certain and would
+only dilute the statistics); for a final answer they are the answer text.
+
+    scorer = get_scorer("logprob-mean")          # or "logprob-min", "logprob-q10", "agreement:5",
+    confidence = scorer(turn, tools=specs)       #    "schema", "learned:path/to/scorer.json"
+
+Every scorer gives zero confidence to an invalid action (unparseable or schema-violating tool call,
+unknown tool, empty answer): escalating it is always right. Scorers are registered by name so a
+cascade config can name them; `ConfidenceScorer` has one abstract method, `score`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from distillery.chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from distillery.errors import ConfigError, DistilleryError
+from distillery.tasks import normalize_text
+from distillery.trajectory import ToolSpec, Turn
+
+SPECIAL_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "</s>", "<eos>")
+
+
+class NoActionLogprobs(DistilleryError):
+    """A logprob scorer was asked to score a turn that carries no token logprobs for its action."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Locating the action tokens
+# --------------------------------------------------------------------------------------------------
+
+
+def _tool_call_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of tool names and argument values inside `<tool_call>` blocks of `text`."""
+    spans: list[tuple[int, int]] = []
+    position = 0
+    while (open_at := text.find(TOOL_CALL_OPEN, position)) >= 0:
+        body_start = open_at + len(TOOL_CALL_OPEN)
+        close_at = text.find(TOOL_CALL_CLOSE, body_start)
+        body_end = close_at if close_at >= 0 else len(text)
+        body = text[body_start:body_end]
+        found = []
+        name = re.search(r'"name"\s*:\s*"([^"]*)"', body)
+        if name:
+            found.append((body_start + name.start(1), body_start + name.end(1)))
+        arguments = re.search(r'"arguments"\s*:\s*', body)
+        if arguments:
+            value_start = arguments.end()
+            try:
+                _, value_end = json.JSONDecoder().raw_decode(body, value_start)
+            except json.JSONDecodeError:
+                value_end = len(body.rstrip().rstrip("}"))  # broken JSON: take the rest of the block
+            found.append((body_start + value_start, body_start + max(value_end, value_start)))
+        if not found and body.strip():
+            # No recognisable name/arguments: the whole (malformed) block is the action.
+            found.append((body_start, body_end))
+        spans.extend(found)
+        position = body_end + len(TOOL_CALL_CLOSE) if close_at >= 0 else len(text)
+    return spans
+
+
+def _answer_span(text: str) -> list[tuple[int, int]]:
+    """The span of a final answer: the text without thinking sections, special tokens and outer whitespace."""
+    visible_end = len(text)
+    for special in SPECIAL_TOKENS:
+        at = text.find(special)
+        if at >= 0:
+            visible_end = min(visible_end, at)
+    start = 0
+    think_close = text.rfind("</think>", 0, visible_end)
+    if think_close >= 0:
+        start = think_close + len("</think>")
+    while start < visible_end and text[start].isspace():
+        start += 1
+    end = visible_end
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return [(start, end)] if end > start else []
+
+
+def action_token_logprobs(turn: Turn) -> list[float]:
+    """Logprobs of the tokens that make up the turn's action (tool name + arguments, or the answer).
+
+    Token strings concatenate to the generated text, so spans found in that concatenation map back
+    to tokens: a token belongs to the action when it overlaps an action span. Raises
+    `NoActionLogprobs` when the turn has no logprobs, or none of them cover its action (hosted
+    providers return logprobs for message text only, not for structured tool calls).
+    """
+    if not turn.logprobs:
+        raise NoActionLogprobs(
+            f"model {turn.model or '?'} returned no token logprobs; logprob scorers need them "
+            "(use scorer 'agreement:k' or a model/provider that returns logprobs)"
+        )
+    text = "".join(t.token for t in turn.logprobs)
+    spans = _tool_call_spans(text) if TOOL_CALL_OPEN in text else []
+    if not spans and turn.tool_calls:
+        raise NoActionLogprobs(
+            f"model {turn.model or '?'} made a tool call but its logprobs do not cover the call's tokens "
+            "(hosted APIs give logprobs for message text only); use scorer 'agreement:k' for this model"
+        )
+    if not spans:
+        spans = _answer_span(text)
+    selected: list[float] = []
+    offset = 0
+    for token in turn.logprobs:
+        token_start, token_end = offset, offset + len(token.token)
+        offset = token_end
+        if token_end > token_start and any(token_start < end and token_end > start for start, end in spans):
+            selected.append(token.logprob)
+    if not selected:
+        raise NoActionLogprobs(f"model {turn.model or '?'}: no logprobs fall on the action tokens")
+    return selected
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default), without needing numpy for a short list."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def logprob_features(turn: Turn) -> dict[str, float]:
+    """Statistics of the action-token logprobs: min, mean and quantiles (as logprobs) and the count."""
+    values = action_token_logprobs(turn)
+    return {
+        "lp_min": min(values),
+        "lp_mean": sum(values) / len(values),
+        "lp_q10": quantile(values, 0.10),
+        "lp_q25": quantile(values, 0.25),
+        "lp_q50": quantile(values, 0.50),
+        "n_action_tokens": float(len(values)),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Validity and agreement
+# --------------------------------------------------------------------------------------------------
+
+
+def action_key(turn: Turn) -> str:
+    """What two samples must share to "agree": the canonical tool calls, or the normalised answer."""
+    if turn.tool_calls:
+        return "calls:" + "|".join(sorted(call.canonical() for call in turn.tool_calls))
+    return "answer:" + normalize_text(turn.text or "")
+
+
+def invalid_reason(turn: Turn, tools: Sequence[ToolSpec] | None = None) -> str | None:
+    """Why the turn's action cannot be right (None when it is well-formed)."""
+    if turn.stop_reason in ("error", "max_tokens", "refusal"):
+        return f"stop_reason={turn.stop_reason}"
+    if not turn.tool_calls:
+        return None if (turn.text or "").strip() else "empty answer"
+    by_name = {spec.name: spec for spec in tools or []}
+    for call in turn.tool_calls:
+        if call.parse_error is not None:
+            return f"tool call {call.name or '?'}: {call.parse_error}"
+        if tools is None:
+            continue
+        spec = by_name.get(call.name)
+        if spec is None:
+            return f"unknown tool {call.name!r}"
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec.parameters).iter_errors(call.arguments))
+        if error is not None:
+            return f"tool call {call.name}: {error.message}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Scorers
+# --------------------------------------------------------------------------------------------------
+
+
+class ConfidenceScorer(ABC):
+    """Scores one proposed turn. Subclasses implement `score`; calling the scorer adds the validity gate.
+
+    `needs_logprobs` asks the router to request token logprobs; `samples_needed` asks it for that
+    many extra samples (at `sample_temperature`) of the same step, passed in as `samples`.
+    """
+
+    name: str = "scorer"
+    needs_logprobs: bool = False
+    samples_needed: int = 0
+    sample_temperature: float = 1.0
+
+    @abstractmethod
+    def score(self, turn: Turn, *, tools: Sequence[ToolSpec] | None = None, samples: Sequence[Turn] = ()) -> float:
+        """Confidence in [0, 1] that `turn`'s action is right."""
+
+    def __call__(self, turn: Turn, *, tools: Sequence[ToolSpec] | None = None, samples: Sequence[Turn] = ()) -> float:
+        if invalid_reason(turn, tools) is not None:
+            return 0.0
+        return min(1.0, max(0.0, float(self.score(turn, tools=tools, samples=samples))))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class LogprobScorer(ConfidenceScorer):
+    """exp(statistic of the action-token logprobs): min, mean (geometric-mean probability) or a quantile."""
+
+    needs_logprobs = True
+
+    def __init__(self, statistic: str = "mean", q: float | None = None):
+        if statistic not in ("min", "mean", "quantile"):
+            raise ConfigError(f"logprob scorer: unknown statistic {statistic!r}; use min, mean or quantile")
+        if statistic == "quantile" and (q is None or not 0.0 <= q <= 1.0):
+            raise ConfigError(f"logprob quantile scorer: q must be in [0, 1], got {q!r}")
+        self.statistic = statistic
+        self.q = q
+        self.name = f"logprob-q{round(q * 100):02d}" if statistic == "quantile" else f"logprob-{statistic}"
+
+    def score(self, turn, *, tools=None, samples=()):
+        values = action_token_logprobs(turn)
+        if self.statistic == "min":
+            value = min(values)
+        elif self.statistic == "mean":
+            value = sum(values) / len(values)
+        else:
+            value = quantile(values, self.q)
+        return math.exp(value)
+
+
+class AgreementScorer(ConfidenceScorer):
+    """The fraction of k sampled turns whose canonical action equals the proposal's (self-consistency)."""
+
+    def __init__(self, k: int = 5, temperature: float = 1.0):
+        if k < 1:
+            raise ConfigError(f"agreement scorer: k must be at least 1, got {k}")
+        self.samples_needed = k
+        self.sample_temperature = temperature
+        self.name = f"agreement:{k}"
+
+    def score(self, turn, *, tools=None, samples=()):
+        if not samples:
+            raise DistilleryError(f"scorer {self.name}: no samples were generated for this step")
+        key = action_key(turn)
+        return sum(action_key(sample) == key for sample in samples) / len(samples)
+
+
+class SchemaScorer(ConfidenceScorer):
+    """1 for a well-formed action, 0 otherwise (the gate alone): escalates only broken calls."""
+
+    name = "schema"
+
+    def score(self, turn, *, tools=None, samples=()):
+        return 1.0
+
+
+class RandomScorer(ConfidenceScorer):
+    """Uniform random confidence: with threshold p it escalates a fraction p of steps at random.
+
+    The baseline router: a real scorer must beat it at the same escalation rate.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.name = f"random:{seed}"
+        self._rng = random.Random(seed)
+
+    def score(self, turn, *, tools=None, samples=()):
+        return self._rng.random()
+
+    def __call__(self, turn, *, tools=None, samples=()):
+        return self.score(turn)  # no validity gate: the random router ignores the action entirely
+
+
+# Features the learned scorer may use, in a fixed order.
+LOGPROB_FEATURES = ["lp_min", "lp_mean", "lp_q10", "lp_q25", "lp_q50", "n_action_tokens"]
+ALL_FEATURES = [*LOGPROB_FEATURES, "is_answer", "agreement"]
+
+
+def step_features(turn: Turn, *, samples: Sequence[Turn] = ()) -> dict[str, float]:
+    """Every feature a learned scorer can use for one proposed turn (logprob stats need logprobs)."""
+    features = dict(logprob_features(turn))
+    features["is_answer"] = 0.0 if turn.tool_calls else 1.0
+    if samples:
+        key = action_key(turn)
+        features["agreement"] = sum(action_key(s) == key for s in samples) / len(samples)
+    return features
+
+
+class LearnedScorer(ConfidenceScorer):
+    """Logistic regression over action features, fitted post hoc on validation steps labelled right/wrong.
+
+    Saved as JSON (feature names, standardisation, coefficients) so a cascade config can point at it.
+    """
+
+    needs_logprobs = True
+
+    def __init__(self, features: Sequence[str], coef: Sequence[float], intercept: float,
+                 mean: Sequence[float], scale: Sequence[float], path: str | None = None):
+        unknown = [f for f in features if f not in ALL_FEATURES]
+        if unknown:
+            raise ConfigError(f"learned scorer: unknown feature(s) {unknown}; known: {ALL_FEATURES}")
+        self.features = list(features)
+        self.coef = [float(c) for c in coef]
+        self.intercept = float(intercept)
+        self.mean = [float(m) for m in mean]
+        self.scale = [float(s) or 1.0 for s in scale]
+        self.samples_needed = 5 if "agreement" in self.features else 0
+        self.name = f"learned:{path}" if path else "learned"
+
+    @classmethod
+    def fit(cls, rows: Sequence[dict[str, float]], wrong: Sequence[bool], *,
+            features: Sequence[str] = (*LOGPROB_FEATURES, "is_answer"), c: float = 1.0) -> LearnedScorer:
+        """Fit on feature rows and labels (True = the step was wrong). Needs both labels present."""
+        from sklearn.linear_model import LogisticRegression
+
+        if len(set(wrong)) < 2:
+            raise DistilleryError("learned scorer: the validation steps are all right or all wrong; cannot fit")
+        matrix = [[row[f] for f in features] for row in rows]
+        columns = list(zip(*matrix))
+        mean = [sum(col) / len(col) for col in columns]
+        scale = [math.sqrt(sum((v - m) ** 2 for v in col) / len(col)) or 1.0 for col, m in zip(columns, mean)]
+        standardised = [[(v - m) / s for v, m, s in zip(row, mean, scale)] for row in matrix]
+        model = LogisticRegression(C=c).fit(standardised, [0 if w else 1 for w in wrong])  # 1 = right
+        return cls(features, model.coef_[0].tolist(), float(model.intercept_[0]), mean, scale)
+
+    def probability(self, features: dict[str, float]) -> float:
+        z = self.intercept + sum(
+            c * (features[f] - m) / s for f, c, m, s in zip(self.features, self.coef, self.mean, self.scale)
+        )
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    def score(self, turn, *, tools=None, samples=()):
+        return self.probability(step_features(turn, samples=samples))
+
+    def save(self, path: str | Path) -> None:
+        data = {"kind": "distillery.learned_scorer", "features": self.features, "coef": self.coef,
+                "intercept": self.intercept, "mean": self.mean, "scale": self.scale}
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedScorer:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such learned-scorer file (fit one with `distillery calibrate --fit-scorer`)") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}: learned scorer is not valid JSON: {exc.msg}") from None
+        for field in ("features", "coef", "intercept", "mean", "scale"):
+            if field not in data:
+                raise ConfigError(f"{path}: learned scorer has no {field!r} field")
+        return cls(data["features"], data["coef"], data["intercept"], data["mean"], data["scale"], path=str(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------
+
+# name -> factory(argument or None) -> scorer. The argument is what follows the first ':' in a spec.
+SCORERS: dict[str, Callable[[str | None], ConfidenceScorer]] = {}
+
+
+def register_scorer(name: str) -> Callable[[Callable[[str | None], ConfidenceScorer]], Callable[[str | None], ConfidenceScorer]]:
+    def wrap(factory):
+        SCORERS[name] = factory
+        return factory
+
+    return wrap
+
+
+def _number(spec: str, argument: str, kind: type) -> Any:
+    try:
+        return kind(argument)
+    except ValueError:
+        raise ConfigError(f"scorer {spec!r}: {argument!r} is not a valid {kind.__name__}") from None
+
+
+register_scorer("logprob-min")(lambda arg: LogprobScorer("min"))
+register_scorer("logprob-mean")(lambda arg: LogprobScorer("mean"))
+register_scorer("schema")(lambda arg: SchemaScorer())
+register_scorer("agreement")(lambda arg: AgreementScorer(_number("agreement", arg, int) if arg else 5))
+register_scorer("random")(lambda arg: RandomScorer(_number("random", arg, int) if arg else 0))
+register_scorer("learned")(lambda arg: LearnedScorer.load(arg) if arg else _missing_path())
+
+
+def _missing_path() -> ConfidenceScorer:
+    raise ConfigError("scorer 'learned' needs a path: learned:path/to/scorer.json")
+
+
+def get_scorer(spec: str | ConfidenceScorer) -> ConfidenceScorer:
+    """A scorer from its spec: `logprob-mean`, `logprob-min`, `logprob-q10` (any quantile 00-100),
+    `agreement:5`, `schema`, `random:SEED`, `learned:path.json`. Unknown names raise a one-line error."""
+    if isinstance(spec, ConfidenceScorer):
+        return spec
+    name, _, argument = spec.partition(":")
+    quantile_match = re.fullmatch(r"logprob-q(\d{1,3})", name)
+    if quantile_match:
+        return LogprobScorer("quantile", q=int(quantile_match.group(1)) / 100)
+    if name not in SCORERS:
+        known = ", ".join([*sorted(SCORERS), "logprob-qNN"])
+        raise ConfigError(f"unknown confidence scorer {spec!r}; known: {known}")
+    return SCORERS[name](argument or None)
+
+
+__all__ = [
+    "ALL_FEATURES",
+    "AgreementScorer",
+    "ConfidenceScorer",
+    "LearnedScorer",
+    "LogprobScorer",
+    "NoActionLogprobs",
+    "RandomScorer",
+    "SCORERS",
+    "SchemaScorer",
+    "action_key",
+    "action_token_logprobs",
+    "get_scorer",
+    "invalid_reason",
+    "logprob_features",
+    "register_scorer",
+    "step_features",
+]
