@@ -1,0 +1,229 @@
+"""Choosing thresholds on a validation split, from cached runs, without further model calls.
+
+Each tier is run *alone* on every validation task once (recording its per-step confidences, costs
+and success); the teacher is the last tier. A setting of thresholds is then evaluated by
+*task-level* routing over those cached runs: a task starts at tier 1 and moves to the next tier
+at its first step whose confidence is below the tier's threshold; the costs of the steps spent
+before the hand-over are counted. This is exact for `escalate="task"` when the higher tier starts
+afresh, and an approximation for step-level escalation, whose conversation changes after a
+teacher step. The real cascade's figures therefore come from running it (`distillery eval`),
+which also reports how far its realised escalation rate lands from the calibrated prediction.
+
+Two ways to choose:
+- `target`: the cheapest setting whose success is at least `target` x the teacher's success;
+- `budget`: the most successful setting whose cost per task is at most `budget` dollars.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from distillery.errors import ConfigError
+from distillery.trajectory import Trajectory
+
+MAX_CANDIDATES_PER_TIER = 41
+
+
+@dataclass
+class TierRun:
+    """One tier's run of one task, alone: the figures routing simulations need."""
+
+    task_id: str
+    success: bool
+    cost_usd: float
+    latency_s: float
+    step_confidences: list[float | None] = field(default_factory=list)
+    step_costs: list[float] = field(default_factory=list)
+    step_latencies: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_trajectory(cls, trajectory: Trajectory) -> TierRun:
+        return cls(
+            task_id=trajectory.task_id,
+            success=bool(trajectory.outcome and trajectory.outcome.success),
+            cost_usd=trajectory.cost_usd,
+            latency_s=trajectory.latency_s,
+            step_confidences=[s.confidence for s in trajectory.steps],
+            step_costs=[s.cost_usd for s in trajectory.steps],
+            step_latencies=[s.latency_s + sum(r.latency_s for r in s.tool_results) for s in trajectory.steps],
+        )
+
+    def first_doubt(self, threshold: float) -> int | None:
+        """Index of the first step whose confidence is below `threshold` (unscored counts as 0)."""
+        for index, confidence in enumerate(self.step_confidences):
+            if (confidence if confidence is not None else 0.0) < threshold:
+                return index
+        return None
+
+    @property
+    def min_confidence(self) -> float:
+        values = [c if c is not None else 0.0 for c in self.step_confidences]
+        return min(values) if values else 0.0
+
+
+@dataclass
+class Simulated:
+    """Task-level routing over cached runs at one setting of thresholds."""
+
+    thresholds: list[float]
+    success: float
+    cost_per_task: float
+    reached: list[float]  # fraction of tasks that reached each tier (reached[0] == 1)
+    step_escalation_rate: float  # fraction of tier-1 steps below its threshold (a proxy for step routing)
+    latencies: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def teacher_fraction(self) -> float:
+        return self.reached[-1]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("latencies")
+        data["teacher_fraction"] = self.teacher_fraction
+        return data
+
+
+def _check_aligned(runs: Sequence[Sequence[TierRun]]) -> None:
+    if len(runs) < 2:
+        raise ConfigError("calibration needs at least two tiers (a student and the teacher)")
+    ids = [r.task_id for r in runs[0]]
+    for index, tier_runs in enumerate(runs[1:], start=1):
+        if [r.task_id for r in tier_runs] != ids:
+            raise ConfigError(f"calibration: tier {index}'s runs are not for the same tasks, in the same order, as tier 0's")
+
+
+def simulate(runs: Sequence[Sequence[TierRun]], thresholds: Sequence[float]) -> Simulated:
+    """Route every task through the tiers at `thresholds` (one per tier but the last)."""
+    _check_aligned(runs)
+    n_tiers, n_tasks = len(runs), len(runs[0])
+    if len(thresholds) != n_tiers - 1:
+        raise ConfigError(f"simulate: {n_tiers} tiers need {n_tiers - 1} thresholds, got {len(thresholds)}")
+    successes, cost, reached = 0, 0.0, [0] * n_tiers
+    latencies = []
+    for task in range(n_tasks):
+        task_latency = 0.0
+        for tier in range(n_tiers):
+            run = runs[tier][task]
+            reached[tier] += 1
+            doubt = run.first_doubt(thresholds[tier]) if tier < n_tiers - 1 else None
+            if doubt is None:
+                successes += run.success
+                cost += run.cost_usd
+                task_latency += run.latency_s
+                break
+            cost += sum(run.step_costs[: doubt + 1])
+            task_latency += sum(run.step_latencies[: doubt + 1])
+        latencies.append(task_latency)
+    student_steps = [c if c is not None else 0.0 for run in runs[0] for c in run.step_confidences]
+    below = sum(c < thresholds[0] for c in student_steps)
+    return Simulated(
+        thresholds=list(thresholds),
+        success=successes / n_tasks if n_tasks else 0.0,
+        cost_per_task=cost / n_tasks if n_tasks else 0.0,
+        reached=[r / n_tasks if n_tasks else 0.0 for r in reached],
+        step_escalation_rate=below / len(student_steps) if student_steps else 0.0,
+        latencies=latencies,
+    )
+
+
+def candidate_thresholds(tier_runs: Sequence[TierRun], limit: int = MAX_CANDIDATES_PER_TIER) -> list[float]:
+    """Thresholds worth trying for one tier: midway between consecutive distinct task-min confidences.
+
+    Midpoints (rather than the observed values) keep a little margin on both sides, so a test task
+    with nearly the same confidence is routed the same way. 0 (never escalate) and 1 (escalate all
+    but perfect confidence) close the range. Thinned to `limit` evenly spaced candidates.
+    """
+    values = sorted({round(run.min_confidence, 12) for run in tier_runs})
+    middles = [(a + b) / 2 for a, b in zip(values, values[1:])]
+    candidates = sorted({0.0, *middles, 1.0})
+    if len(candidates) > limit:
+        step = (len(candidates) - 1) / (limit - 1)
+        candidates = sorted({candidates[round(i * step)] for i in range(limit)})
+    return candidates
+
+
+def sweep(runs: Sequence[Sequence[TierRun]], candidates: Sequence[Sequence[float]] | None = None) -> list[Simulated]:
+    """Every combination of candidate thresholds (one list per tier but the last)."""
+    _check_aligned(runs)
+    if candidates is None:
+        candidates = [candidate_thresholds(tier_runs) for tier_runs in runs[:-1]]
+    return [simulate(runs, list(setting)) for setting in itertools.product(*candidates)]
+
+
+@dataclass
+class Calibration:
+    """The chosen thresholds, what they predict on validation, and the sweep behind the choice."""
+
+    thresholds: list[float]
+    mode: str  # "target" or "budget"
+    goal: float
+    met: bool
+    chosen: Simulated
+    teacher_success: float
+    student_success: float
+    teacher_cost_per_task: float
+    curve: list[Simulated]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "thresholds": self.thresholds,
+            "mode": self.mode,
+            "goal": self.goal,
+            "met": self.met,
+            "chosen": self.chosen.as_dict(),
+            "teacher_success": self.teacher_success,
+            "student_success": self.student_success,
+            "teacher_cost_per_task": self.teacher_cost_per_task,
+            "curve": [point.as_dict() for point in self.curve],
+            "method": "task-level routing over cached single-tier runs on the validation split",
+        }
+
+
+def calibrate(
+    runs: Sequence[Sequence[TierRun]],
+    *,
+    target: float | None = None,
+    budget: float | None = None,
+    candidates: Sequence[Sequence[float]] | None = None,
+) -> Calibration:
+    """Choose thresholds: the cheapest setting reaching `target` x teacher success, or the best within `budget`.
+
+    `budget` is dollars per task. When no setting meets the goal, the closest one is returned with
+    `met=False` (the most successful for a target, the cheapest for a budget) so the caller can say so.
+    """
+    if (target is None) == (budget is None):
+        raise ConfigError("calibrate: give exactly one of target (fraction of teacher success) or budget ($/task)")
+    if target is not None and not 0.0 < target <= 1.5:
+        raise ConfigError(f"calibrate: target = {target} should be a fraction of the teacher's success, e.g. 0.98")
+    if budget is not None and budget < 0:
+        raise ConfigError(f"calibrate: budget = {budget} must not be negative")
+    curve = sweep(runs, candidates)
+    teacher = runs[-1]
+    teacher_success = sum(r.success for r in teacher) / len(teacher)
+    student_success = sum(r.success for r in runs[0]) / len(runs[0])
+    teacher_cost = sum(r.cost_usd for r in teacher) / len(teacher)
+    eps = 1e-12
+    if target is not None:
+        ok = [p for p in curve if p.success >= target * teacher_success - eps]
+        # Cheapest first; among equals, the more successful, then the lower (less escalating) thresholds.
+        key = lambda p: (p.cost_per_task, -p.success, p.thresholds)  # noqa: E731
+        chosen = min(ok, key=key) if ok else max(curve, key=lambda p: (p.success, -p.cost_per_task))
+        mode, goal = "target", target
+    else:
+        ok = [p for p in curve if p.cost_per_task <= budget + eps]
+        chosen = max(ok, key=lambda p: (p.success, -p.cost_per_task)) if ok else min(curve, key=lambda p: p.cost_per_task)
+        mode, goal = "budget", budget
+    return Calibration(
+        thresholds=chosen.thresholds, mode=mode, goal=goal, met=bool(ok), chosen=chosen,
+        teacher_success=teacher_success, student_success=student_success, teacher_cost_per_task=teacher_cost,
+        curve=curve,
+    )
+
+
+def deferral_curve(student: Sequence[TierRun], teacher: Sequence[TierRun]) -> list[Simulated]:
+    """Two-tier task-level routing at every candidate threshold, ordered by teacher-call fraction."""
+    points = sweep([student, teacher])
+    return sorted(points, key=lambda p: (p.teacher_fraction, p.thresholds))
