@@ -1,0 +1,527 @@
+"""Teacher collection: run the teacher agent over many tasks, concurrently, into the store.
+
+    collector = TeacherCollector("anthropic:claude-opus-4-6", tools, store=SQLiteStore(), n=4,
+                                 concurrency=16, budget_usd=20.0)
+    result = collector.collect(load_tasks("queries.jsonl"))
+    print(result.summary())
+
+Or, the seed's one-liner: `collect_teacher_trajectories(["What is ...?"], "openai:gpt-4o")`.
+
+What it guarantees:
+* **Bounded concurrency**: at most `concurrency` (task, sample) runs are in flight on one event loop.
+* **Retries**: transient model errors (429, 529, 5xx, timeouts) are retried with exponential backoff
+  and full jitter, or after the server's `retry_after`, up to `max_retries` times. After that the
+  trajectory is stored with status "error" and the message; the batch carries on.
+* **No task kills the batch**: any exception from one run becomes a failed ("error") trajectory.
+* **Resume**: with a store, (task_id, model, sample_index) keys already stored as finished are
+  skipped and reported as "resumed"; failed ones are run again and replace the failed row.
+* **Budget**: with `budget_usd`, no new run starts unless spent + (in-flight + 1) x the most
+  expensive trajectory so far fits under the cap. In-flight runs finish.
+* **n samples**: each task runs `n` times (sample_index 0..n-1), at temperature 1.0 unless set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillery.agent import DEFAULT_MAX_STEPS, Agent
+from distillery.errors import ConfigError, TransientModelError
+from distillery.models import load_model
+from distillery.models.base import ChatModel
+from distillery.store import TrajectoryStore, open_store
+from distillery.tasks import Task, _task_id, load_tasks
+from distillery.tools import Tool, ToolBox
+from distillery.trajectory import Message, ToolSpec, Trajectory, Turn
+
+log = logging.getLogger("distillery.collect")
+
+SleepFn = Callable[[float], Awaitable[Any]]
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+_SECRET_ENV = re.compile(r"(_API_KEY|_AUTH_TOKEN|_SECRET|_TOKEN)$")
+
+
+def redact_secrets(text: str) -> str:
+    """Replace the value of any API-key-like environment variable found in `text` with "[redacted]".
+
+    Provider error messages sometimes echo the key they were given; those messages end up in
+    stored trajectories and logs, which must never hold a key.
+    """
+    for name, value in os.environ.items():
+        if value and len(value) >= 8 and _SECRET_ENV.search(name) and value in text:
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts API keys from every record it passes (message and arguments)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_secrets(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+
+class RetryingModel:
+    """A `ChatModel` that retries `TransientModelError` from the model it wraps.
+
+    The delay before retry k (0-based) is uniform in [0, min(backoff_max_s, backoff_base_s * 2**k)]
+    ("full jitter": many clients that were rate-limited together do not retry together). When the
+    error carries the server's `retry_after`, that is the delay instead, capped at `backoff_max_s`.
+    After `max_retries` retries the last error is raised, and the Agent records it.
+    """
+
+    def __init__(
+        self,
+        model: ChatModel,
+        *,
+        max_retries: int = 6,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 60.0,
+        sleep: SleepFn = asyncio.sleep,
+        rng: random.Random | None = None,
+        on_retry: Callable[[TransientModelError, int, float], None] | None = None,
+    ):
+        self.model = model
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.on_retry = on_retry
+
+    @property
+    def uri(self) -> str:
+        # Trajectories are keyed by the model's name; the wrapper must not change it.
+        return getattr(self.model, "uri", type(self.model).__name__)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def delay(self, attempt: int, error: TransientModelError) -> float:
+        if error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), self.backoff_max_s)
+        return self.rng.uniform(0.0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
+
+    async def agenerate(self, messages: list[Message], tools: list[ToolSpec] | None = None, **kwargs: Any) -> list[Turn]:
+        attempt = 0
+        while True:
+            try:
+                return await self.model.agenerate(messages, tools, **kwargs)
+            except TransientModelError as error:
+                if attempt >= self.max_retries:
+                    if self.max_retries == 0:
+                        raise
+                    raise TransientModelError(
+                        f"{error} (gave up after {self.max_retries} retries)",
+                        status=error.status,
+                        retry_after=error.retry_after,
+                    ) from error
+                wait = self.delay(attempt, error)
+                if self.on_retry is not None:
+                    self.on_retry(error, attempt, wait)
+                log.info("retrying %s in %.2fs (retry %d/%d): %s", self.uri, wait, attempt + 1, self.max_retries, error)
+                await self.sleep(wait)
+                attempt += 1
+
+    def generate(self, messages: list[Message], tools: list[ToolSpec] | None = None, **kwargs: Any) -> list[Turn]:
+        return asyncio.run(self.agenerate(messages, tools, **kwargs))
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass
+class CollectResult:
+    """What one collection run did.
+
+    `ok`: status "ok" (a final answer). `failed`: status "error" (run again to retry them).
+    `incomplete`: finished without an answer (max_steps, max_tokens, refused); final, not retried.
+    `resumed`: already in the store, skipped. `skipped_budget`: not started because of the budget.
+    """
+
+    ok: int = 0
+    failed: int = 0
+    incomplete: int = 0
+    resumed: int = 0
+    skipped_budget: int = 0
+    succeeded: int = 0  # judged correct by the task's checker
+    checked: int = 0  # had a checker
+    retries: int = 0
+    cost_usd: float = 0.0
+    wall_s: float = 0.0
+    budget_usd: float | None = None
+    stopped_by_budget: bool = False
+    by_status: Counter = field(default_factory=Counter)
+    trajectories: list[Trajectory] = field(default_factory=list)
+    first_error: str | None = None
+
+    @property
+    def total(self) -> int:
+        """Runs that ended in this collection (stored), not counting resumed or skipped ones."""
+        return self.ok + self.failed + self.incomplete
+
+    def budget_line(self) -> str | None:
+        if not self.stopped_by_budget:
+            return None
+        return (
+            f"stopped by budget: ${self.cost_usd:.4f} of ${self.budget_usd:.4f}, "
+            f"{self.skipped_budget} tasks not started"
+        )
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.ok} ok",
+            f"{self.failed} failed",
+            f"{self.incomplete} incomplete",
+            f"{self.resumed} resumed",
+            f"${self.cost_usd:.4f}",
+            f"{self.wall_s:.1f}s",
+        ]
+        if self.checked:
+            parts.insert(3, f"{self.succeeded}/{self.checked} correct")
+        line = ", ".join(parts)
+        budget = self.budget_line()
+        return f"{line}; {budget}" if budget else line
+
+
+# -- the collector -------------------------------------------------------------------------------
+
+
+def as_tasks(queries: str | Path | Iterable[str | Task]) -> list[Task]:
+    """Tasks from a task file path, or a list of query strings and/or `Task`s (ids from the text)."""
+    if isinstance(queries, (str, Path)):
+        return load_tasks(queries)
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    for item in queries:
+        if isinstance(item, Task):
+            task = item
+        elif isinstance(item, str):
+            # The same id a text task file gives the same query, so list and file runs resume each other.
+            task = Task(id=_task_id(item), query=item)
+        else:
+            raise ConfigError(f"queries: expected a string or a Task, got {type(item).__name__}")
+        if task.id in seen:
+            raise ConfigError(f"queries: duplicate task id {task.id!r}")
+        seen.add(task.id)
+        tasks.append(task)
+    return tasks
+
+
+def _load(uri: str, options: dict[str, Any]) -> ChatModel:
+    """`load_model`, with a provider whose module cannot be imported reported as one line."""
+    try:
+        return load_model(uri, **options)
+    except ImportError as exc:
+        raise ConfigError(f"model {uri!r}: its provider cannot be imported ({exc})") from None
+
+
+class _Budget:
+    """Decides whether one more run may start without the total passing the cap.
+
+    The next run's cost is estimated as the most expensive finished trajectory so far (a
+    conservative bound; the mean would spend closer to the cap but can pass it). Until the first
+    run finishes there is no estimate, so only one run is in flight at a time.
+    """
+
+    def __init__(self, cap: float | None):
+        self.cap = cap
+        self.spent = 0.0
+        self.max_cost: float | None = None
+
+    def allows(self, in_flight: int) -> bool:
+        if self.cap is None:
+            return True
+        if self.spent >= self.cap:
+            return False
+        if self.max_cost is None:
+            return in_flight == 0
+        return self.spent + (in_flight + 1) * self.max_cost <= self.cap
+
+    def record(self, cost: float) -> None:
+        self.spent += cost
+        self.max_cost = cost if self.max_cost is None else max(self.max_cost, cost)
+
+
+class TeacherCollector:
+    """Runs the teacher agent over tasks with bounded concurrency, retries, resume and a budget."""
+
+    def __init__(
+        self,
+        model: str | ChatModel,
+        tools: ToolBox | Iterable[Tool] = (),
+        *,
+        store: TrajectoryStore | str | Path | None = None,
+        system: str | None = None,
+        n: int = 1,
+        concurrency: int = 8,
+        max_retries: int = 6,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 60.0,
+        budget_usd: float | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
+        progress: bool = True,
+        tags: Iterable[str] = (),
+        keep_trajectories: bool = True,
+        model_options: dict[str, Any] | None = None,
+        sleep: SleepFn = asyncio.sleep,
+    ):
+        if n < 1:
+            raise ConfigError(f"n must be at least 1, got {n}")
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
+        if budget_usd is not None and budget_usd < 0:
+            raise ConfigError(f"budget_usd must be 0 or more, got {budget_usd}")
+        if top_logprobs and not logprobs:
+            logprobs = True  # asking for top-k alternatives implies logprobs
+        self.model = _load(model, model_options or {}) if isinstance(model, str) else model
+        self.tools = tools if isinstance(tools, ToolBox) else ToolBox(tools)
+        self.store = open_store(store) if store is not None else None
+        self.system = system
+        self.n = n
+        self.concurrency = concurrency
+        self.budget_usd = budget_usd
+        self.temperature = temperature if temperature is not None else (0.0 if n == 1 else 1.0)
+        self.progress = progress
+        self.tags = list(tags)
+        self.keep_trajectories = keep_trajectories
+        self._retries = 0
+        self.retrying_model = RetryingModel(
+            self.model,
+            max_retries=max_retries,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+            sleep=sleep,
+            on_retry=self._count_retry,
+        )
+        self.agent = Agent(
+            self.retrying_model,
+            self.tools,
+            system=system,
+            max_steps=max_steps,
+            temperature=self.temperature,
+            max_tokens=max_tokens,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+        )
+
+    @property
+    def model_name(self) -> str:
+        """The name trajectories are stored under (the model's URI); resume matches on it."""
+        return self.agent.name
+
+    def _count_retry(self, error: TransientModelError, attempt: int, wait: float) -> None:
+        self._retries += 1
+
+    async def _run_one(self, task: Task, sample_index: int) -> Trajectory:
+        """One (task, sample) through the shared Agent loop. Never raises for a task's own failure."""
+        metadata = {"collect": {"temperature": self.temperature, "n": self.n}}
+        try:
+            trajectory = await self.agent.arun(task, sample_index=sample_index, tags=self.tags, metadata=metadata)
+        except Exception as exc:  # a bug in a checker, a tool wrapper, a provider: this task fails, not the batch
+            log.warning("task %s sample %d raised %s", task.id, sample_index, type(exc).__name__, exc_info=True)
+            trajectory = Trajectory(
+                task_id=task.id,
+                query=task.query,
+                system=task.system if task.system is not None else self.system,
+                tools=self.tools.specs,
+                model=self.model_name,
+                sample_index=sample_index,
+                tags=[*task.tags, *self.tags],
+                metadata={**task.metadata, **metadata},
+                status="error",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        if trajectory.error:
+            trajectory.error = redact_secrets(trajectory.error)
+        return trajectory
+
+    async def acollect(self, tasks: str | Path | Iterable[str | Task]) -> CollectResult:
+        tasks = as_tasks(tasks)
+        started = time.perf_counter()
+        result = CollectResult(budget_usd=self.budget_usd)
+        done = self.store.done_keys(self.model_name) if self.store is not None else set()
+        queue: deque[tuple[Task, int]] = deque()
+        for task in tasks:
+            for sample_index in range(self.n):
+                if (task.id, sample_index) in done:
+                    result.resumed += 1
+                else:
+                    queue.append((task, sample_index))
+        if result.resumed:
+            log.info("resuming: %d of %d runs already stored", result.resumed, len(tasks) * self.n)
+
+        budget = _Budget(self.budget_usd)
+        in_flight = 0
+        changed = asyncio.Condition()
+        bar = _ProgressBar(total=len(queue), enabled=self.progress, model=self.model_name)
+        retries_before = self._retries
+
+        def finish(trajectory: Trajectory) -> None:
+            result.by_status[trajectory.status] += 1
+            if trajectory.status == "ok":
+                result.ok += 1
+            elif trajectory.status == "error":
+                result.failed += 1
+                result.first_error = result.first_error or trajectory.error
+                log.warning("task %s sample %d failed: %s", trajectory.task_id, trajectory.sample_index, trajectory.error)
+            else:
+                result.incomplete += 1
+            if trajectory.outcome is not None and trajectory.outcome.success is not None:
+                result.checked += 1
+                result.succeeded += int(trajectory.outcome.success)
+            if self.keep_trajectories:
+                result.trajectories.append(trajectory)
+
+        async def worker() -> None:
+            nonlocal in_flight
+            while True:
+                async with changed:
+                    while True:
+                        if not queue:
+                            return
+                        if budget.allows(in_flight):
+                            break
+                        if in_flight == 0:
+                            # Nothing running could free budget, and the next run does not fit.
+                            result.stopped_by_budget = True
+                            return
+                        await changed.wait()
+                    task, sample_index = queue.popleft()
+                    in_flight += 1
+                cost = 0.0
+                try:
+                    trajectory = await self._run_one(task, sample_index)
+                    cost = trajectory.cost_usd
+                    if self.store is not None:
+                        # One short synchronous transaction (~0.1 ms); not worth a thread hop.
+                        self.store.put(trajectory)
+                    finish(trajectory)
+                    bar.advance(trajectory.status, budget.spent + cost)
+                finally:
+                    async with changed:
+                        in_flight -= 1
+                        budget.record(cost)
+                        changed.notify_all()
+
+        with bar:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(self.concurrency, len(queue))):
+                        group.create_task(worker())
+            except BaseExceptionGroup as group_error:
+                # Only the store can fail a worker (a task's own failure is a stored row); say why plainly.
+                raise group_error.exceptions[0] from None
+
+        result.skipped_budget = len(queue)
+        result.stopped_by_budget = result.stopped_by_budget or bool(queue)
+        result.cost_usd = budget.spent
+        result.retries = self._retries - retries_before
+        result.wall_s = time.perf_counter() - started
+        if result.stopped_by_budget:
+            log.warning(result.budget_line())
+        return result
+
+    def collect(self, tasks: str | Path | Iterable[str | Task]) -> CollectResult:
+        """Blocking `acollect`, for scripts and notebooks without an event loop."""
+        return asyncio.run(self.acollect(tasks))
+
+
+class _ProgressBar:
+    """A rich progress bar with done/failed counts and running cost; a no-op when disabled."""
+
+    def __init__(self, *, total: int, enabled: bool, model: str):
+        self.enabled = enabled and total > 0
+        self.total = total
+        self.model = model
+        self.counts: Counter = Counter()
+        self._progress = None
+        self._task_id = None
+
+    def __enter__(self) -> _ProgressBar:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]collect[/] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] ${task.fields[cost]:.4f}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                refresh_per_second=4,  # redraws run on rich's own thread; fewer of them cost the event loop less
+            )
+            self._progress.start()
+            self._task_id = self._progress.add_task(self.model, total=self.total, ok=0, failed=0, cost=0.0)
+        return self
+
+    def advance(self, status: str, cost: float) -> None:
+        self.counts[status] += 1
+        if self._progress is not None:
+            self._progress.update(
+                self._task_id,
+                advance=1,
+                ok=self.counts["ok"],
+                failed=self.counts["error"],
+                cost=cost,
+            )
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def collect_teacher_trajectories(
+    queries: str | Path | Sequence[str | Task],
+    model: str | ChatModel,
+    tools: ToolBox | Iterable[Tool] = (),
+    **kwargs: Any,
+) -> list[Trajectory]:
+    """Run the teacher on each query and return its trajectories (the seed's entry point).
+
+    `queries` is a list of strings or `Task`s, or a task file path. `model` is a URI
+    (`anthropic:claude-opus-4-6`) or a `ChatModel`. Other keywords go to `TeacherCollector`
+    (`store=`, `n=`, `concurrency=`, `budget_usd=`, ...). With a store, trajectories stored by an
+    earlier run are returned too (loaded, not re-run), in task order.
+    """
+    kwargs.setdefault("progress", False)
+    collector = TeacherCollector(model, tools, **kwargs)
+    tasks = as_tasks(queries)
+    result = collector.collect(tasks)
+    if collector.store is None:
+        new = result.trajectories
+    else:
+        # Everything the store holds for these tasks (this run's rows included), filtered in Python
+        # because a task_ids filter with 100k ids would pass SQLite's parameter limit.
+        wanted = {task.id for task in tasks}
+        new = [
+            t
+            for t in collector.store.iter_trajectories(model=collector.model_name)
+            if t.task_id in wanted and t.sample_index < collector.n
+        ]
+    order = {task.id: k for k, task in enumerate(tasks)}
+    return sorted(new, key=lambda t: (order[t.task_id], t.sample_index))

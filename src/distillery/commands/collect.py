@@ -1,0 +1,277 @@
+"""`distillery collect`: run a teacher over a query file into the trajectory store.
+
+Also `distillery store stats` and `distillery store export`, to look at what was collected.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distillery.errors import ConfigError, DistilleryError
+from distillery.store import DEFAULT_STORE_PATH, SQLiteStore
+
+DEFAULT_TOOLS = "distillery.world.tools:TOOLS"
+console = Console(stderr=True)
+
+
+def load_tools(import_path: str):
+    """Resolve `module:attr` to a ToolBox. The attr may be a ToolBox, a list of Tools, or a factory of either."""
+    from distillery.tools import Tool, ToolBox
+
+    module_name, sep, attr = import_path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--tools {import_path!r}: expected module:attribute, e.g. mypkg.tools:TOOLS")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--tools {import_path!r}: cannot import {module_name} ({exc})") from None
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"--tools {import_path!r}: {module_name} has no attribute {attr!r}") from None
+    if callable(value) and not isinstance(value, (Tool, ToolBox)):
+        value = value()
+    if isinstance(value, Tool):
+        value = [value]
+    if isinstance(value, ToolBox):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(t, Tool) for t in value):
+        return ToolBox(value)
+    raise ConfigError(f"--tools {import_path!r}: expected a ToolBox or a list of Tool, got {type(value).__name__}")
+
+
+def apply_tool_schemas(toolbox, schema_path: Path):
+    """Replace the schemas the model sees with those in a JSON file; each must name a tool in the toolbox.
+
+    The functions still run (and validate arguments against the new schema). A schema file alone
+    cannot answer tool calls, so it is only accepted together with the tools it describes.
+    """
+    from distillery.tools import Tool, ToolBox, load_tool_specs
+
+    specs = {spec.name: spec for spec in load_tool_specs(schema_path)}
+    unknown = sorted(set(specs) - {t.name for t in toolbox})
+    if unknown:
+        known = ", ".join(t.name for t in toolbox) or "none"
+        raise ConfigError(
+            f"{schema_path}: tool schema {unknown[0]!r} has no implementation in --tools (known: {known})"
+        )
+    return ToolBox(Tool(t.fn, specs[t.name], timeout_s=t.timeout_s) if t.name in specs else t for t in toolbox)
+
+
+def setup_logging(level: str, log_file: Path | None) -> None:
+    """Log to a file (or stderr) at `level`, with API keys redacted from every record."""
+    from distillery.collect import RedactingFilter
+
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ConfigError(f"--log-level {level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--log-file {log_file}: cannot open for writing ({exc.strerror})") from None
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(numeric)
+
+
+def collect_command(
+    teacher: str = typer.Option(
+        ..., "--teacher", "-t", metavar="URI",
+        help="The teacher model, as provider:name. Examples: anthropic:claude-opus-4-6, openai:gpt-4o, "
+        "world:teacher (offline), openai:Qwen/Qwen2.5-72B-Instruct with --base-url for vLLM.",
+    ),
+    queries: Path = typer.Option(
+        ..., "--queries", "-q", metavar="FILE",
+        help="Tasks to run: plain text (one query per line, # comments) or JSONL with "
+        '{"id", "query", "expected", "checker"} per line. Try examples/queries.jsonl.',
+    ),
+    tools: Optional[str] = typer.Option(
+        None, "--tools", metavar="MODULE:ATTR",
+        help=f"Import path of the tools to offer: a ToolBox or list of @tool functions, e.g. mypkg.tools:TOOLS. "
+        f"Default: the offline world's tools ({DEFAULT_TOOLS}).",
+    ),
+    tool_schemas: Optional[Path] = typer.Option(
+        None, "--tool-schemas", metavar="FILE",
+        help="A JSON file of tool schemas (OpenAI or Anthropic spelling) that replace what the model sees for "
+        "the same-named tools in --tools. Each schema must name a tool there: a schema alone cannot answer calls.",
+    ),
+    system: Optional[str] = typer.Option(
+        None, "--system", help="System prompt for every task (a task's own 'system' field wins). "
+        "Default with the world's tools: the world's shop-assistant prompt.",
+    ),
+    store_path: Path = typer.Option(
+        Path(DEFAULT_STORE_PATH), "--store", metavar="PATH",
+        help="SQLite trajectory store. Re-running with the same store resumes: finished runs are skipped, failed ones retried.",
+    ),
+    n: int = typer.Option(1, "--n", min=1, help="Samples per task (sample_index 0..n-1), for action distributions. n>1 defaults to temperature 1.0."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Runs in flight at once. Raise it until the provider starts rate-limiting (429s are retried)."),
+    budget: Optional[float] = typer.Option(
+        None, "--budget", metavar="USD", min=0.0,
+        help="Stop starting new runs before spending more than this many dollars (prices from prices.toml). In-flight runs finish.",
+    ),
+    max_steps: int = typer.Option(10, "--max-steps", min=1, help="Model calls per task before giving up (status max_steps)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature. Default 0.0 for --n 1, 1.0 for --n > 1."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Output token limit per model call (provider default if unset)."),
+    logprobs: bool = typer.Option(False, "--logprobs/--no-logprobs", help="Record token logprobs (OpenAI-compatible servers; needed for sparse KD and confidence)."),
+    top_logprobs: int = typer.Option(0, "--top-logprobs", metavar="K", min=0, help="Also record the top-K alternatives per token (implies --logprobs)."),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", metavar="URL",
+        help="Send requests to this server instead of the provider's API, e.g. http://localhost:8000/v1 for vLLM.",
+    ),
+    max_retries: int = typer.Option(6, "--max-retries", min=0, help="Retries per model call for 429/5xx/timeouts (exponential backoff with jitter, or the server's retry-after)."),
+    tags: list[str] = typer.Option([], "--tag", help="Tag every trajectory (repeatable), e.g. --tag run-2026-03 --tag teacher."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live progress bar with counts and running cost."),
+    log_level: str = typer.Option(
+        os.environ.get("DISTILLERY_LOG_LEVEL", "WARNING"), "--log-level",
+        help="DEBUG, INFO (retries), WARNING (failed tasks) or ERROR. Default: $DISTILLERY_LOG_LEVEL or WARNING.",
+    ),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="PATH", help="Write logs to this file instead of stderr. API keys are redacted."),
+) -> None:
+    """Run the teacher agent over every query and store its trajectories (resumable)."""
+    from distillery.collect import TeacherCollector
+    from distillery.tasks import load_tasks
+    from distillery.tools import ToolBox
+
+    setup_logging(log_level, log_file)
+    task_list = load_tasks(queries)
+    toolbox = load_tools(tools or DEFAULT_TOOLS)
+    if tool_schemas is not None:
+        toolbox = apply_tool_schemas(toolbox, tool_schemas)
+    if system is None and tools is None:
+        from distillery.world import SYSTEM_PROMPT
+
+        system = SYSTEM_PROMPT
+    store = SQLiteStore(store_path)
+    model_options: dict[str, Any] = {}
+    if base_url:
+        model_options["base_url"] = base_url
+    collector = TeacherCollector(
+        teacher,
+        toolbox if isinstance(toolbox, ToolBox) else ToolBox(toolbox),
+        store=store,
+        system=system,
+        n=n,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        budget_usd=budget,
+        max_steps=max_steps,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        logprobs=logprobs or top_logprobs > 0,
+        top_logprobs=top_logprobs,
+        progress=progress,
+        tags=tags,
+        keep_trajectories=False,
+        model_options=model_options,
+    )
+    result = collector.collect(task_list)
+    print_summary(result, store, collector.model_name, total=len(task_list) * n)
+    if result.failed and not (result.ok or result.incomplete or result.resumed):
+        raise DistilleryError(f"every run failed; first error: {result.first_error}")
+
+
+def print_summary(result, store: SQLiteStore, model: str, *, total: int) -> None:
+    table = Table(title=f"collect {model}", show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("runs", justify="right")
+    table.add_row("ok (final answer)", str(result.ok))
+    table.add_row("failed (retried on re-run)", str(result.failed), style="red" if result.failed else None)
+    table.add_row("incomplete (max steps/tokens, refused)", str(result.incomplete))
+    table.add_row("resumed (already stored)", str(result.resumed))
+    table.add_row("not started (budget)", str(result.skipped_budget), style="yellow" if result.skipped_budget else None)
+    table.add_row("total requested", str(total))
+    if result.checked:
+        table.add_row("correct by checker", f"{result.succeeded}/{result.checked}")
+    table.add_row("retries", str(result.retries))
+    table.add_row("cost", f"${result.cost_usd:.4f}")
+    table.add_row("wall time", f"{result.wall_s:.1f} s")
+    if result.total and result.wall_s > 0:
+        table.add_row("throughput", f"{result.total / result.wall_s:.1f} runs/s")
+    table.add_row("store", f"{store.path} ({store.count(model=model)} rows for this model)")
+    Console().print(table)
+    if result.stopped_by_budget:
+        console.print(f"[yellow]{result.budget_line()}[/]")
+    if result.failed:
+        console.print(f"[red]{result.failed} runs failed[/]; first error: {result.first_error}", highlight=False)
+
+
+store_app = typer.Typer(help="Look at the trajectory store: counts, costs, export to JSONL.", no_args_is_help=True)
+
+
+def _filters(model, status, success, tags_any, tags_all, limit) -> dict[str, Any]:
+    filters: dict[str, Any] = {}
+    if model:
+        filters["model"] = model
+    if status:
+        filters["status"] = status
+    if success is not None:
+        filters["success"] = success
+    if tags_any:
+        filters["tags_any"] = tags_any
+    if tags_all:
+        filters["tags_all"] = tags_all
+    if limit is not None:
+        filters["limit"] = limit
+    return filters
+
+
+_STORE_OPTION = typer.Option(Path(DEFAULT_STORE_PATH), "--store", metavar="PATH", help="SQLite trajectory store to read.")
+_MODEL_OPTION = typer.Option([], "--model", help="Only this model URI (repeatable).")
+_STATUS_OPTION = typer.Option([], "--status", help="Only this status: ok, error, max_steps, max_tokens, refused (repeatable).")
+_SUCCESS_OPTION = typer.Option(None, "--success/--failed-check", help="Only trajectories the checker judged correct (or wrong).")
+_TAG_OPTION = typer.Option([], "--tag", help="Only trajectories with at least one of these tags (repeatable).")
+_ALL_TAGS_OPTION = typer.Option([], "--all-tags", help="Only trajectories with every one of these tags (repeatable).")
+
+
+@store_app.command("stats")
+def store_stats(
+    store_path: Path = _STORE_OPTION,
+    model: list[str] = _MODEL_OPTION,
+    tag: list[str] = _TAG_OPTION,
+) -> None:
+    """Count stored trajectories by model and status, with cost and checker success."""
+    store = SQLiteStore(store_path, readonly=True)
+    stats = store.stats(**_filters(model, None, None, tag, None, None))
+    table = Table(title=str(store_path))
+    for column in ("model", "status", "count", "correct/checked", "cost"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for row in stats["rows"]:
+        table.add_row(row["model"], row["status"], str(row["count"]), f"{row['succeeded']}/{row['checked']}", f"${row['cost_usd']:.4f}")
+    table.add_row("total", "", str(stats["count"]), "", f"${stats['cost_usd']:.4f}", style="bold")
+    Console().print(table)
+
+
+@store_app.command("export")
+def store_export(
+    out: Path = typer.Argument(..., metavar="OUT.jsonl", help="Where to write one Trajectory JSON per line."),
+    store_path: Path = _STORE_OPTION,
+    model: list[str] = _MODEL_OPTION,
+    status: list[str] = _STATUS_OPTION,
+    success: Optional[bool] = _SUCCESS_OPTION,
+    tag: list[str] = _TAG_OPTION,
+    all_tags: list[str] = _ALL_TAGS_OPTION,
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="At most this many trajectories."),
+) -> None:
+    """Export matching trajectories to JSONL (written to a temp file, then renamed)."""
+    store = SQLiteStore(store_path, readonly=True)
+    written = store.export_jsonl(out, **_filters(model, status, success, tag, all_tags, limit))
+    console.print(f"wrote {written} trajectories to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("collect")(collect_command)
+    app.add_typer(store_app, name="store")
