@@ -1,0 +1,207 @@
+"""What the hosted providers (Anthropic, OpenAI) share: one SDK client per event loop, and SDK errors
+turned into ours.
+
+Retries are the collector's job, not the SDK's: the SDK clients are built with `max_retries=0`
+and every failure becomes either a `TransientModelError` (worth retrying; carries the status and
+the server's `retry-after` hint) or a plain `ModelError` (retrying will not help). One policy for
+both providers, so the collector can treat them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from distillery.errors import ModelError, TransientModelError
+from distillery.models.base import AsyncChatModel
+from distillery.trajectory import Turn
+
+log = logging.getLogger("distillery.models")
+
+T = TypeVar("T")
+
+# Worth retrying, as both official SDKs decide it for their own retries: request timeout (408),
+# lock timeout (409), rate limit (429) and every server error (5xx, including Anthropic's 529
+# "overloaded").
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+# Keep error lines readable: a provider's error body can be long (validation details, HTML pages).
+MAX_MESSAGE_CHARS = 500
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """The server's wait hint in seconds, from `retry-after-ms` or `retry-after` (seconds or HTTP date).
+
+    Returns None when there is no usable hint. A date in the past gives 0.
+    """
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now_dt = datetime.fromtimestamp(now if now is not None else time.time(), tz=timezone.utc)
+    return max(0.0, (when - now_dt).total_seconds())
+
+
+def one_line(text: str, *, secrets: Iterable[str | None] = ()) -> str:
+    """Collapse whitespace, cut to a readable length, and blank out any secret that slipped in."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = " ".join(str(text).split())
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 3] + "..."
+    return text
+
+
+def _api_message(body: Any, fallback: str) -> str:
+    """The human-readable message inside a provider's error body, whichever envelope it uses."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            kind = error.get("type")
+            return f"{kind}: {error['message']}" if kind else str(error["message"])
+        if isinstance(error, str):
+            return error
+    if isinstance(body, str) and body.strip():
+        return body
+    return fallback
+
+
+def to_model_error(exc: Exception, sdk: Any, provider: str, *, secrets: Iterable[str | None] = ()) -> ModelError:
+    """Map an exception from the official `anthropic` or `openai` SDK (passed as `sdk`) to ours.
+
+    Both SDKs share the class names used here (`APIStatusError`, `APITimeoutError`,
+    `APIConnectionError`). The message is one line and never contains the API key.
+    """
+    secrets = list(secrets)
+    if isinstance(exc, sdk.APIStatusError):
+        status = exc.status_code
+        headers = exc.response.headers
+        request_id = headers.get("request-id") or headers.get("x-request-id")
+        detail = _api_message(exc.body, exc.message)
+        message = one_line(f"{provider}: HTTP {status}: {detail}" + (f" (request id {request_id})" if request_id else ""), secrets=secrets)
+        # Both SDKs obey this non-standard header before their own status rules; so do we.
+        should_retry = headers.get("x-should-retry")
+        transient = status in TRANSIENT_STATUSES or status >= 500
+        if should_retry in ("true", "false"):
+            transient = should_retry == "true"
+        if transient:
+            return TransientModelError(message, status=status, retry_after=parse_retry_after(headers))
+        return ModelError(message)
+    if isinstance(exc, sdk.APITimeoutError):
+        return TransientModelError(one_line(f"{provider}: request timed out", secrets=secrets))
+    if isinstance(exc, sdk.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        reason = f"{type(cause).__name__}: {cause}" if cause else exc.message
+        return TransientModelError(one_line(f"{provider}: connection failed: {reason}", secrets=secrets))
+    if isinstance(exc, sdk.APIResponseValidationError):
+        return ModelError(one_line(f"{provider}: response did not match the API schema: {exc.message}", secrets=secrets))
+    return ModelError(one_line(f"{provider}: {type(exc).__name__}: {exc}", secrets=secrets))
+
+
+async def gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Run awaitables concurrently and return their results in order.
+
+    On the first failure the others are cancelled (no point paying for samples we will throw away)
+    and that failure is raised as is, not wrapped in an ExceptionGroup.
+    """
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    if not tasks:
+        return []
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    if failed:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        raise failed[0].exception()
+    return [t.result() for t in tasks]
+
+
+class HostedChatModel(AsyncChatModel):
+    """An `AsyncChatModel` backed by an official SDK's async client.
+
+    An async HTTP client belongs to the event loop it first ran on, so this keeps one client per
+    running loop. `generate()` runs each call on a fresh loop (`asyncio.run`) and closes that
+    loop's client before returning, so repeated blocking calls never share a dead client.
+    """
+
+    provider: str = ""
+
+    def __init__(self) -> None:
+        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._clients_lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    def _make_client(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def client(self) -> Any:
+        """The SDK client for the running event loop (created on first use)."""
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            # Loops that have been closed (e.g. each `asyncio.run` in a script) can no longer use
+            # their clients; forget them so they are garbage collected.
+            for old in [old for old in self._clients if old.is_closed()]:
+                del self._clients[old]
+            client = self._clients.get(loop)
+            if client is None:
+                client = self._clients[loop] = self._make_client()
+        return client
+
+    async def aclose(self) -> None:
+        """Close the running loop's client (its connection pool)."""
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.close()
+
+    def generate(self, messages, tools=None, **kwargs) -> list[Turn]:
+        async def call_then_close() -> list[Turn]:
+            try:
+                return await self.agenerate(messages, tools, **kwargs)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(call_then_close())
+
+    def warn_once(self, key: str, message: str, *args: Any) -> None:
+        """Log a warning the first time it applies to this model, not on every call."""
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    def __repr__(self) -> str:
+        # Never the API key.
+        return f"{type(self).__name__}({getattr(self, 'uri', '')!r})"
