@@ -1,0 +1,477 @@
+"""Held-out evaluation of a cascade against the student alone, the teacher alone, a random router and the oracle.
+
+    results = evaluate(tasks, load_cascade_config("cascade.toml"), tools=toolbox(), system=SYSTEM_PROMPT)
+    save_results(results, "runs/eval.json")       # + runs/eval.png, the deferral curve
+    failures = check_gates(results, min_success=0.9)
+
+What is run, and what is simulated (both are labelled in the JSON):
+- *run*: each tier alone on every task (its per-step confidences recorded), the cascade at its
+  configured thresholds (step- or task-level, as configured), and a random router run through the
+  same cascade with a random scorer escalating the same fraction of steps at each tier.
+- *reference labels*: at every state the student visited, the teacher is asked once for its action;
+  a student step is "wrong" when its canonical action differs (a final answer is wrong when the
+  task's checker says so). They give tool-call accuracy and the scorer's step-level AUROC/ECE.
+- *simulated* over the cached single-tier runs (RouteLLM style, no model calls): the deferral
+  curve (tier 1 -> teacher, task-level routing on the min step confidence), APGR and CPT, and the
+  oracle router (escalates exactly the tasks the student fails and the teacher solves).
+
+"Teacher-call fraction" is the share of steps produced by the last tier for run rows, and the
+share of tasks handed to it for simulated rows; both are reported per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from distillery.errors import ConfigError
+from distillery.models import load_model
+from distillery.models.base import ChatModel
+from distillery.pricing import price_for
+from distillery.routing.calibrate import TierRun, deferral_curve, simulate
+from distillery.routing.cascade import Cascade, CascadeConfig, DEFAULT_SCORER
+from distillery.routing.confidence import RandomScorer, action_key, get_scorer
+from distillery.routing.metrics import (
+    apgr,
+    cpt,
+    oracle_router_curve,
+    percentile,
+    pgr,
+    random_router_curve,
+    scorer_quality,
+)
+from distillery.tasks import Task, normalize_text
+from distillery.tools import ToolBox
+from distillery.trajectory import Message, Trajectory, step_messages
+
+CPT_LEVELS = (0.5, 0.8, 0.95)
+Progress = Callable[[str, int, int], None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------
+
+
+async def run_tasks(agent: Cascade, tasks: Sequence[Task], *, concurrency: int = 4, label: str = "",
+                    progress: Progress | None = None) -> list[Trajectory]:
+    """Run every task with bounded concurrency; a failing task is an error trajectory, never a crash."""
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    done = 0
+
+    async def one(task: Task) -> Trajectory:
+        nonlocal done
+        async with semaphore:
+            trajectory = await agent.arun(task)
+        done += 1
+        if progress:
+            progress(label, done, len(tasks))
+        return trajectory
+
+    return list(await asyncio.gather(*(one(task) for task in tasks)))
+
+
+def state_before(trajectory: Trajectory, index: int) -> list[Message]:
+    """The conversation the model saw when it produced step `index`."""
+    messages = [Message(role="system", content=trajectory.system)] if trajectory.system else []
+    messages.append(Message(role="user", content=trajectory.query))
+    for step in trajectory.steps[:index]:
+        messages.extend(step_messages(step))
+    return messages
+
+
+async def reference_actions(trajectories: Sequence[Trajectory], teacher: ChatModel, tools: ToolBox, *,
+                            concurrency: int = 4, progress: Progress | None = None) -> list[list[dict[str, Any]]]:
+    """The teacher's action at every state each trajectory visited: `{"key", "tool_calls", "text"}` per step."""
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    jobs = [(t_index, s_index) for t_index, t in enumerate(trajectories) for s_index in range(len(t.steps))]
+    out: list[list[dict[str, Any]]] = [[{} for _ in t.steps] for t in trajectories]
+    done = 0
+
+    async def one(t_index: int, s_index: int) -> None:
+        nonlocal done
+        async with semaphore:
+            try:
+                turns = await teacher.agenerate(state_before(trajectories[t_index], s_index), tools.specs or None,
+                                                n=1, temperature=0.0)
+                turn = turns[0]
+                out[t_index][s_index] = {"key": action_key(turn), "tool_calls": [c.model_dump() for c in turn.tool_calls],
+                                         "text": turn.text}
+            except Exception as exc:  # a reference that fails leaves the step unlabelled, not the run dead
+                out[t_index][s_index] = {"error": f"{type(exc).__name__}: {exc}"}
+        done += 1
+        if progress:
+            progress("teacher reference labels", done, len(jobs))
+
+    await asyncio.gather(*(one(t, s) for t, s in jobs))
+    return out
+
+
+def step_wrong(trajectory: Trajectory, index: int, reference: dict[str, Any]) -> bool | None:
+    """Was the student's step wrong? Final answers by the checker when there is one, else by the teacher."""
+    step = trajectory.steps[index]
+    if not step.tool_calls and trajectory.outcome is not None and trajectory.outcome.success is not None:
+        return not trajectory.outcome.success
+    if "key" not in reference:
+        return None
+    return action_key(step) != reference["key"]
+
+
+def tool_call_accuracy(trajectories: Sequence[Trajectory], references: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    """Exact and argument-level agreement of tool calls with the teacher's at the same states.
+
+    Counted over steps where the teacher made a tool call. Exact: the canonical call(s) are equal.
+    Argument-level: of the teacher's (name, argument) pairs, the share the student matched (a wrong
+    tool name matches none of its arguments).
+    """
+    exact = steps = matched = total = 0
+    for trajectory, refs in zip(trajectories, references):
+        for step, ref in zip(trajectory.steps, refs):
+            teacher_calls = ref.get("tool_calls") or []
+            if not teacher_calls:
+                continue
+            steps += 1
+            exact += action_key(step) == ref["key"]
+            for position, teacher_call in enumerate(teacher_calls):
+                arguments = teacher_call.get("arguments") or {}
+                total += max(1, len(arguments))
+                if position >= len(step.tool_calls) or step.tool_calls[position].name != teacher_call["name"]:
+                    continue
+                student_args = step.tool_calls[position].arguments
+                matched += sum(1 for k, v in arguments.items() if student_args.get(k) == v) if arguments else 1
+    return {
+        "exact": exact / steps if steps else None,
+        "arguments": matched / total if total else None,
+        "steps": steps,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows of the comparison table
+# --------------------------------------------------------------------------------------------------
+
+
+def _answer(trajectory: Trajectory) -> str | None:
+    answer = trajectory.final_answer
+    return normalize_text(answer) if answer is not None else None
+
+
+def run_row(name: str, trajectories: Sequence[Trajectory], n_tiers: int, teacher: Sequence[Trajectory],
+            student_success: float, teacher_success: float, teacher_cost: float) -> dict[str, Any]:
+    """Figures for one set of trajectories that were actually run."""
+    n = len(trajectories)
+    steps = [s for t in trajectories for s in t.steps]
+    success = sum(bool(t.outcome and t.outcome.success) for t in trajectories) / n
+    cost = sum(t.cost_usd for t in trajectories) / n
+    latencies = [t.latency_s for t in trajectories]
+    last = n_tiers - 1
+    asked = [0] * n_tiers
+    escalated_from = [0] * n_tiers
+    for step in steps:
+        for entry in step.routing.get("confidences", []):
+            asked[entry["tier"]] += 1
+        for rejected in step.routing.get("rejected", []):
+            escalated_from[rejected["tier"]] += 1
+    by_tier = [sum(1 for s in steps if s.routing.get("tier", 0) == i) for i in range(n_tiers)]
+    agree = [(_answer(t) is not None and _answer(t) == _answer(ref)) for t, ref in zip(trajectories, teacher)]
+    return {
+        "name": name,
+        "kind": "run",
+        "n_tasks": n,
+        "success": success,
+        "pgr": pgr(success, student_success, teacher_success),
+        "cost_per_1k_usd": cost * 1000,
+        "saving_vs_teacher": (1 - cost / teacher_cost) if teacher_cost else None,
+        "latency_p50_s": percentile(latencies, 50),
+        "latency_p95_s": percentile(latencies, 95),
+        "step_escalation_rate": sum(s.escalated for s in steps) / len(steps) if steps else 0.0,
+        "task_escalation_rate": sum(any(s.escalated for s in t.steps) for t in trajectories) / n,
+        "escalation_rate_by_tier": [escalated_from[i] / asked[i] if asked[i] else None for i in range(last)],
+        "steps_by_tier": [c / len(steps) if steps else 0.0 for c in by_tier],
+        "teacher_call_fraction": by_tier[last] / len(steps) if steps else 0.0,
+        "agreement_with_teacher": sum(agree) / n,
+        "fallback_failures": sum("fallback_failed" in s.routing for s in steps),
+        "errors": sum(t.status == "error" for t in trajectories),
+    }
+
+
+def oracle_row(runs: Sequence[Sequence[TierRun]], student_success: float, teacher_success: float,
+               teacher_cost: float) -> dict[str, Any]:
+    """Each task goes straight to the cheapest tier that solves it (tier 1 when none does): simulated."""
+    n = len(runs[0])
+    tiers = [next((i for i in range(len(runs)) if runs[i][task].success), 0) for task in range(n)]
+    chosen = [runs[tier][task] for task, tier in enumerate(tiers)]
+    success = sum(r.success for r in chosen) / n
+    cost = sum(r.cost_usd for r in chosen) / n
+    return {
+        "name": "oracle router",
+        "kind": "simulated",
+        "n_tasks": n,
+        "success": success,
+        "pgr": pgr(success, student_success, teacher_success),
+        "cost_per_1k_usd": cost * 1000,
+        "saving_vs_teacher": (1 - cost / teacher_cost) if teacher_cost else None,
+        "latency_p50_s": percentile([r.latency_s for r in chosen], 50),
+        "latency_p95_s": percentile([r.latency_s for r in chosen], 95),
+        "task_escalation_rate": sum(t > 0 for t in tiers) / n,
+        "teacher_call_fraction": sum(t == len(runs) - 1 for t in tiers) / n,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def _tier_scorers(config: CascadeConfig) -> list[str | None]:
+    last = len(config.tiers) - 1
+    return [tier.scorer or (DEFAULT_SCORER if i < last else None) for i, tier in enumerate(config.tiers)]
+
+
+async def aevaluate(
+    tasks: Sequence[Task],
+    config: CascadeConfig,
+    *,
+    tools: ToolBox,
+    system: str | None = None,
+    models: Sequence[ChatModel] | None = None,
+    concurrency: int = 4,
+    max_steps: int = 10,
+    reference_labels: bool = True,
+    random_router: bool = True,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the evaluation described in the module docstring; returns the JSON-ready results."""
+    if not tasks:
+        raise ConfigError("eval: no tasks to evaluate")
+    if len(config.tiers) < 2:
+        raise ConfigError(f"{config.source}: eval needs a cascade of at least two tiers (a student and the teacher)")
+    if any(task.checker is None for task in tasks):
+        missing = next(task.id for task in tasks if task.checker is None)
+        raise ConfigError(f"eval: task {missing!r} has no checker; success cannot be measured without one")
+    started = time.time()
+    if models is None:
+        models = []
+        for index, tier in enumerate(config.tiers):
+            try:
+                models.append(load_model(tier.model, **tier.options))
+            except ConfigError as exc:
+                raise ConfigError(f"{config.source}: tiers[{index}].model: {exc}") from None
+    models = list(models)
+    scorers = _tier_scorers(config)
+    n_tiers = len(models)
+    common = dict(system=system, max_steps=max_steps)
+
+    # 1. Every tier alone; its confidences are recorded (the teacher is not scored).
+    alone: list[list[Trajectory]] = []
+    for index, model in enumerate(models):
+        agent = Cascade([model], [], tools, scorer=[scorers[index]], **common)
+        alone.append(await run_tasks(agent, tasks, concurrency=concurrency, label=f"{model.uri} alone", progress=progress))
+    runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
+    student, teacher = alone[0], alone[-1]
+    student_success = sum(r.success for r in runs[0]) / len(tasks)
+    teacher_success = sum(r.success for r in runs[-1]) / len(tasks)
+    teacher_cost = sum(r.cost_usd for r in runs[-1]) / len(tasks)
+
+    # 2. The cascade at its configured thresholds.
+    cascade = Cascade(
+        models, config.thresholds, tools, scorer=[get_scorer(s) if s else None for s in scorers],
+        escalate=config.escalate, on_fallback_error=config.on_fallback_error,
+        fallback_timeout_s=config.fallback_timeout_s, **common,
+    )
+    cascaded = await run_tasks(cascade, tasks, concurrency=concurrency, label="cascade", progress=progress)
+
+    rows = []
+    student_row = run_row(f"student alone ({models[0].uri})", student, 1, teacher, student_success, teacher_success, teacher_cost)
+    teacher_row = run_row(f"teacher alone ({models[-1].uri})", teacher, 1, teacher, student_success, teacher_success, teacher_cost)
+    cascade_row = run_row("cascade (calibrated)", cascaded, n_tiers, teacher, student_success, teacher_success, teacher_cost)
+    cascade_row["thresholds"] = config.thresholds
+    cascade_row["escalate"] = config.escalate
+    rows += [student_row, teacher_row, cascade_row]
+
+    # 3. A random router escalating the same fraction of steps at each tier, run through the same cascade.
+    if random_router:
+        rates = [r if r is not None else 0.0 for r in cascade_row["escalation_rate_by_tier"]]
+        random_cascade = Cascade(
+            models, rates, tools, scorer=[RandomScorer(seed + i) for i in range(n_tiers - 1)],
+            escalate=config.escalate, on_fallback_error=config.on_fallback_error,
+            fallback_timeout_s=config.fallback_timeout_s, **common,
+        )
+        randomised = await run_tasks(random_cascade, tasks, concurrency=concurrency, label="random router", progress=progress)
+        random_row = run_row("random router (same escalation rate)", randomised, n_tiers, teacher,
+                             student_success, teacher_success, teacher_cost)
+        random_row["thresholds"] = rates
+        rows.append(random_row)
+    rows.append(oracle_row(runs, student_success, teacher_success, teacher_cost))
+
+    # 4. Reference labels: tool-call accuracy and the scorer's step-level quality.
+    scorer_report: dict[str, Any] = {}
+    if reference_labels:
+        references = await reference_actions(student, models[-1], tools, concurrency=concurrency, progress=progress)
+        student_row["tool_call_accuracy"] = tool_call_accuracy(student, references)
+        confidences, wrong = [], []
+        for trajectory, refs in zip(student, references):
+            for index, (step, ref) in enumerate(zip(trajectory.steps, refs)):
+                label = step_wrong(trajectory, index, ref)
+                if label is not None and step.confidence is not None:
+                    confidences.append(step.confidence)
+                    wrong.append(label)
+        scorer_report["step_level"] = {**scorer_quality(confidences, wrong),
+                                       "labels": "student step differs from the teacher's action at the same state"}
+    task_conf = [r.min_confidence for r in runs[0]]
+    scorer_report["task_level"] = {**scorer_quality(task_conf, [not r.success for r in runs[0]]),
+                                   "labels": "task failed; confidence = min step confidence"}
+    scorer_report["scorer"] = scorers[0]
+
+    # 5. The deferral curve over cached runs (tier 1 -> teacher), with the random and oracle routers.
+    curve = deferral_curve(runs[0], runs[-1])
+    points = [(p.teacher_fraction, p.success) for p in curve]
+    fractions = sorted({0.0, 1.0, *[x for x, _ in points], *[i / 20 for i in range(21)]})
+    random_curve = random_router_curve(student_success, teacher_success, fractions)
+    oracle_curve = oracle_router_curve([r.success for r in runs[0]], [r.success for r in runs[-1]], fractions)
+    routing = {
+        "method": "task-level routing over cached single-tier runs (tier 1 -> last tier), min step confidence",
+        "curve": [p.as_dict() for p in curve],
+        "random_curve": random_curve,
+        "oracle_curve": oracle_curve,
+        "apgr": apgr(points, student_success, teacher_success),
+        "apgr_random": apgr(random_curve, student_success, teacher_success),
+        "apgr_oracle": apgr(oracle_curve, student_success, teacher_success),
+        "cpt": {f"{round(level * 100)}%": cpt(points, level, student_success, teacher_success) for level in CPT_LEVELS},
+        "cpt_random": {f"{round(level * 100)}%": cpt(random_curve, level, student_success, teacher_success) for level in CPT_LEVELS},
+    }
+    simulated_here = simulate(runs, config.thresholds)
+    calibration = {
+        "calibrated": config.calibration or None,
+        "simulated_on_this_split": simulated_here.as_dict(),
+        "realised": {"task_escalation_rate": cascade_row["task_escalation_rate"],
+                     "step_escalation_rate": cascade_row["step_escalation_rate"],
+                     "success": cascade_row["success"]},
+    }
+    if config.calibration.get("predicted_task_escalation_rate") is not None:
+        calibration["task_escalation_gap"] = cascade_row["task_escalation_rate"] - config.calibration["predicted_task_escalation_rate"]
+    if config.calibration.get("predicted_step_escalation_rate") is not None:
+        calibration["step_escalation_gap"] = cascade_row["step_escalation_rate"] - config.calibration["predicted_step_escalation_rate"]
+
+    prices = {}
+    for model in models:
+        price = price_for(model.uri)
+        prices[model.uri] = None if price is None else {"input": price.input, "output": price.output,
+                                                        "stand_in_for": price.stand_in_for}
+    return {
+        "kind": "distillery.eval",
+        "meta": {
+            "tiers": [t.model for t in config.tiers],
+            "config": config.source,
+            "n_tasks": len(tasks),
+            "seed": seed,
+            "prices_per_mtok": prices,
+            "stand_in_prices": any(p and p["stand_in_for"] for p in prices.values()),
+            "offline_world": all(t.model.startswith("world:") for t in config.tiers),
+            "wall_s": time.time() - started,
+            "machine": f"{platform.machine()} {platform.system()}",
+        },
+        "rows": rows,
+        "routing": routing,
+        "scorer": scorer_report,
+        "calibration": calibration,
+        "per_task": [
+            {"task_id": task.id, **{f"tier{i}_success": runs[i][k].success for i in range(n_tiers)},
+             "student_min_confidence": runs[0][k].min_confidence,
+             "cascade_success": bool(cascaded[k].outcome and cascaded[k].outcome.success),
+             "cascade_escalated_steps": sum(s.escalated for s in cascaded[k].steps)}
+            for k, task in enumerate(tasks)
+        ],
+    }
+
+
+def evaluate(tasks: Sequence[Task], config: CascadeConfig, **options: Any) -> dict[str, Any]:
+    """Blocking `aevaluate`."""
+    return asyncio.run(aevaluate(tasks, config, **options))
+
+
+# --------------------------------------------------------------------------------------------------
+# Gates, saving, plotting
+# --------------------------------------------------------------------------------------------------
+
+
+def cascade_row_of(results: dict[str, Any]) -> dict[str, Any]:
+    return next(row for row in results["rows"] if row["name"].startswith("cascade"))
+
+
+def check_gates(results: dict[str, Any], *, min_success: float | None = None, min_pgr: float | None = None,
+                max_cost: float | None = None) -> list[str]:
+    """Which CI gates the cascade misses (empty when all pass). `max_cost` is dollars per 1,000 tasks."""
+    row = cascade_row_of(results)
+    failures = []
+    if min_success is not None and row["success"] < min_success:
+        failures.append(f"success {row['success']:.3f} < --min-success {min_success}")
+    if min_pgr is not None and (row["pgr"] is None or row["pgr"] < min_pgr):
+        shown = "undefined (no gap between student and teacher)" if row["pgr"] is None else f"{row['pgr']:.3f}"
+        failures.append(f"PGR {shown} < --min-pgr {min_pgr}")
+    if max_cost is not None and row["cost_per_1k_usd"] > max_cost:
+        failures.append(f"cost ${row['cost_per_1k_usd']:.4f}/1k tasks > --max-cost {max_cost}")
+    return failures
+
+
+def save_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
+    """Write the results JSON and, next to it, the deferral-curve PNG. Returns both paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    png = path.with_suffix(".png")
+    plot_deferral_curve(results, png)
+    return path, png
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such results file") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if results.get("kind") != "distillery.eval":
+        raise ConfigError(f"{path}: not a distillery eval results file (kind={results.get('kind')!r})")
+    return results
+
+
+def plot_deferral_curve(results: dict[str, Any], path: str | Path) -> None:
+    """Success against teacher-call fraction: the scorer's sweep, the random and oracle routers, the run points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    routing = results["routing"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    xs = [p["teacher_fraction"] for p in routing["curve"]]
+    ys = [p["success"] for p in routing["curve"]]
+    ax.plot(xs, ys, "-o", markersize=3, label=f"{results['scorer'].get('scorer', 'scorer')} (APGR {_fmt(routing['apgr'])})")
+    ax.plot(*zip(*routing["random_curve"]), "--", color="grey", label=f"random (APGR {_fmt(routing['apgr_random'])})")
+    ax.plot(*zip(*routing["oracle_curve"]), ":", color="green", label=f"oracle (APGR {_fmt(routing['apgr_oracle'])})")
+    for row in results["rows"]:
+        if row["kind"] == "run" and row["name"].startswith(("cascade", "random")):
+            marker = "*" if row["name"].startswith("cascade") else "x"
+            ax.plot([row["teacher_call_fraction"]], [row["success"]], marker, markersize=11,
+                    label=f"{row['name']}: run, step share to teacher")
+    ax.set_xlabel("teacher-call fraction")
+    ax.set_ylabel("success")
+    world = " (offline world)" if results["meta"].get("offline_world") else ""
+    ax.set_title(f"Deferral curve{world}, n={results['meta']['n_tasks']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

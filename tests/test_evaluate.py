@@ -1,0 +1,105 @@
+"""Evaluation with scripted models: rows, reference labels, curves, gates, JSON + PNG, no-call reports."""
+
+import pytest
+
+from distillery.evaluate import check_gates, evaluate, load_results, save_results, tool_call_accuracy
+from distillery.routing.cascade import CascadeConfig, TierConfig
+from distillery.tasks import Task
+from distillery.tools import ToolBox, tool
+from distillery.trajectory import ToolCall, Trajectory, Step, Usage
+from tests.test_routing_fakes import ScriptedModel, answer_tokens, n_tool_messages, tool_call_tokens, turn_from_tokens
+
+STOCK = {"SKU-1": 12, "SKU-2": 30, "SKU-3": 7, "SKU-4": 55}
+
+
+@tool
+def get_stock(sku: str) -> int:
+    """Units in stock.
+
+    Args:
+        sku: The SKU.
+    """
+    return STOCK.get(sku, 0)
+
+
+TASKS = [Task(id=f"t{i}", query=f"How many units of {sku}?", expected=n, checker="numeric")
+         for i, (sku, n) in enumerate(list(STOCK.items()) * 3)]
+
+
+def sku_of(messages):
+    return next(m.content for m in messages if m.role == "user").split()[-1].rstrip("?")
+
+
+def make_script(knows: set[str], *, good_lp=-0.05, bad_lp=-2.0):
+    """A model that is right and sure about SKUs in `knows`, and wrong and unsure about the others."""
+
+    def script(messages, call_index, n, temperature):
+        sku = sku_of(messages)
+        sure = sku in knows
+        lp = good_lp if sure else bad_lp
+        usage = Usage(input_tokens=500, output_tokens=20)
+        if n_tool_messages(messages) == 0:
+            asked = sku if sure else "SKU-9"  # the unsure model looks up the wrong SKU
+            tokens = tool_call_tokens("get_stock", f'{{"sku": "{asked}"}}', lp_name=lp, lp_args=lp)
+        else:
+            value = next(m.content for m in messages if m.role == "tool")
+            tokens = answer_tokens(f"There are {value} units.", lp)
+        return [turn_from_tokens(tokens, usage=usage)] * n
+
+    return script
+
+
+def setup():
+    student = ScriptedModel("world:student-xs", make_script({"SKU-1", "SKU-2"}))
+    teacher = ScriptedModel("world:teacher", make_script(set(STOCK)))
+    config = CascadeConfig(tiers=[TierConfig("world:student-xs", threshold=0.5, scorer="logprob-mean"),
+                                  TierConfig("world:teacher")],
+                           calibration={"predicted_task_escalation_rate": 0.4, "predicted_step_escalation_rate": 0.4})
+    return student, teacher, config
+
+
+def test_evaluate_rows_curves_and_labels(tmp_path):
+    student, teacher, config = setup()
+    results = evaluate(TASKS, config, tools=ToolBox([get_stock]), models=[student, teacher], concurrency=2)
+    rows = {row["name"].split(" (")[0]: row for row in results["rows"]}
+    assert rows["student alone"]["success"] == 0.5 and rows["teacher alone"]["success"] == 1.0
+    cascade = rows["cascade"]
+    assert cascade["success"] == 1.0 and cascade["pgr"] == 1.0
+    assert cascade["task_escalation_rate"] == 0.5 and cascade["step_escalation_rate"] == 0.5
+    assert cascade["escalation_rate_by_tier"] == [0.5]
+    # Cost: student on all 12 tasks' first steps + teacher on the escalated half; cheaper than teacher-only.
+    assert 0 < cascade["cost_per_1k_usd"] < rows["teacher alone"]["cost_per_1k_usd"]
+    assert cascade["saving_vs_teacher"] == pytest.approx(1 - cascade["cost_per_1k_usd"] / rows["teacher alone"]["cost_per_1k_usd"])
+    assert rows["oracle router"]["success"] == 1.0 and rows["oracle router"]["task_escalation_rate"] == 0.5
+    random_row = rows["random router"]
+    assert random_row["thresholds"] == [0.5] and random_row["kind"] == "run"
+    # Tool-call accuracy: the student picks the teacher's exact call on the SKUs it knows (half).
+    accuracy = rows["student alone"]["tool_call_accuracy"]
+    assert accuracy["exact"] == 0.5 and accuracy["arguments"] == 0.5
+    assert rows["student alone"]["agreement_with_teacher"] == 0.5
+    # A perfectly separating scorer: AUROC 1 at both levels; APGR near the oracle's, above random's 0.5.
+    assert results["scorer"]["step_level"]["auroc"] == 1.0 and results["scorer"]["task_level"]["auroc"] == 1.0
+    routing = results["routing"]
+    assert routing["apgr_random"] == pytest.approx(0.5)
+    assert routing["apgr"] == pytest.approx(routing["apgr_oracle"]) and routing["apgr"] > 0.7
+    assert routing["cpt"]["95%"] == 0.5
+    assert results["calibration"]["task_escalation_gap"] == pytest.approx(0.1)
+    assert results["meta"]["offline_world"] and results["meta"]["stand_in_prices"]
+
+    json_path, png_path = save_results(results, tmp_path / "eval.json")
+    assert png_path.read_bytes()[:4] == b"\x89PNG"
+    again = load_results(json_path)
+    assert again["rows"][2]["success"] == 1.0
+    assert check_gates(again, min_success=0.99, min_pgr=0.9, max_cost=1e9) == []
+    failures = check_gates(again, max_cost=cascade["cost_per_1k_usd"] / 2)
+    assert len(failures) == 1 and "--max-cost" in failures[0]
+
+
+def test_tool_call_accuracy_argument_level():
+    step = Step(tool_calls=[ToolCall(name="get_stock", arguments={"sku": "A", "city": "Rome"})])
+    trajectory = Trajectory(task_id="t", query="q", steps=[step])
+    reference = [{"key": "x", "tool_calls": [{"name": "get_stock", "arguments": {"sku": "A", "city": "Oslo"}}]}]
+    result = tool_call_accuracy([trajectory], [reference])
+    assert result == {"exact": 0.0, "arguments": 0.5, "steps": 1}
+    wrong_tool = [{"key": "x", "tool_calls": [{"name": "get_order", "arguments": {"order_id": "O-1"}}]}]
+    assert tool_call_accuracy([trajectory], [wrong_tool])["arguments"] == 0.0
