@@ -76,6 +76,28 @@ async def run_tasks(agent: Cascade, tasks: Sequence[Task], *, concurrency: int =
     return list(await asyncio.gather(*(one(task) for task in tasks)))
 
 
+def load_tier_models(config: CascadeConfig) -> list[ChatModel]:
+    """Load every tier's model; an unknown model is a one-line error naming the tier."""
+    models = []
+    for index, tier in enumerate(config.tiers):
+        try:
+            models.append(load_model(tier.model, **tier.options))
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source}: tiers[{index}].model: {exc}") from None
+    return models
+
+
+async def run_tiers_alone(models: Sequence[ChatModel], scorers: Sequence[Any], tasks: Sequence[Task], *,
+                          tools: ToolBox, concurrency: int = 4, progress: Progress | None = None,
+                          **agent_options: Any) -> list[list[Trajectory]]:
+    """Each model alone on every task, its steps scored by its scorer (None: not scored)."""
+    alone = []
+    for model, scorer in zip(models, scorers):
+        agent = Cascade([model], [], tools, scorer=[scorer], **agent_options)
+        alone.append(await run_tasks(agent, tasks, concurrency=concurrency, label=f"{model.uri} alone", progress=progress))
+    return alone
+
+
 def state_before(trajectory: Trajectory, index: int) -> list[Message]:
     """The conversation the model saw when it produced step `index`."""
     messages = [Message(role="system", content=trajectory.system)] if trajectory.system else []
@@ -228,7 +250,7 @@ def oracle_row(runs: Sequence[Sequence[TierRun]], student_success: float, teache
 # --------------------------------------------------------------------------------------------------
 
 
-def _tier_scorers(config: CascadeConfig) -> list[str | None]:
+def tier_scorers(config: CascadeConfig) -> list[str | None]:
     last = len(config.tiers) - 1
     return [tier.scorer or (DEFAULT_SCORER if i < last else None) for i, tier in enumerate(config.tiers)]
 
@@ -257,22 +279,14 @@ async def aevaluate(
         raise ConfigError(f"eval: task {missing!r} has no checker; success cannot be measured without one")
     started = time.time()
     if models is None:
-        models = []
-        for index, tier in enumerate(config.tiers):
-            try:
-                models.append(load_model(tier.model, **tier.options))
-            except ConfigError as exc:
-                raise ConfigError(f"{config.source}: tiers[{index}].model: {exc}") from None
+        models = load_tier_models(config)
     models = list(models)
-    scorers = _tier_scorers(config)
+    scorers = tier_scorers(config)
     n_tiers = len(models)
     common = dict(system=system, max_steps=max_steps)
 
     # 1. Every tier alone; its confidences are recorded (the teacher is not scored).
-    alone: list[list[Trajectory]] = []
-    for index, model in enumerate(models):
-        agent = Cascade([model], [], tools, scorer=[scorers[index]], **common)
-        alone.append(await run_tasks(agent, tasks, concurrency=concurrency, label=f"{model.uri} alone", progress=progress))
+    alone = await run_tiers_alone(models, scorers, tasks, tools=tools, concurrency=concurrency, progress=progress, **common)
     runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
     student, teacher = alone[0], alone[-1]
     student_success = sum(r.success for r in runs[0]) / len(tasks)

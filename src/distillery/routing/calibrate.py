@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from distillery.errors import ConfigError
+from distillery.errors import ConfigError, DistilleryError
 from distillery.trajectory import Trajectory
 
 MAX_CANDIDATES_PER_TIER = 41
@@ -227,3 +227,92 @@ def deferral_curve(student: Sequence[TierRun], teacher: Sequence[TierRun]) -> li
     """Two-tier task-level routing at every candidate threshold, ordered by teacher-call fraction."""
     points = sweep([student, teacher])
     return sorted(points, key=lambda p: (p.teacher_fraction, p.thresholds))
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end: run the tiers on validation tasks, choose thresholds, return the config to write
+# --------------------------------------------------------------------------------------------------
+
+
+async def acalibrate_cascade(
+    config: Any,
+    tasks: Sequence[Any],
+    *,
+    tools: Any,
+    target: float | None = None,
+    budget_per_task: float | None = None,
+    models: Sequence[Any] | None = None,
+    fit_scorer: str | None = None,
+    concurrency: int = 4,
+    system: str | None = None,
+    max_steps: int = 10,
+    progress: Any = None,
+) -> tuple[Any, Calibration, dict[str, Any]]:
+    """Run every tier alone on `tasks`, choose thresholds, and return (new config, calibration, report).
+
+    With `fit_scorer` (a path), a learned scorer is first fitted for tier 1 on steps labelled by the
+    teacher's action at the same state, saved there, and used for tier 1's confidences.
+    """
+    import copy
+
+    from distillery.evaluate import load_tier_models, reference_actions, run_tiers_alone, step_wrong, tier_scorers
+    from distillery.routing.confidence import LearnedScorer, get_scorer, step_features
+
+    if len(config.tiers) < 2:
+        raise ConfigError(f"{config.source}: calibration needs at least two tiers")
+    models = list(models) if models is not None else load_tier_models(config)
+    scorers = tier_scorers(config)
+    alone = await run_tiers_alone(models, scorers, tasks, tools=tools, concurrency=concurrency, progress=progress,
+                                  system=system, max_steps=max_steps)
+    report: dict[str, Any] = {}
+    new_config = copy.deepcopy(config)
+    if fit_scorer:
+        student = alone[0]
+        references = await reference_actions(student, models[-1], tools, concurrency=concurrency, progress=progress)
+        rows, wrong = [], []
+        for trajectory, refs in zip(student, references):
+            for index, (step, ref) in enumerate(zip(trajectory.steps, refs)):
+                label = step_wrong(trajectory, index, ref)
+                if label is None or not step.logprobs:
+                    continue
+                try:
+                    rows.append(step_features(step))
+                except DistilleryError:
+                    continue
+                wrong.append(label)
+        learned = LearnedScorer.fit(rows, wrong)
+        learned.save(fit_scorer)
+        scorer = get_scorer(f"learned:{fit_scorer}")
+        for trajectory in student:  # re-score the cached steps with the fitted scorer: no model calls
+            for step in trajectory.steps:
+                step.confidence = scorer(step, tools=tools.specs or None)
+        new_config.tiers[0].scorer = f"learned:{fit_scorer}"
+        report["learned_scorer"] = {"path": fit_scorer, "n_steps": len(rows), "wrong_rate": sum(wrong) / len(wrong)}
+    runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
+    result = calibrate(runs, target=target, budget=budget_per_task)
+    for tier, threshold in zip(new_config.tiers, result.thresholds):
+        tier.threshold = round(threshold, 6)
+    new_config.calibration = {
+        "mode": result.mode,
+        "goal": result.goal,
+        "met": result.met,
+        "n_tasks": len(tasks),
+        "predicted_success": result.chosen.success,
+        "teacher_success": result.teacher_success,
+        "student_success": result.student_success,
+        "predicted_cost_per_1k_usd": result.chosen.cost_per_task * 1000,
+        "teacher_cost_per_1k_usd": result.teacher_cost_per_task * 1000,
+        "predicted_task_escalation_rate": result.chosen.teacher_fraction,
+        "predicted_step_escalation_rate": result.chosen.step_escalation_rate,
+        "method": "task-level routing over cached single-tier runs",
+    }
+    new_config.validate()
+    report.update(result.as_dict())
+    return new_config, result, report
+
+
+def calibrate_cascade(config: Any, tasks: Sequence[Any], **options: Any) -> tuple[Any, Calibration, dict[str, Any]]:
+    """Blocking `acalibrate_cascade`."""
+    import asyncio
+
+    return asyncio.run(acalibrate_cascade(config, tasks, **options))

@@ -1,0 +1,81 @@
+"""`distillery calibrate`, `eval` (with gates and --from-json) and `cascade check/run` through the CLI."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from distillery.cli import app
+from distillery.models import register_provider
+from tests.test_evaluate import TASKS, STOCK, make_script
+from tests.test_routing_fakes import ScriptedModel
+
+
+def fake_model(name: str, **options):
+    knows = set(STOCK) if name == "teacher" else {"SKU-1", "SKU-2"}
+    model = ScriptedModel(f"fake:{name}", make_script(knows))
+    return model
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    register_provider("fake", fake_model)
+    monkeypatch.setenv("DISTILLERY_PRICES", str(tmp_path / "prices.toml"))
+    (tmp_path / "prices.toml").write_text(
+        "[fake.student]\ninput = 0.05\noutput = 0.2\n[fake.teacher]\ninput = 5.0\noutput = 25.0\n"
+    )
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(t.model_dump(include={"id", "query", "expected", "checker"})) + "\n" for t in TASKS))
+    (tmp_path / "cascade.toml").write_text(
+        '[[tiers]]\nmodel = "fake:student"\nthreshold = 0.9\nscorer = "logprob-mean"\n\n[[tiers]]\nmodel = "fake:teacher"\n'
+    )
+    return tmp_path
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_calibrate_then_eval_with_gates(workdir):
+    config = workdir / "cascade.toml"
+    common = ["--tasks", workdir / "tasks.jsonl", "--tools", "tests.test_evaluate:get_stock", "--n", "0"]
+    result = invoke("calibrate", "--config", config, "--target", "1.0", "--report", workdir / "cal.json", *common)
+    assert result.exit_code == 0, result.output
+    from distillery.routing import load_cascade_config
+
+    calibrated = load_cascade_config(config)
+    # The student's two confidence levels are exp(-0.05) and exp(-2): the threshold lands between them.
+    assert 0.14 < calibrated.thresholds[0] < 0.95
+    assert calibrated.calibration["predicted_task_escalation_rate"] == 0.5 and calibrated.calibration["met"]
+
+    out = workdir / "eval.json"
+    result = invoke("eval", "--config", config, "--out", out, "--min-success", "0.99", *common)
+    assert result.exit_code == 0, result.output
+    assert out.exists() and out.with_suffix(".png").exists() and "APGR" in result.output
+    saved = json.loads(out.read_text())
+    assert [row["name"] for row in saved["rows"]][2:] == ["cascade (calibrated)", "random router (same escalation rate)", "oracle router"]
+    assert saved["rows"][2]["success"] == 1.0 and saved["calibration"]["task_escalation_gap"] == 0.0
+    # Gates from the saved JSON, no model calls: a cost cap of $0 fails with the gate exit code.
+    result = invoke("eval", "--from-json", out, "--max-cost", "0")
+    assert result.exit_code == 3 and "gate failed" in result.output
+
+
+def test_cascade_check_and_run(workdir):
+    result = invoke("cascade", "check", workdir / "cascade.toml")
+    assert result.exit_code == 0 and "fake:teacher" in result.output
+    result = invoke("cascade", "run", "How many units of SKU-3?", "--config", workdir / "cascade.toml",
+                    "--tools", "tests.test_evaluate:get_stock", "--json")
+    trajectory = json.loads(result.output)
+    assert trajectory["steps"][0]["producer"] == "fake:teacher" and trajectory["steps"][0]["escalated"]
+
+
+def test_bad_config_is_one_line_without_traceback(workdir, capsys):
+    import subprocess
+    import sys
+
+    bad = workdir / "bad.toml"
+    bad.write_text('[[tiers]]\nmodel = "world:student-xs"\nthreshold = 2\n[[tiers]]\nmodel = "world:teacher"\n')
+    run = subprocess.run([sys.executable, "-m", "distillery.cli", "cascade", "check", str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "tiers[0].threshold = 2 is outside [0, 1]" in run.stderr
