@@ -13,6 +13,7 @@ import pytest
 from distillery.agent import Agent
 from distillery.errors import ConfigError, MissingAPIKeyError, ModelError, TransientModelError
 from distillery.models import load_model
+from distillery.models._hosted import parse_retry_after
 from distillery.models.anthropic import AnthropicModel, to_anthropic_messages
 from distillery.pricing import price_for
 from distillery.tools import tool
@@ -365,6 +366,16 @@ def test_retry_after_as_an_http_date(server):
     assert 25 <= caught.value.retry_after <= 31
 
 
+def test_parse_retry_after_forms():
+    now = 1_800_000_000.0
+    assert parse_retry_after({"Retry-After": "12"}, now=now) == 12.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}, now=now) == 0.25  # ms is finer
+    assert parse_retry_after({"retry-after": email.utils.formatdate(now + 90, usegmt=True)}, now=now) == 90.0
+    assert parse_retry_after({"retry-after": email.utils.formatdate(now - 90, usegmt=True)}, now=now) == 0.0
+    assert parse_retry_after({"retry-after": "soon"}, now=now) is None
+    assert parse_retry_after({}, now=now) is None
+
+
 def test_bad_request_is_a_plain_model_error_without_the_key(server):
     server.enqueue(error_body(400, "max_tokens: must be positive"))
     with pytest.raises(ModelError) as caught:
@@ -426,6 +437,20 @@ def test_generate_repeatedly_and_agenerate_concurrently_on_one_loop(server):
     server.enqueue(*(message([text_block("concurrent")]) for _ in range(4)))
     results = asyncio.run(many())
     assert [turns[0].text for turns in results] == ["concurrent"] * 4
+
+
+def test_each_event_loop_gets_its_own_client_closed_at_loop_shutdown(server):
+    model = make_model(server)
+
+    async def call_and_get_client():
+        await model.agenerate([Message(role="user", content="q")])
+        return await model.client()
+
+    server.enqueue(message([text_block("one")]), message([text_block("two")]))
+    first = asyncio.run(call_and_get_client())
+    second = asyncio.run(call_and_get_client())
+    assert first is not second  # never reused across loops
+    assert first.is_closed() and second.is_closed()  # closed before their loops were
 
 
 def test_agent_end_to_end_trajectory_usage_cost_and_no_key(server):

@@ -14,7 +14,7 @@ import email.utils
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -148,53 +148,67 @@ async def gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     return [t.result() for t in tasks]
 
 
+async def _close_at_loop_shutdown(client: Any) -> AsyncIterator[None]:
+    """Close `client` when its event loop shuts down.
+
+    `asyncio.run` (and `asyncio.Runner`) finalise every suspended async generator on the loop
+    before closing it (`loop.shutdown_asyncgens()`), so parking this generator at its `yield`
+    gives the client's connections a clean close on the loop they belong to, even when the
+    caller (an `Agent.run`, a script's `asyncio.run(...)`) never closes it explicitly.
+    """
+    try:
+        yield
+    finally:
+        await client.close()
+
+
 class HostedChatModel(AsyncChatModel):
     """An `AsyncChatModel` backed by an official SDK's async client.
 
     An async HTTP client belongs to the event loop it first ran on, so this keeps one client per
-    running loop. `generate()` runs each call on a fresh loop (`asyncio.run`) and closes that
-    loop's client before returning, so repeated blocking calls never share a dead client.
+    running loop, closed when that loop shuts down (or by `aclose()`). `generate()` runs each call
+    on a fresh loop (`asyncio.run`), so repeated blocking calls never share a dead client.
     """
 
     provider: str = ""
 
     def __init__(self) -> None:
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        # loop -> (client, the generator that closes it at loop shutdown; kept here because the
+        # loop itself only holds a weak reference to it)
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncIterator[None]]] = {}
         self._clients_lock = threading.Lock()
         self._warned: set[str] = set()
 
     def _make_client(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def client(self) -> Any:
+    async def client(self) -> Any:
         """The SDK client for the running event loop (created on first use)."""
         loop = asyncio.get_running_loop()
         with self._clients_lock:
-            # Loops that have been closed (e.g. each `asyncio.run` in a script) can no longer use
-            # their clients; forget them so they are garbage collected.
+            # A loop that was closed without an orderly shutdown cannot use its client any more.
             for old in [old for old in self._clients if old.is_closed()]:
                 del self._clients[old]
-            client = self._clients.get(loop)
-            if client is None:
-                client = self._clients[loop] = self._make_client()
-        return client
+            entry = self._clients.get(loop)
+            created = entry is None
+            if created:
+                client = self._make_client()
+                entry = self._clients[loop] = (client, _close_at_loop_shutdown(client))
+        if created:
+            await anext(entry[1])  # runs to the `yield` at once: the loop now tracks the generator
+        return entry[0]
 
     async def aclose(self) -> None:
-        """Close the running loop's client (its connection pool)."""
+        """Close the running loop's client (its connection pool) now."""
         loop = asyncio.get_running_loop()
         with self._clients_lock:
-            client = self._clients.pop(loop, None)
-        if client is not None:
-            await client.close()
+            entry = self._clients.pop(loop, None)
+        if entry is not None:
+            await entry[1].aclose()
 
     def generate(self, messages, tools=None, **kwargs) -> list[Turn]:
-        async def call_then_close() -> list[Turn]:
-            try:
-                return await self.agenerate(messages, tools, **kwargs)
-            finally:
-                await self.aclose()
-
-        return asyncio.run(call_then_close())
+        # A fresh loop per call; its client is closed as the loop shuts down.
+        return asyncio.run(self.agenerate(messages, tools, **kwargs))
 
     def warn_once(self, key: str, message: str, *args: Any) -> None:
         """Log a warning the first time it applies to this model, not on every call."""

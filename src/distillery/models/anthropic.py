@@ -196,9 +196,10 @@ class AnthropicModel(HostedChatModel):
         return await gather_or_cancel(self._create(request) for _ in range(max(1, n)))
 
     async def _create(self, request: dict[str, Any]) -> Turn:
+        client = await self.client()
         start = time.perf_counter()
         try:
-            response = await self.client().messages.create(**request)
+            response = await client.messages.create(**request)
         except anthropic.AnthropicError as exc:
             raise to_model_error(exc, anthropic, self.uri, secrets=[self._api_key]) from None
         return self.to_turn(response, latency_s=time.perf_counter() - start)

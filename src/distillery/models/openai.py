@@ -162,9 +162,10 @@ class OpenAIModel(HostedChatModel):
             top_logprobs=top_logprobs,
             **options,
         )
+        client = await self.client()
         start = time.perf_counter()
         try:
-            completion = await self.client().chat.completions.create(**request)
+            completion = await client.chat.completions.create(**request)
         except openai.OpenAIError as exc:
             raise to_model_error(exc, openai, self.uri, secrets=[self._api_key]) from None
         return self.to_turns(completion, latency_s=time.perf_counter() - start)
