@@ -1,0 +1,549 @@
+"""`DistillationTrainer`: TRL's `SFTTrainer` with a knowledge-distillation loss, and `train_student`.
+
+The trainer changes one thing: `compute_loss`. Everything else (optimisation, gradient
+accumulation, checkpoints and resume, seeding, logging, `accelerate launch` with DDP/FSDP/
+DeepSpeed, PEFT) is the `transformers.Trainer` that `SFTTrainer` extends. Data goes through TRL's
+own pipeline: chat template, assistant-only labels, truncation. Teacher targets ride along as one
+integer column (`kd_row`, see `signals.py`) and are turned into tensors in the collator.
+
+    L = alpha * CE(student, labels) + (1 - alpha) * T^2 * D(teacher^T || student^T)
+
+per assistant token, from `distillery.distill.losses`. With the sequence signal (or alpha = 1 and
+no teacher) the loss is SFTTrainer's own fused cross entropy, so plain SFT costs nothing extra.
+
+    from distillery.distill.trainer import train_student
+    out = train_student("world:student-xs", "data/train.jsonl", out="runs/xs-kd",
+                        teacher="world:teacher", signal="online", alpha=0.5, temperature=2.0)
+    # out is a standard Hugging Face model directory: load_model(f"hf:{out}"), or vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from trl import SFTTrainer
+
+from distillery.distill.config import DistillationConfig
+from distillery.distill.losses import action_distribution_loss, kd_loss, sequence_logprob, sparse_kd_loss
+from distillery.distill.signals import (
+    KD_ROW,
+    ActionSignal,
+    OnlineTeacherSignal,
+    SequenceSignal,
+    SparseTopKSignal,
+    TeacherSignal,
+    attach_row_ids,
+    teacher_topk_records,
+    write_topk_sidecar,
+)
+from distillery.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_SIGNAL_PREFIXES = ("kd_", "action_")
+
+
+class _SignalCollator:
+    """TRL's collator, then the signal's tensors for the same rows (looked up by `kd_row`)."""
+
+    def __init__(self, base, signal: TeacherSignal):
+        self.base = base
+        self.signal = signal
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = [example.pop(KD_ROW) for example in examples if KD_ROW in example]
+        batch = self.base(examples)
+        # Eval datasets carry no kd_row: they are scored with the plain cross entropy.
+        if len(rows) == len(examples) and rows:
+            batch = self.signal.collate(batch, rows)
+        return batch
+
+
+class DistillationTrainer(SFTTrainer):
+    """`SFTTrainer` whose loss mixes hard labels with a teacher signal (see the module docstring).
+
+    `signal` is a `TeacherSignal`; the default is `SequenceSignal()` (plain SFT). `args` is a
+    `DistillationConfig`; its alpha, temperature and divergence set the loss. Each logging step
+    reports `loss_hard` (mean CE) and `loss_soft` (mean T^2 * divergence) next to the total.
+    """
+
+    _tag_names = ["trl", "sft", "distillery", "distillation"]
+    _name = "Distillation"
+
+    def __init__(self, model, args: DistillationConfig | None = None, *, signal: TeacherSignal | None = None,
+                 train_dataset=None, **kwargs):
+        if args is None:
+            args = DistillationConfig(output_dir="distillery-student")
+        if not isinstance(args, DistillationConfig):
+            raise TypeError("DistillationTrainer needs a DistillationConfig")
+        self.signal = signal if signal is not None else SequenceSignal()
+        if train_dataset is not None:
+            train_dataset = attach_row_ids(train_dataset)
+        super().__init__(model, args=args, train_dataset=train_dataset, **kwargs)
+        self.data_collator = _SignalCollator(self.data_collator, self.signal)
+        self._place_teacher()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def set_signal(self, signal: TeacherSignal) -> None:
+        """Swap the teacher signal (e.g. once a sidecar has been computed from this trainer's data)."""
+        self.signal = signal
+        self.data_collator.signal = signal
+        self._place_teacher()
+
+    def _place_teacher(self) -> None:
+        if not isinstance(self.signal, OnlineTeacherSignal):
+            return
+        # Like TRL's GKD trainer: the teacher is prepared for evaluation only (no DDP wrapper, no
+        # optimizer), on this process's device, or sharded by DeepSpeed for large teachers.
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            self.signal.model = prepare_deepspeed(self.signal.model, self.accelerator)
+        else:
+            self.signal.model = self.accelerator.prepare_model(self.signal.model, evaluation_mode=True)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if KD_ROW not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, KD_ROW]
+
+    def _log_metric(self, name: str, value: float) -> None:
+        mode = "train" if self.model.training else "eval"
+        value = torch.tensor(float(value), device=self.accelerator.device)
+        self._metrics[mode][name].append(self.accelerator.gather_for_metrics(value).mean().item())
+
+    def _count_tokens(self, inputs: dict[str, Any]) -> None:
+        """Keep SFTTrainer's `num_tokens` metric (what the KD benchmark divides by time)."""
+        if not self.model.training or "attention_mask" not in inputs:
+            return
+        count = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+        self._total_train_tokens += count // self._tp_size
+        self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+
+    def _normalise(self, mean_loss: torch.Tensor, kept: int, num_items_in_batch) -> torch.Tensor:
+        """Turn a per-micro-batch mean into what Trainer expects under gradient accumulation.
+
+        When Trainer passes `num_items_in_batch` (label tokens across all accumulated micro
+        batches and ranks), it does not divide the loss by the accumulation steps itself: the
+        loss must be sum / num_items, as SFTTrainer's own loss is.
+        """
+        if num_items_in_batch is None:
+            return mean_loss
+        loss = mean_loss * kept / torch.as_tensor(num_items_in_batch, device=mean_loss.device).clamp(min=1)
+        if self.args.average_tokens_across_devices:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return loss
+
+    # -- the loss ---------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        signal_inputs = {k: inputs.pop(k) for k in list(inputs) if k.startswith(_SIGNAL_PREFIXES)}
+        kind = self.signal.kind
+        plain = (
+            kind == "sequence"
+            or not model.training  # held-out loss is the plain CE: comparable across signals
+            or (kind == "sparse" and "kd_topk_ids" not in signal_inputs)
+        )
+        if kind == "action" and model.training:
+            return self._action_loss(model, inputs, signal_inputs, return_outputs, num_items_in_batch)
+        if plain:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+        labels = inputs["labels"]
+        # Align labels with the logits instead of slicing the logits: logits[:, t] predicts token
+        # t + 1, so labels move one step left and the last position gets no label. Slicing a
+        # (B, T, V) tensor would copy it.
+        shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
+        forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        forward_inputs["use_cache"] = False
+        outputs = model(**forward_inputs)
+        logits = outputs.logits
+        options = dict(
+            temperature=self.args.temperature,
+            divergence=self.args.divergence,
+            beta=self.args.jsd_beta,
+            chunk_size=self.args.kd_chunk_size,
+            return_components=True,
+        )
+        if kind == "dense":
+            teacher_logits = self.signal.logits(inputs["input_ids"], inputs.get("attention_mask"))
+            vocab = min(logits.size(-1), teacher_logits.size(-1))
+            if self.signal.vocab_size is not None:
+                vocab = min(vocab, self.signal.vocab_size)
+            if logits.size(-1) != vocab:
+                logits = logits[..., :vocab]
+            if teacher_logits.size(-1) != vocab:
+                teacher_logits = teacher_logits[..., :vocab]
+            loss, parts = kd_loss(logits, teacher_logits, shifted, alpha=self.args.alpha, **options)
+        else:  # sparse
+            device = logits.device
+            # Tokens without a teacher entry are trained on the hard label alone (alpha = 1).
+            alpha = torch.where(signal_inputs["kd_mask"].to(device), self.args.alpha, 1.0).float()
+            loss, parts = sparse_kd_loss(
+                logits,
+                signal_inputs["kd_topk_ids"].to(device),
+                signal_inputs["kd_topk_logprobs"].to(device),
+                shifted,
+                alpha=alpha,
+                tail=self.args.sparse_tail,
+                **options,
+            )
+        loss = self._normalise(loss, parts["tokens"], num_items_in_batch)
+
+        self._log_metric("loss_hard", parts["hard"])
+        self._log_metric("loss_soft", parts["soft"])
+        with torch.no_grad():
+            kept = shifted != -100
+            correct = (logits.argmax(-1) == shifted) & kept
+            self._log_metric("mean_token_accuracy", correct.sum().item() / max(kept.sum().item(), 1))
+        self._count_tokens(inputs)
+        return (loss, outputs) if return_outputs else loss
+
+    def _action_loss(self, model, inputs, signal_inputs, return_outputs, num_items_in_batch):
+        """alpha * CE on the trajectory + (1 - alpha) * sum_a p_T(a) NLL_S(a), mean over states."""
+        hard = super().compute_loss(model, inputs, return_outputs=False, num_items_in_batch=num_items_in_batch)
+        if "action_input_ids" not in signal_inputs or self.args.alpha == 1.0:
+            return (hard, None) if return_outputs else hard
+        action_labels = signal_inputs["action_labels"]
+        shifted = F.pad(action_labels[:, 1:], (0, 1), value=-100)
+        logits = model(
+            input_ids=signal_inputs["action_input_ids"],
+            attention_mask=signal_inputs["action_attention_mask"],
+            use_cache=False,
+        ).logits
+        logprobs = sequence_logprob(logits, shifted, chunk_size=self.args.kd_chunk_size)  # (N,)
+        states = signal_inputs["action_state"].to(logprobs.device)
+        probs = signal_inputs["action_prob"].to(logprobs.device)
+        num_states = int(states.max().item()) + 1
+        counts = torch.bincount(states, minlength=num_states)
+        width = int(counts.max().item())
+        slot = torch.zeros_like(states)
+        for s in range(num_states):  # position of each action within its state
+            slot[states == s] = torch.arange(int(counts[s].item()), device=states.device)
+        matrix = logprobs.new_zeros(num_states, width).index_put((states, slot), logprobs)
+        teacher = probs.new_zeros(num_states, width).index_put((states, slot), probs)
+        mask = torch.zeros(num_states, width, dtype=torch.bool, device=states.device).index_put(
+            (states, slot), torch.ones_like(states, dtype=torch.bool)
+        )
+        action = action_distribution_loss(matrix, teacher, mask)
+        if num_items_in_batch is not None:  # Trainer will not divide by the accumulation steps
+            action = action / self.current_gradient_accumulation_steps
+        self._log_metric("loss_action", action.item())
+        loss = self.args.alpha * hard + (1.0 - self.args.alpha) * action
+        return (loss, None) if return_outputs else loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading what `train_student` is given.
+
+
+def _normalise_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A chat message in the shape that survives Arrow: tool-call arguments as JSON strings."""
+    out = {
+        "role": message["role"],
+        "content": message.get("content") or "",
+        "tool_calls": None,
+        "tool_call_id": message.get("tool_call_id"),
+        "name": message.get("name"),
+    }
+    if message.get("tool_calls"):
+        calls = []
+        for call in message["tool_calls"]:
+            function = call.get("function", call)
+            arguments = function.get("arguments", {})
+            if not isinstance(arguments, str):
+                # json.dumps(ensure_ascii=False) is exactly what the template's `tojson` writes.
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            calls.append({"id": call.get("id", ""), "type": "function",
+                          "function": {"name": function["name"], "arguments": arguments}})
+        out["tool_calls"] = calls
+    return out
+
+
+def chat_rows(records: Iterable[Any]) -> list[dict[str, Any]]:
+    """Hugging Face chat rows from HF-format dicts, `DistillationSample`s or `Trajectory`s."""
+    from distillery.chat_format import to_hf_messages, to_hf_tools
+    from distillery.trajectory import DistillationSample, Trajectory
+
+    rows = []
+    for record in records:
+        if isinstance(record, Trajectory):
+            record = DistillationSample.from_trajectory(record)
+        if isinstance(record, DistillationSample):
+            row = {"messages": to_hf_messages(record.messages), "tools": to_hf_tools(record.tools) or []}
+            if record.action_distributions is not None:
+                row["action_distributions"] = record.action_distributions
+            record = row
+        row = {
+            "messages": [_normalise_message(m) for m in record["messages"]],
+            "tools": record.get("tools") if isinstance(record.get("tools"), str)
+            else json.dumps(record.get("tools") or [], ensure_ascii=False),
+        }
+        if record.get("action_distributions") is not None:
+            distributions = record["action_distributions"]
+            row["action_distributions"] = (
+                distributions if isinstance(distributions, str) else json.dumps(distributions, ensure_ascii=False)
+            )
+        rows.append(row)
+    return rows
+
+
+def load_training_data(data: Any):
+    """A `datasets.Dataset` of chat rows from a path (.jsonl/.json/.parquet or a saved dataset dir),
+    a `Dataset`, or a list of rows / `DistillationSample`s / `Trajectory`s."""
+    from datasets import Dataset, load_from_disk
+
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if path.is_dir():
+            if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+                return load_from_disk(str(path))
+            candidates = sorted(path.glob("train*.jsonl")) or sorted(path.glob("*.jsonl"))
+            if not candidates:
+                raise ConfigError(f"{path}: no saved dataset and no .jsonl file in this directory")
+            path = candidates[0]
+        if not path.exists():
+            raise ConfigError(f"{path}: no such training data file")
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            records = pq.read_table(path).to_pylist()
+        else:
+            records = []
+            with open(path, encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ConfigError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
+                    if not isinstance(record, dict) or "messages" not in record:
+                        raise ConfigError(f"{path}:{number}: expected an object with 'messages' (HF chat format)")
+                    records.append(record)
+        data = records
+    rows = chat_rows(data)
+    if not rows:
+        raise ConfigError("no training examples")
+    return Dataset.from_list(rows)
+
+
+def _looks_like_uri(value: str) -> bool:
+    scheme, sep, _ = value.partition(":")
+    return bool(sep) and scheme.isalpha() and len(scheme) > 1
+
+
+def load_model_and_tokenizer(spec: Any, *, what: str = "student"):
+    """(model, tokenizer) from a URI (`world:student-xs`, `hf:./dir`), a directory, an object with
+    `.model`/`.tokenizer` (an `HFModel`), or a `(model, tokenizer)` pair."""
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return spec
+    if hasattr(spec, "model") and hasattr(spec, "tokenizer"):
+        return spec.model, spec.tokenizer
+    text = str(spec)
+    if _looks_like_uri(text):
+        from distillery.models import load_model
+
+        loaded = load_model(text)
+        if not (hasattr(loaded, "model") and hasattr(loaded, "tokenizer")):
+            raise ConfigError(f"--{what} {text}: training needs local weights (an hf:, world: or directory model)")
+        return loaded.model, loaded.tokenizer
+    path = Path(text)
+    if not (path / "config.json").exists():
+        raise ConfigError(f"--{what} {text}: not a model URI and not a model directory with config.json")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    return model, tokenizer
+
+
+def default_learning_rate(student: Any, *, lora: bool) -> float:
+    """LoRA 2e-4; an untrained world student (random init) 1e-3; a pretrained model 2e-5."""
+    if lora:
+        return 2e-4
+    if isinstance(student, str) and student.startswith("world:student"):
+        return 1e-3
+    return 2e-5
+
+
+def train_student(
+    student: Any,
+    data: Any,
+    *,
+    out: str | Path,
+    teacher: Any = None,
+    signal: str = "sequence",
+    alpha: float = 0.5,
+    temperature: float = 2.0,
+    divergence: str = "forward_kl",
+    sidecar: str | Path | None = None,
+    topk: int = 20,
+    max_steps: int | None = None,
+    epochs: float = 1.0,
+    learning_rate: float | None = None,
+    batch_size: int = 8,
+    gradient_accumulation_steps: int = 1,
+    max_length: int | None = 1024,
+    lora: bool = False,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    seed: int = 0,
+    resume: bool = False,
+    save_steps: int | None = None,
+    logging_steps: int = 10,
+    report: str | list[str] = "none",
+    progress: bool = True,
+    callbacks: list | None = None,
+    **config_overrides: Any,
+) -> Path:
+    """Train a student and write a standard Hugging Face model directory to `out`; returns `out`.
+
+    student: a URI (`world:student-xs`, `hf:./dir`), a model directory, or `(model, tokenizer)`.
+    data: HF chat-format rows (`messages` + `tools`): a .jsonl/.parquet file, a saved dataset,
+        a `Dataset`, or `DistillationSample`s / `Trajectory`s.
+    teacher: needed for signal "online" (a local model with the same tokenizer) and for "sparse"
+        when no `sidecar` is given (its top-`topk` logprobs are then computed once, offline, into
+        `out/teacher_topk.parquet`).
+    signal: "sequence" (SFT), "online", "sparse" or "action" (see `distillery.distill.signals`).
+    alpha, temperature, divergence: the loss, L = alpha*CE + (1-alpha)*T^2*D(teacher||student).
+    lora: train a LoRA adapter (PEFT); it is merged into the weights that are written, so the
+        output loads like any model (the adapter alone is kept in `out/adapter`).
+    resume: continue from the last checkpoint in `out/checkpoints` (the step count carries on).
+
+    Writes `out/config.json` + `model.safetensors` + tokenizer files (with the chat template),
+    loadable by `load_model("hf:<out>")` and vLLM, and `out/distillation.json` (the settings and
+    the loss log).
+    """
+    from datasets import Dataset
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(out)
+    checkpoints = out / "checkpoints"
+    model, tokenizer = load_model_and_tokenizer(student, what="student")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = load_training_data(data)
+    if not isinstance(dataset, Dataset):
+        raise ConfigError("training data must be a map-style dataset")
+
+    teacher_model = teacher_tokenizer = None
+    if signal in ("online", "sparse") and teacher is not None:
+        teacher_model, teacher_tokenizer = load_model_and_tokenizer(teacher, what="teacher")
+    if signal == "online" and teacher_model is None:
+        raise ConfigError("--signal online needs --teacher (a local model that shares the student's tokenizer)")
+    if signal == "sparse" and sidecar is None and teacher_model is None:
+        raise ConfigError("--signal sparse needs --sidecar (top-k Parquet) or --teacher to compute one")
+
+    use_cuda = torch.cuda.is_available()
+    config = DistillationConfig(
+        output_dir=str(checkpoints),
+        signal=signal,
+        alpha=alpha,
+        temperature=temperature,
+        divergence=divergence,
+        max_steps=max_steps if max_steps is not None else -1,
+        num_train_epochs=epochs,
+        learning_rate=learning_rate if learning_rate is not None else default_learning_rate(student, lora=lora),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        max_length=max_length,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=logging_steps,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=2,
+        report_to=report,
+        disable_tqdm=not progress,
+        bf16=use_cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not use_cuda,
+        dataloader_pin_memory=use_cuda,
+        **config_overrides,
+    )
+
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                 target_modules="all-linear")
+
+    if signal == "online":
+        signal_obj: TeacherSignal = OnlineTeacherSignal(
+            teacher_model, teacher_tokenizer=teacher_tokenizer, student_tokenizer=tokenizer
+        )
+    elif signal == "sparse":
+        signal_obj = SparseTopKSignal(sidecar) if sidecar is not None else SparseTopKSignal({})
+    elif signal == "action":
+        signal_obj = ActionSignal(dataset, tokenizer, max_length=max_length)
+    else:
+        signal_obj = SequenceSignal()
+
+    trainer = DistillationTrainer(
+        model,
+        args=config,
+        signal=signal_obj,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+    if signal == "sparse" and sidecar is None:
+        if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ConfigError("--teacher has a different tokenizer; a top-k sidecar must use the student's token ids")
+        sidecar = out / "teacher_topk.parquet"
+        if not (resume and sidecar.exists()):
+            teacher_model.to(trainer.accelerator.device)
+            started = time.perf_counter()
+            records = teacher_topk_records(teacher_model, trainer.train_dataset, k=topk, vocab_size=len(tokenizer))
+            write_topk_sidecar(sidecar, records)
+            logger.info("teacher top-%d sidecar: %d rows in %.1fs", topk, len(records), time.perf_counter() - started)
+            teacher_model.to("cpu")
+        trainer.set_signal(SparseTopKSignal(sidecar))
+
+    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    result = trainer.train(resume_from_checkpoint=last)
+
+    out.mkdir(parents=True, exist_ok=True)
+    final = trainer.model
+    if lora:
+        final.save_pretrained(out / "adapter")
+        final = final.merge_and_unload()
+    final = trainer.accelerator.unwrap_model(final)
+    if trainer.accelerator.is_main_process:
+        final.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        summary = {
+            "student": str(student) if isinstance(student, (str, Path)) else type(model).__name__,
+            "teacher": str(teacher) if isinstance(teacher, (str, Path)) else (None if teacher is None else "object"),
+            **trainer.signal.describe(),
+            "alpha": alpha,
+            "temperature": temperature,
+            "divergence": divergence,
+            "lora": lora,
+            "seed": seed,
+            "learning_rate": config.learning_rate,
+            "batch_size": batch_size,
+            "examples": len(dataset),
+            "global_step": trainer.state.global_step,
+            "resumed_from": last,
+            "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
+            "train_runtime_s": result.metrics.get("train_runtime"),
+            "log_history": trainer.state.log_history,
+        }
+        (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))
+    return out
