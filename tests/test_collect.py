@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -373,6 +375,7 @@ def fake_provider():
     _PROVIDERS.pop("fake", None)
 
 
+REPO = Path(__file__).resolve().parents[1]
 TOOLS_PATH = "tests.test_collect:TOOL_LIST"
 TOOL_LIST = [add]
 
@@ -432,6 +435,8 @@ def test_cli_tool_schemas_replace_what_the_model_sees(tmp_path, fake_provider):
 CLI_ERRORS = [
     # (description, extra args or file setup, expected fragment)
     ("unknown model", ["--teacher", "gemini:pro"], "unknown model URI 'gemini:pro'"),
+    ("missing openai key", ["--teacher", "openai:gpt-4o"], "set the OPENAI_API_KEY environment variable"),
+    ("missing anthropic key", ["--teacher", "anthropic:claude-opus-4-6"], "set the ANTHROPIC_API_KEY environment variable"),
     ("malformed queries", ["--queries", "BAD"], "bad.jsonl:2: not valid JSON"),
     ("missing queries", ["--queries", "MISSING"], "no such queries file"),
     ("unwritable store", ["--store", "UNWRITABLE"], "store is not writable"),
@@ -441,11 +446,9 @@ CLI_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("name,override,fragment", CLI_ERRORS, ids=[c[0] for c in CLI_ERRORS])
-def test_cli_errors_are_one_line_exit_1(tmp_path, fake_provider, name, override, fragment):
-    import subprocess
-    import sys
-
+@pytest.fixture
+def error_inputs(tmp_path):
+    """Files for the error cases: placeholders in CLI_ERRORS name them."""
     good = tmp_path / "q.txt"
     good.write_text("hello\n")
     bad = tmp_path / "bad.jsonl"
@@ -458,11 +461,38 @@ def test_cli_errors_are_one_line_exit_1(tmp_path, fake_provider, name, override,
     orphan.write_text(json.dumps([{"name": "search_web", "parameters": {"type": "object", "properties": {}}}]))
     substitutions = {"BAD": str(bad), "MISSING": str(tmp_path / "nope.txt"), "UNWRITABLE": str(blocker / "s.db"),
                      "BADSCHEMA": str(bad_schema), "ORPHAN": str(orphan)}
-    args = {"--teacher": "world:teacher", "--queries": str(good), "--store": str(tmp_path / "s.db"), "--tools": TOOLS_PATH}
-    args.update({override[0]: substitutions.get(override[1], override[1])})
-    argv = [item for pair in args.items() for item in pair] + ["--no-progress"]
-    proc = subprocess.run([sys.executable, "-m", "distillery.cli", "collect", *argv], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert fragment in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+
+    def argv(override):
+        args = {"--teacher": "world:teacher", "--queries": str(good), "--store": str(tmp_path / "s.db"), "--tools": TOOLS_PATH}
+        args[override[0]] = substitutions.get(override[1], override[1])
+        return ["collect", *[item for pair in args.items() for item in pair], "--no-progress"]
+
+    return argv
+
+
+@pytest.mark.parametrize("name,override,fragment", CLI_ERRORS, ids=[c[0] for c in CLI_ERRORS])
+def test_cli_errors_are_one_line_distillery_errors(error_inputs, monkeypatch, name, override, fragment):
+    from distillery.errors import DistilleryError
+
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    result = run_cli(*error_inputs(override))
+    # cli.main() prints a DistilleryError as one line and exits 1 (checked end to end below).
+    assert isinstance(result.exception, DistilleryError), result.output
+    assert fragment in str(result.exception)
+    assert "\n" not in str(result.exception)
+
+
+def test_cli_error_through_main_exits_1_without_traceback(error_inputs):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    for override, fragment in [(["--store", "UNWRITABLE"], "store is not writable"),
+                               (["--teacher", "openai:gpt-4o"], "set the OPENAI_API_KEY environment variable")]:
+        proc = subprocess.run([sys.executable, "-m", "distillery.cli", *error_inputs(override)],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert fragment in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1

@@ -448,7 +448,18 @@ class TeacherCollector:
 
     def collect(self, tasks: str | Path | Iterable[str | Task]) -> CollectResult:
         """Blocking `acollect`, for scripts and notebooks without an event loop."""
-        return asyncio.run(self.acollect(tasks))
+
+        async def collect_then_close() -> CollectResult:
+            try:
+                return await self.acollect(tasks)
+            finally:
+                # The SDK client belongs to this event loop, which is about to close: release its
+                # connection pool now rather than leave it to the garbage collector.
+                aclose = getattr(self.model, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        return asyncio.run(collect_then_close())
 
 
 class _ProgressBar:

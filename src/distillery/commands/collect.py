@@ -83,7 +83,11 @@ def setup_logging(level: str, log_file: Path | None) -> None:
         handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
+    handler.set_name("distillery-collect")
     root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "distillery-collect"]:
+        root.removeHandler(old)  # a second run in the same process (tests, notebooks) replaces, not doubles
+        old.close()
     root.addHandler(handler)
     root.setLevel(numeric)
 
@@ -144,7 +148,6 @@ def collect_command(
     """Run the teacher agent over every query and store its trajectories (resumable)."""
     from distillery.collect import TeacherCollector
     from distillery.tasks import load_tasks
-    from distillery.tools import ToolBox
 
     setup_logging(log_level, log_file)
     task_list = load_tasks(queries)
@@ -161,7 +164,7 @@ def collect_command(
         model_options["base_url"] = base_url
     collector = TeacherCollector(
         teacher,
-        toolbox if isinstance(toolbox, ToolBox) else ToolBox(toolbox),
+        toolbox,
         store=store,
         system=system,
         n=n,
