@@ -21,7 +21,7 @@ CONFIG_HELP = ("The cascade config (TOML): [[tiers]] cheapest first, teacher las
                "threshold (all but the last), scorer. See docs/routing.md.")
 TASKS_HELP = ("Tasks file (JSONL with query/expected/checker, or plain text). Evaluation needs a checker per task. "
               "Leave out to use the offline world's tasks (--world-split).")
-WORLD_SPLIT_HELP = "Offline-world split to draw tasks from when --tasks is not given: train, val or test."
+WORLD_SPLIT_HELP = "Offline-world split to draw tasks from when --tasks is not given: train, validation or test."
 TOOLS_HELP = "Tools as module:attribute (a ToolBox or list of @tool). Default: the offline world's tools."
 
 
@@ -108,7 +108,7 @@ def calibrate_command(
         None, "--budget", help="Instead of --target: the most successful thresholds costing at most this many "
         "dollars per 1,000 tasks on validation."),
     tasks_path: Optional[Path] = typer.Option(None, "--tasks", help=TASKS_HELP),
-    world_split: str = typer.Option("val", "--world-split", help=WORLD_SPLIT_HELP),
+    world_split: str = typer.Option("validation", "--world-split", help=WORLD_SPLIT_HELP),
     n: int = typer.Option(200, "--n", help="How many validation tasks to use (0 = all in --tasks)."),
     seed: int = typer.Option(0, "--seed", help="Seed for drawing world tasks."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
