@@ -287,6 +287,31 @@ def test_n_samples_are_concurrent_requests(server):
     assert sorted(t.usage.output_tokens for t in turns) == [3, 4, 5]
 
 
+def test_n_samples_are_in_flight_at_the_same_time(server):
+    # Each reply waits until all four requests have arrived: sequential requests would never get
+    # there (the guard timeout turns that into a 500 instead of a hang).
+    arrived = 0
+    all_in = asyncio.Event()
+
+    def wait_for_all(index):
+        async def reply(request):
+            nonlocal arrived
+            arrived += 1
+            if arrived == 4:
+                all_in.set()
+            try:
+                await asyncio.wait_for(all_in.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                return error_body(500, "requests were not concurrent")
+            return message([text_block(f"sample {index}")])
+
+        return reply
+
+    server.enqueue(*(wait_for_all(i) for i in range(4)))
+    turns = make_model(server).generate([Message(role="user", content="q")], n=4)
+    assert len(turns) == 4 and arrived == 4
+
+
 def test_logprobs_are_not_offered(server, caplog):
     server.enqueue(message([text_block("x")]))
     with caplog.at_level(logging.WARNING, logger="distillery.models"):

@@ -312,6 +312,17 @@ def test_generate_repeatedly_and_agenerate_concurrently(server):
     assert [turns[0].text for turns in asyncio.run(many())] == ["concurrent"] * 4
 
 
+def test_generate_works_inside_a_running_loop(server):
+    # As in a notebook cell, where an event loop is already running.
+    model = make_model(server)
+    server.enqueue(chat_completion([choice("from a notebook")]))
+
+    async def cell():
+        return model.generate([Message(role="user", content="q")])
+
+    assert asyncio.run(cell())[0].text == "from a notebook"
+
+
 def test_agent_end_to_end_trajectory_usage_cost_and_no_key(server):
     server.enqueue(
         chat_completion(

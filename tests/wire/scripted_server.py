@@ -13,7 +13,8 @@ back what the client sent:
 
 A queued callable receives the `RecordedRequest` and returns either of the other two forms; it
 is how a test makes the server check what it received (as the real API would) and answer 400
-otherwise. When the queue is empty the server asks `responder` (if one was given) or answers
+otherwise. An async callable may wait before answering (e.g. until several requests are in flight,
+which proves a client really sends them concurrently). When the queue is empty the server asks `responder` (if one was given) or answers
 400 with a message that says nothing was queued, so a test that under-scripts fails loudly.
 
 The server runs uvicorn in a background thread on a port the OS picks, so tests can run in
@@ -22,6 +23,7 @@ parallel and never collide.
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 import threading
@@ -119,6 +121,8 @@ class ScriptedServer:
             return JSONResponse(self.not_found_body(message), status_code=400)
         if callable(reply):
             reply = reply(recorded)
+            if inspect.isawaitable(reply):  # an async callable may wait, e.g. for other requests
+                reply = await reply
         return to_response(reply)
 
     # --- lifecycle ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ both providers, so the collector can treat them alike.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import email.utils
 import logging
 import threading
@@ -207,8 +208,15 @@ class HostedChatModel(AsyncChatModel):
             await entry[1].aclose()
 
     def generate(self, messages, tools=None, **kwargs) -> list[Turn]:
-        # A fresh loop per call; its client is closed as the loop shuts down.
-        return asyncio.run(self.agenerate(messages, tools, **kwargs))
+        """Blocking `agenerate`: a fresh event loop per call, whose client closes with it."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.agenerate(messages, tools, **kwargs))
+        # Called from code that already runs a loop (a notebook cell): asyncio.run cannot nest,
+        # so the call runs on its own loop in a worker thread while this one waits.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self.agenerate(messages, tools, **kwargs)).result()
 
     def warn_once(self, key: str, message: str, *args: Any) -> None:
         """Log a warning the first time it applies to this model, not on every call."""
