@@ -136,7 +136,11 @@ def test_parallel_tool_calls_and_arguments_sent_back_as_json_strings(server):
     assert tools == [
         {
             "type": "function",
-            "function": {"name": "convert", "description": convert.spec.description, "parameters": convert.spec.parameters},
+            "function": {
+                "name": "convert",
+                "description": convert.spec.description,
+                "parameters": convert.spec.parameters,
+            },
         }
     ]
     history = server.requests[1].json["messages"]

@@ -67,7 +67,8 @@ def function_tool_call(name: str, arguments: dict[str, Any] | str, id: str | Non
     """A `tool_calls` entry. `arguments` may be a dict (serialized) or a raw string (sent as is)."""
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments)
-    return {"id": id or "call_" + uuid.uuid4().hex[:24], "type": "function", "function": {"name": name, "arguments": arguments}}
+    call_id = id or "call_" + uuid.uuid4().hex[:24]
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def token_logprobs(tokens: Sequence[tuple[str, float, Sequence[tuple[str, float]]]]) -> dict[str, Any]:
@@ -78,7 +79,8 @@ def token_logprobs(tokens: Sequence[tuple[str, float, Sequence[tuple[str, float]
 
     return {
         "content": [
-            {**entry(token, lp), "top_logprobs": [entry(alt, alt_lp) for alt, alt_lp in top]} for token, lp, top in tokens
+            {**entry(token, lp), "top_logprobs": [entry(alt, alt_lp) for alt, alt_lp in top]}
+            for token, lp, top in tokens
         ],
         "refusal": None,
     }

@@ -13,9 +13,10 @@ back what the client sent:
 
 A queued callable receives the `RecordedRequest` and returns either of the other two forms; it
 is how a test makes the server check what it received (as the real API would) and answer 400
-otherwise. An async callable may wait before answering (e.g. until several requests are in flight,
-which proves a client really sends them concurrently). When the queue is empty the server asks `responder` (if one was given) or answers
-400 with a message that says nothing was queued, so a test that under-scripts fails loudly.
+otherwise. An async callable may wait before answering (e.g. until several requests are in
+flight, which proves a client really sends them concurrently). When the queue is empty the
+server asks `responder` (if one was given) or answers 400 with a message that says nothing was
+queued, so a test that under-scripts fails loudly.
 
 The server runs uvicorn in a background thread on a port the OS picks, so tests can run in
 parallel and never collide.

@@ -104,7 +104,9 @@ def to_model_error(exc: Exception, sdk: Any, provider: str, *, secrets: Iterable
         headers = exc.response.headers
         request_id = headers.get("request-id") or headers.get("x-request-id")
         detail = _api_message(exc.body, exc.message)
-        message = one_line(f"{provider}: HTTP {status}: {detail}" + (f" (request id {request_id})" if request_id else ""), secrets=secrets)
+        if request_id:
+            detail += f" (request id {request_id})"
+        message = one_line(f"{provider}: HTTP {status}: {detail}", secrets=secrets)
         # Both SDKs obey this non-standard header before their own status rules; so do we.
         should_retry = headers.get("x-should-retry")
         transient = status in TRANSIENT_STATUSES or status >= 500
@@ -118,9 +120,12 @@ def to_model_error(exc: Exception, sdk: Any, provider: str, *, secrets: Iterable
     if isinstance(exc, sdk.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         reason = f"{type(cause).__name__}: {cause}" if cause else exc.message
-        return TransientModelError(one_line(f"{provider}: connection failed: {reason}", secrets=secrets))
+        url = getattr(getattr(exc, "request", None), "url", None)
+        where = f" to {url.scheme}://{url.host}:{url.port or ''}" if url is not None else ""
+        return TransientModelError(one_line(f"{provider}: connection failed{where}: {reason}", secrets=secrets))
     if isinstance(exc, sdk.APIResponseValidationError):
-        return ModelError(one_line(f"{provider}: response did not match the API schema: {exc.message}", secrets=secrets))
+        problem = f"{provider}: response did not match the API schema: {exc.message}"
+        return ModelError(one_line(problem, secrets=secrets))
     return ModelError(one_line(f"{provider}: {type(exc).__name__}: {exc}", secrets=secrets))
 
 
@@ -134,7 +139,7 @@ async def gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     if not tasks:
         return []
     try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     except BaseException:
         for task in tasks:
             task.cancel()

@@ -114,14 +114,19 @@ class OpenAIModel(HostedChatModel):
         request: dict[str, Any] = {"model": self.name, "messages": to_openai_messages(messages)}
         if tools:
             request["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
                 for t in tools
             ]
         if n > 1:
             request["n"] = n
         if REASONING_MODEL.match(self.name):
             if temperature not in (0.0, 1.0):
-                self.warn_once("temperature", "%s: reasoning models accept only the default temperature; not sent", self.uri)
+                self.warn_once(
+                    "temperature", "%s: reasoning models accept only the default temperature; not sent", self.uri
+                )
         else:
             request["temperature"] = temperature
         if max_tokens:
