@@ -348,6 +348,14 @@ def test_temperature_only_travels_on_an_api_version_that_accepts_it():
     assert "extra_body" not in pinned_thinking.build_request(msgs, temperature=0.7)
 
 
+def test_pinned_api_version_reaches_the_wire_with_temperature(server):
+    server.enqueue(message([text_block("ok")]))
+    pinned = make_model(server, extra_headers={"anthropic-version": "2023-06-01"})
+    pinned.generate([Message(role="user", content="q")], temperature=0.7)
+    assert server.requests[0].headers["anthropic-version"] == "2023-06-01"
+    assert server.requests[0].json["temperature"] == 0.7
+
+
 def test_options_map_to_request_fields(server):
     server.enqueue(message([text_block("ok")]))
     make_model(server).generate(
