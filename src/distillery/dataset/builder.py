@@ -138,6 +138,7 @@ class DatasetBuilder:
         tokenizer: Any = None,
         teacher_tokenizer: Any = None,
         topk: int | None = None,
+        topk_alignment: str = "exact",
         action_distributions: bool = False,
         epochs: int = 3,
         price_model: str = "openai:gpt-4o-mini",
@@ -170,6 +171,7 @@ class DatasetBuilder:
         self.tokenizer = tokenizer
         self.teacher_tokenizer = teacher_tokenizer
         self.topk = topk
+        self.topk_alignment = topk_alignment
         self.action_distributions = action_distributions
         self.epochs = epochs
         self.price_model = price_model
@@ -315,7 +317,12 @@ class DatasetBuilder:
             if self.topk is not None:
                 topk_path = base.with_name(base.name + ".topk.parquet")
                 table, header, topk_report = build_topk_sidecar(
-                    examples, topk_path, tokenizer=self.tokenizer, k=self.topk, fingerprint=fingerprint
+                    examples,
+                    topk_path,
+                    tokenizer=self.tokenizer,
+                    k=self.topk,
+                    fingerprint=fingerprint,
+                    alignment=self.topk_alignment,
                 )
                 data = topk_parquet_bytes(table)
                 topk_report.bytes = len(data)
@@ -364,7 +371,7 @@ class _Precounted:
 
 
 def _teacher_tokenizer_from_models(models: set[str]) -> Any:
-    """The teacher's tokenizer when every trajectory names the same local `hf:<dir>` model."""
+    """The teacher's tokenizer when every trajectory names the same local model (`hf:<dir>`, `world:`)."""
     if len(models) != 1:
         return None
     uri = next(iter(models))
@@ -372,6 +379,10 @@ def _teacher_tokenizer_from_models(models: set[str]) -> Any:
         from distillery.dataset.stats import load_tokenizer
 
         return load_tokenizer(uri[3:])
+    if uri.startswith("world:"):
+        from distillery.world.models import load_world_tokenizer  # the world's models share one tokenizer
+
+        return load_world_tokenizer()
     return None
 
 

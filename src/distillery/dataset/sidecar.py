@@ -8,10 +8,11 @@ Top-k logprobs (`<split>.topk.parquet` + `<split>.topk.json`)
 
     Alignment. The example is rendered and tokenized with the student tokenizer's chat template;
     its `{% generation %}` spans are the assistant messages. For each step, the teacher's generated
-    token ids are matched against the ids of that span (longest matching blocks), and only matched
-    positions get a target. Positions where the training text differs from what the teacher
-    generated (dropped reasoning, re-rendered JSON) have no target, and the coverage says how many
-    assistant tokens got one.
+    token ids are compared with the ids of that span, and only positions where they agree get a
+    target ("exact": only while the whole context so far is what the teacher generated; "matched":
+    any shared token, see `align_topk`). Positions where the training text differs from what the
+    teacher generated (dropped reasoning, re-rendered JSON) have no target, and the coverage says
+    how many assistant tokens got one.
 
     Layout. One Parquet row per example: `example` (row in the split file, int32), `seq_len`
     (int32), `positions` (list<int32>), `ids` (list<int32>, positions x k, -1 = no alternative)
@@ -130,8 +131,30 @@ class AlignedTargets:
     assistant_tokens: int
 
 
-def align_topk(example: Example, tokenizer: Any, k: int) -> AlignedTargets:
-    """Attach the teacher's top-k to the positions of the student-tokenized sequence it generated."""
+ALIGNMENTS = ("exact", "matched")
+
+
+def _common_prefix(a: list[int | None], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def align_topk(example: Example, tokenizer: Any, k: int, alignment: str = "exact") -> AlignedTargets:
+    """Attach the teacher's top-k to the positions of the student-tokenized sequence it generated.
+
+    "exact": a position gets a target only when everything before it is what the teacher saw and
+    generated, so the target is the teacher's distribution in the student's very context: within
+    each step, the prefix the teacher's tokens share with the training text; after the first step
+    that differs (dropped reasoning, re-rendered JSON), nothing. "matched": every token the two
+    streams share (longest matching blocks), even after a difference; the teacher's distribution
+    there was conditioned on a slightly different context, so treat it as an approximation.
+    """
+    if alignment not in ALIGNMENTS:
+        raise ConfigError(f"unknown top-k alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
     tools = [{"type": "function", "function": s.model_dump()} for s in example.sample.tools] or None
     encoded = tokenizer.apply_chat_template(
         template_messages(example.messages),
@@ -152,13 +175,26 @@ def align_topk(example: Example, tokenizer: Any, k: int) -> AlignedTargets:
     positions: list[int] = []
     rows_ids: list[list[int]] = []
     rows_lp: list[list[float]] = []
+    context_intact = True  # exact: every earlier assistant span is what the teacher generated
     if len(spans) == len(steps):  # otherwise the template merged or split turns: no safe alignment
         for (start, end), step in zip(spans, steps):
+            if alignment == "exact" and not context_intact:
+                break
             if not step.logprobs:
+                context_intact = False  # unknown teacher text: later contexts cannot be vouched for
                 continue
             teacher_ids = [_token_id(entry) for entry in step.logprobs]
-            matcher = difflib.SequenceMatcher(None, teacher_ids, input_ids[start:end], autojunk=False)
-            for a, b, size in matcher.get_matching_blocks():
+            span_ids = input_ids[start:end]
+            if alignment == "exact":
+                shared = _common_prefix(teacher_ids, span_ids)
+                blocks = [(0, 0, shared)]
+                # The next step's context is still the teacher's when one stream is a prefix of the
+                # other (servers differ in whether the end-of-turn token gets a logprob).
+                context_intact = shared == min(len(teacher_ids), len(span_ids))
+            else:
+                matcher = difflib.SequenceMatcher(None, teacher_ids, span_ids, autojunk=False)
+                blocks = matcher.get_matching_blocks()
+            for a, b, size in blocks:
                 for offset in range(size):
                     entry = step.logprobs[a + offset]
                     if teacher_ids[a + offset] is None:
@@ -200,7 +236,7 @@ class TopKReport:
 
 
 def build_topk_sidecar(
-    examples: list[Example], path: str | Path, *, tokenizer: Any, k: int, fingerprint: str
+    examples: list[Example], path: str | Path, *, tokenizer: Any, k: int, fingerprint: str, alignment: str = "exact"
 ) -> tuple[pa.Table, dict[str, Any], TopKReport]:
     """The sidecar's table and JSON header for `examples`; the caller writes them (atomically).
 
@@ -211,7 +247,7 @@ def build_topk_sidecar(
     rows: dict[str, list[Any]] = {name: [] for name in TOPK_SCHEMA.names}
     targeted = assistant = 0
     for index, example in enumerate(examples):
-        aligned = align_topk(example, tokenizer, k)
+        aligned = align_topk(example, tokenizer, k, alignment)
         rows["example"].append(index)
         rows["seq_len"].append(aligned.seq_len)
         rows["positions"].append(np.array(aligned.positions, dtype=np.int32))
@@ -225,6 +261,7 @@ def build_topk_sidecar(
         "format": TOPK_FORMAT,
         "tokenizer_fingerprint": fingerprint,
         "k": k,
+        "alignment": alignment,
         "examples": len(examples),
         "target_positions": targeted,
         "assistant_tokens": assistant,
