@@ -6,9 +6,12 @@ results of the tool calls it made. The JSON round trip is lossless: `Trajectory.
 t.model_dump_json()) == t`.
 
 Messages use one neutral, OpenAI-shaped form (`system`, `user`, `assistant` with `tool_calls`,
-`tool` with `tool_call_id`). Providers translate it to their own wire format; provider-specific
-content that must be passed back verbatim (Anthropic thinking blocks and their signatures) rides
-along in `Message.thinking`.
+`tool` with `tool_call_id`). Providers translate it to their own wire format. Thinking blocks keep
+their signatures in `Message.thinking`, and provider-native content that must be passed back
+verbatim (Anthropic blocks, including after `pause_turn`) rides along in `Message.provider_content`.
+
+A routed step (a cascade's) counts every call made for it in its `usage` and `cost_usd`, rejected
+lower-tier proposals and confidence samples included; `Step.routing` itemises them.
 """
 
 from __future__ import annotations
