@@ -1,0 +1,504 @@
+"""Local chat models through Hugging Face transformers: `hf:<directory>`.
+
+    model = load_model("hf:./checkpoints/student")      # a directory with config.json + tokenizer
+    turns = model.generate(messages, tools, logprobs=True, top_logprobs=5)
+
+One code path serves the bundled world models and a real Qwen checkpoint: the prompt is the
+tokenizer's own chat template (`apply_chat_template(messages, tools=...)`, Hermes/Qwen
+convention), and tool calls are parsed back out of `<tool_call>{json}</tool_call>` blocks by
+`chat_format.parse_tool_calls`.
+
+Logprobs are always those of the model's own temperature-1 distribution (log_softmax of the raw
+logits), whatever temperature was used to sample, and each token's `.token` is the exact slice of
+the generated text it produced, so `"".join(t.token for t in turn.logprobs)` is the raw text the
+model wrote (tool-call markup included, the end-of-turn token excluded).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distillery import chat_format
+from distillery.errors import ConfigError, ModelError
+from distillery.models.base import SyncChatModel
+from distillery.pricing import cost_usd
+from distillery.trajectory import (
+    Message,
+    StopReason,
+    ThinkingBlock,
+    TokenLogprob,
+    ToolSpec,
+    TopLogprob,
+    Turn,
+    Usage,
+)
+
+# Sampling options forwarded to `transformers` `generate` when given as keyword options. Anything
+# else in **options is ignored, so one `generate_options` dict can drive a cascade of providers.
+SAMPLING_OPTIONS = ("top_p", "top_k", "min_p", "repetition_penalty")
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# Below this many parameters a model runs on one intra-op thread unless `num_threads` says otherwise.
+SMALL_MODEL_PARAMS = 50_000_000
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+class HFModel(SyncChatModel):
+    """A causal LM and its tokenizer, speaking the `ChatModel` protocol.
+
+    Give a local directory (loaded with `local_files_only=True`: nothing is downloaded), or an
+    already-built `model` and `tokenizer` (a model you pass is used as it is: on its own device, in
+    whatever train/eval mode you left it). `uri` defaults to `hf:<name_or_path>`; it names the model
+    in trajectories and picks its price (local models have none, so cost is 0 unless the URI is in
+    the price table, as `world:` models are).
+
+    `num_threads` caps torch's intra-op threads while this model runs (the previous setting is
+    restored after each call). The default, None, uses 1 thread for models under
+    `SMALL_MODEL_PARAMS` parameters and leaves torch alone otherwise: a few-million-parameter
+    model's matmuls are too small to split, and on a busy machine a second thread that waits for
+    a core made generation an order of magnitude slower (see BENCHMARKS.md). 0 leaves torch alone.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | Path,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        device: str = "cpu",
+        dtype: str | torch.dtype | None = None,
+        max_new_tokens: int = 256,
+        uri: str | None = None,
+        num_threads: int | None = None,
+    ):
+        self.name_or_path = str(name_or_path)
+        self.uri = uri or f"hf:{self.name_or_path}"
+        self.max_new_tokens = max_new_tokens
+        if model is None or tokenizer is None:
+            path = _model_dir(self.name_or_path)
+            if tokenizer is None:
+                tokenizer = _load_tokenizer(path)
+            if model is None:
+                model = _load_model(path, device=device, dtype=dtype)
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"{self.uri}: the tokenizer has no chat_template; hf: models need one "
+                "(set tokenizer.chat_template, e.g. distillery.chat_format.HERMES_CHAT_TEMPLATE)"
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_token_ids = _stop_token_ids(model, tokenizer)
+        if not self.stop_token_ids:
+            raise ConfigError(f"{self.uri}: the tokenizer has no eos_token; set it to the end-of-turn token")
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else min(self.stop_token_ids)
+        self.context_length = getattr(model.config, "max_position_embeddings", None)
+        if num_threads is None:
+            num_threads = 1 if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS else None
+        self.num_threads = num_threads if num_threads and num_threads > 0 else None  # 0: leave torch alone
+        # One generation at a time per model: concurrent calls (agenerate runs in worker threads)
+        # would only fight over the same CPU cores, and a lock keeps the model's state simple.
+        self._lock = threading.Lock()
+        self._piece_cache: dict[int, str] = {}
+
+    def __repr__(self) -> str:
+        return f"HFModel({self.uri!r})"
+
+    # ------------------------------------------------------------------ prompts
+
+    def render_prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None = None) -> str:
+        """The prompt text exactly as the chat template renders it, ending with the assistant header."""
+        return self.tokenizer.apply_chat_template(
+            chat_format.to_hf_messages(list(messages)),
+            tools=chat_format.to_hf_tools(list(tools) if tools else None),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+
+    def render_completion(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None, reply: Message | Turn
+    ) -> str:
+        """The raw text this model would have written for `reply` (e.g. another model's proposal).
+
+        It is what the chat template renders for that assistant message after the prompt, without
+        the end-of-turn token: the string to pass to `sequence_logprobs` to score the proposal.
+        """
+        if isinstance(reply, Turn):
+            reply = Message(role="assistant", content=reply.text, tool_calls=list(reply.tool_calls))
+        prompt = self.render_prompt(messages, tools)
+        full = self.tokenizer.apply_chat_template(
+            chat_format.to_hf_messages([*messages, reply]),
+            tools=chat_format.to_hf_tools(list(tools) if tools else None),
+            add_generation_prompt=False,
+            tokenize=False,
+        )
+        if not full.startswith(prompt):
+            raise ModelError(f"{self.uri}: the chat template does not render an assistant reply after its prompt")
+        completion = full[len(prompt) :]
+        eos = self.tokenizer.eos_token or ""
+        end = completion.rfind(eos) if eos else -1
+        return completion[:end] if end >= 0 else completion
+
+    def encode(self, text: str) -> list[int]:
+        # Chat templates write their own special tokens, so the tokenizer must not add a BOS.
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(
+        self,
+        messages: list[Message],
+        tools: list[ToolSpec] | None = None,
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
+        seed: int | None = None,
+        **options: Any,
+    ) -> list[Turn]:
+        """`n` alternative assistant turns: greedy when `temperature == 0`, sampled otherwise.
+
+        `seed` makes sampling reproducible without touching the global RNG. With `logprobs=True`
+        each turn carries one `TokenLogprob` per generated token (end-of-turn token excluded), from
+        the model's temperature-1 distribution, with `top_logprobs` alternatives when > 0.
+        """
+        _check_arguments(n=n, temperature=temperature, top_logprobs=top_logprobs, max_tokens=max_tokens)
+        started = time.perf_counter()
+        prompt_ids = self.encode(self.render_prompt(messages, tools))
+        max_new = self._max_new_tokens(len(prompt_ids), max_tokens)
+        sampling = temperature > 0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new,
+            "do_sample": sampling,
+            # Pure temperature sampling by default: samples then follow the model's own distribution
+            # (what action-distribution estimates need), not a checkpoint's top-k/top-p defaults.
+            "temperature": temperature if sampling else None,
+            "top_k": 0 if sampling else None,
+            "top_p": 1.0 if sampling else None,
+            "repetition_penalty": None,
+            # Greedy decoding gives n identical turns: decode once and copy (transformers refuses
+            # num_return_sequences > 1 without sampling).
+            "num_return_sequences": n if sampling else 1,
+            "eos_token_id": sorted(self.stop_token_ids),
+            "pad_token_id": self.pad_token_id,
+            "use_cache": True,
+            "return_dict_in_generate": True,
+            "output_logits": logprobs,
+        }
+        kwargs.update({k: v for k, v in options.items() if k in SAMPLING_OPTIONS})
+
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
+        with self._lock, torch.inference_mode(), _threads(self.num_threads), _seeded(seed, self.model.device):
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+        sequences = out.sequences[:, len(prompt_ids) :].tolist()
+        step_logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1) if logprobs else None
+        latency = time.perf_counter() - started
+
+        turns = []
+        for row in range(n):
+            source = row if sampling else 0
+            turns.append(
+                self._turn(
+                    sequences[source],
+                    None if step_logprobs is None else step_logprobs[source],
+                    prompt_tokens=len(prompt_ids),
+                    top_logprobs=top_logprobs,
+                    latency=latency,
+                )
+            )
+        return turns
+
+    def _turn(
+        self,
+        generated: list[int],
+        logprob_rows: torch.Tensor | None,
+        *,
+        prompt_tokens: int,
+        top_logprobs: int,
+        latency: float,
+    ) -> Turn:
+        stop_at = next((i for i, token in enumerate(generated) if token in self.stop_token_ids), None)
+        finished = stop_at is not None
+        tokens = generated[:stop_at] if finished else generated
+        text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+
+        token_logprobs = None
+        if logprob_rows is not None:
+            pieces = self.token_pieces(tokens, text)
+            token_logprobs = self._token_logprobs(tokens, pieces, logprob_rows[: len(tokens)], top_logprobs)
+
+        thinking, visible = _split_thinking(text)
+        content, calls = chat_format.parse_tool_calls(visible, id_prefix=f"call_{uuid.uuid4().hex[:16]}_")
+        stop_reason: StopReason = "max_tokens" if not finished else ("tool_use" if calls else "end_turn")
+        # The end-of-turn token was generated (and would be billed by a hosted API), so it counts.
+        usage = Usage(input_tokens=prompt_tokens, output_tokens=len(tokens) + (1 if finished else 0))
+        return Turn(
+            text=content,
+            thinking=thinking,
+            tool_calls=calls,
+            stop_reason=stop_reason,
+            logprobs=token_logprobs,
+            usage=usage,
+            model=self.uri,
+            latency_s=latency,
+            cost_usd=cost_usd(self.uri, usage),
+        )
+
+    def _max_new_tokens(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        limit = self.max_new_tokens if max_tokens is None else max_tokens
+        if self.context_length:
+            room = self.context_length - prompt_tokens
+            if room <= 0:
+                raise ModelError(
+                    f"{self.uri}: the prompt is {prompt_tokens} tokens, the model's context is {self.context_length}"
+                )
+            limit = min(limit, room)
+        return limit
+
+    # ------------------------------------------------------------------ logprobs
+
+    def token_pieces(self, token_ids: Sequence[int], text: str | None = None) -> list[str]:
+        """The slice of the decoded text each token produced; the pieces concatenate to the text.
+
+        Tokens are decoded as growing prefixes, not one by one: a character split over several
+        byte-level tokens (non-ASCII text) belongs to the token that completes it, and earlier
+        tokens of that character get "".
+        """
+        ids = list(token_ids)
+        text = self.tokenizer.decode(ids, skip_special_tokens=False) if text is None else text
+        pieces: list[str] = []
+        emitted = 0
+        for end in range(1, len(ids)):
+            prefix = self.tokenizer.decode(ids[:end], skip_special_tokens=False)
+            if prefix.endswith("\ufffd") or not text.startswith(prefix) or len(prefix) < emitted:
+                pieces.append("")  # an unfinished character: it lands on a later token
+                continue
+            pieces.append(prefix[emitted:])
+            emitted = len(prefix)
+        if ids:
+            pieces.append(text[emitted:])
+        return pieces
+
+    def _token_logprobs(
+        self, tokens: list[int], pieces: list[str], rows: torch.Tensor, top_logprobs: int
+    ) -> list[TokenLogprob]:
+        if not tokens:
+            return []
+        index = torch.tensor(tokens, device=rows.device)
+        chosen = rows.gather(-1, index[:, None]).squeeze(-1).tolist()
+        top_values = top_ids = None
+        if top_logprobs > 0:
+            k = min(top_logprobs, rows.shape[-1])
+            top = rows.topk(k, dim=-1)  # sorted, most likely first
+            top_values, top_ids = top.values.tolist(), top.indices.tolist()
+        out = []
+        for i, (token_id, piece, logprob) in enumerate(zip(tokens, pieces, chosen)):
+            alternatives = []
+            if top_ids is not None:
+                alternatives = [
+                    TopLogprob(token=self._piece(alt), logprob=value, token_id=alt)
+                    for alt, value in zip(top_ids[i], top_values[i])
+                ]
+            out.append(TokenLogprob(token=piece, logprob=logprob, token_id=token_id, top=alternatives))
+        return out
+
+    def _piece(self, token_id: int) -> str:
+        """One token decoded on its own (alternatives have no context; a partial character shows as U+FFFD)."""
+        piece = self._piece_cache.get(token_id)
+        if piece is None:
+            piece = self._piece_cache[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
+        return piece
+
+    def sequence_logprobs(
+        self,
+        messages: list[Message],
+        tools: list[ToolSpec] | None,
+        completions: Sequence[str | Sequence[int]],
+        *,
+        top_logprobs: int = 0,
+        include_end: bool = False,
+    ) -> list[list[TokenLogprob]]:
+        """Teacher-forced logprobs of given assistant continuations of this conversation.
+
+        Each completion is raw assistant text as this model would write it (use `render_completion`
+        for another model's turn) or a list of token ids (scores exactly those tokens, e.g. what a
+        sampler produced). With `include_end=True` the end-of-turn token is scored too: the
+        probability that the turn stops there. All completions go through one batched forward pass.
+        """
+        if not completions:
+            return []
+        prompt_ids = self.encode(self.render_prompt(messages, tools))
+        end_id = self.tokenizer.eos_token_id
+        targets: list[list[int]] = []
+        for completion in completions:
+            ids = self.encode(completion) if isinstance(completion, str) else [int(t) for t in completion]
+            targets.append(ids + [end_id] if include_end else ids)
+        width = max(len(ids) for ids in targets)
+        if width == 0:
+            return [[] for _ in targets]
+        if self.context_length and len(prompt_ids) + width > self.context_length:
+            raise ModelError(
+                f"{self.uri}: prompt plus completion is {len(prompt_ids) + width} tokens, "
+                f"the model's context is {self.context_length}"
+            )
+        # Right padding: a causal model's logits at real positions never see the padding.
+        rows = [prompt_ids + ids + [self.pad_token_id] * (width - len(ids)) for ids in targets]
+        mask = [[1] * (len(prompt_ids) + len(ids)) + [0] * (width - len(ids)) for ids in targets]
+        device = self.model.device
+        with self._lock, torch.inference_mode(), _threads(self.num_threads):
+            logits = self.model(
+                input_ids=torch.tensor(rows, device=device),
+                attention_mask=torch.tensor(mask, device=device),
+                # Only positions that predict a completion token: the last `width` + 1 prompt one.
+                logits_to_keep=width + 1,
+                use_cache=False,
+            ).logits
+        # Position j of `logits` predicts completion token j (the last position predicts nothing).
+        table = logits[:, :width].float().log_softmax(-1)
+        results = []
+        for i, ids in enumerate(targets):
+            scored = ids[:-1] if include_end else ids
+            text = self.tokenizer.decode(scored, skip_special_tokens=False)
+            pieces = self.token_pieces(scored, text) + ([self.tokenizer.eos_token] if include_end else [])
+            results.append(self._token_logprobs(ids, pieces, table[i, : len(ids)], top_logprobs))
+        return results
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _model_dir(name_or_path: str) -> Path:
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        raise ConfigError(
+            f"hf:{name_or_path}: no such directory; hf: URIs name a local model directory "
+            "(config.json, weights, tokenizer); nothing is downloaded"
+        )
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"hf:{name_or_path}: no config.json in {path}; is this a transformers model directory?")
+    return path
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"hf:{path}: cannot load the tokenizer: {_one_line(exc)}") from None
+
+
+def _load_model(path: Path, *, device: str, dtype: str | torch.dtype | None) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    if isinstance(dtype, str) and dtype != "auto":
+        if dtype not in _DTYPES:
+            raise ConfigError(f"hf:{path}: unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)} or auto")
+        dtype = _DTYPES[dtype]
+    if dtype is None:
+        # float32 on CPU (bfloat16 matmuls are slow there); elsewhere the checkpoint's own dtype.
+        dtype = torch.float32 if str(device).startswith("cpu") else "auto"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"hf:{path}: cannot load the model: {_one_line(exc)}") from None
+    return model.to(device).eval()
+
+
+def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end a turn: the tokenizer's eos plus the model's generation_config eos ids.
+
+    Qwen2.5 lists both `<|im_end|>` and `<|endoftext|>` in its generation config.
+    """
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(config_eos, int):
+        ids.add(config_eos)
+    elif config_eos:
+        ids.update(int(i) for i in config_eos)
+    return ids
+
+
+def _split_thinking(text: str) -> tuple[list[ThinkingBlock], str]:
+    """A leading `<think>...</think>` block (Qwen3 and other reasoning models) becomes a ThinkingBlock."""
+    stripped = text.lstrip()
+    if not stripped.startswith(THINK_OPEN):
+        return [], text
+    end = stripped.find(THINK_CLOSE)
+    if end < 0:  # cut off while thinking
+        return [ThinkingBlock(thinking=stripped[len(THINK_OPEN) :].strip())], ""
+    thought = stripped[len(THINK_OPEN) : end].strip()
+    return [ThinkingBlock(thinking=thought)] if thought else [], stripped[end + len(THINK_CLOSE) :]
+
+
+def _check_arguments(*, n: int, temperature: float, top_logprobs: int, max_tokens: int | None) -> None:
+    if n < 1:
+        raise ConfigError(f"n must be at least 1, got {n}")
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {temperature}")
+    if top_logprobs < 0:
+        raise ConfigError(f"top_logprobs must be >= 0, got {top_logprobs}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
+
+
+class _threads:
+    """Run with `count` intra-op threads, then restore torch's previous setting (None: leave it)."""
+
+    def __init__(self, count: int | None):
+        self.count = count
+        self._previous: int | None = None
+
+    def __enter__(self) -> None:
+        if self.count is not None and torch.get_num_threads() != self.count:
+            self._previous = torch.get_num_threads()
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            torch.set_num_threads(self._previous)
+            self._previous = None
+
+
+class _seeded:
+    """Seed torch's RNG for one call and restore the previous state afterwards (None: do nothing)."""
+
+    def __init__(self, seed: int | None, device: torch.device):
+        self.seed = seed
+        self.device = torch.device(device)
+        self._fork = None
+
+    def __enter__(self) -> None:
+        if self.seed is not None:
+            on_cpu = self.device.type == "cpu"
+            self._fork = torch.random.fork_rng(
+                devices=[] if on_cpu else [self.device], device_type="cuda" if on_cpu else self.device.type
+            )
+            self._fork.__enter__()
+            torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fork is not None:
+            self._fork.__exit__(*exc)
+            self._fork = None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+__all__ = ["HFModel", "SAMPLING_OPTIONS", "SMALL_MODEL_PARAMS"]
