@@ -11,7 +11,13 @@ from trl import SFTTrainer
 
 from distillery.distill.config import DistillationConfig
 from distillery.distill.losses import kd_loss
-from distillery.distill.signals import OnlineTeacherSignal, SequenceSignal, SparseTopKSignal, teacher_topk_records
+from distillery.distill.signals import (
+    OnlineTeacherSignal,
+    SequenceSignal,
+    SparseTopKSignal,
+    teacher_topk,
+    write_teacher_topk,
+)
 from distillery.distill.trainer import DistillationTrainer, load_training_data, train_student
 from distillery.errors import ConfigError
 from tests.tiny_models import tiny_llama, tiny_tokenizer
@@ -110,8 +116,7 @@ def test_sparse_sidecar_lines_up_with_label_positions(tmp_path):
     trainer = make_trainer(tmp_path, student, tokenizer, signal=SequenceSignal(), alpha=0.0, temperature=2.0)
     # A sidecar that keeps the teacher's whole vocabulary: sparse KD must then equal dense KD.
     vocab = len(tokenizer)
-    records = teacher_topk_records(teacher, trainer.train_dataset, k=vocab)
-    sparse = SparseTopKSignal({r["row"]: _tensors(r) for r in records})
+    sparse = SparseTopKSignal(teacher_topk(teacher, trainer.train_dataset, k=vocab))
     trainer.set_signal(sparse)
     trainer.args.signal = "sparse"
     batch = first_batch(trainer)
@@ -129,24 +134,32 @@ def test_sparse_sidecar_lines_up_with_label_positions(tmp_path):
     assert torch.allclose(sparse_loss, dense_loss, rtol=1e-3)
 
 
-def _tensors(record):
-    return {
-        "positions": torch.tensor(record["positions"]),
-        "token_ids": torch.tensor(record["token_ids"]),
-        "topk_ids": torch.tensor(record["topk_ids"]),
-        "topk_logprobs": torch.tensor(record["topk_logprobs"]),
-    }
-
-
 def test_sparse_sidecar_from_another_tokenization_is_refused(tmp_path):
     tokenizer, teacher, student = tiny_pair()
     trainer = make_trainer(tmp_path, student, tokenizer, alpha=0.5)
-    records = teacher_topk_records(teacher, trainer.train_dataset, k=4)
-    for record in records:
-        record["token_ids"] = [t + 1 for t in record["token_ids"]]
-    trainer.set_signal(SparseTopKSignal({r["row"]: _tensors(r) for r in records}))
-    with pytest.raises(ConfigError, match="does not match the dataset"):
+    targets = teacher_topk(teacher, trainer.train_dataset, k=4)
+    # A sidecar whose rows are shorter than the dataset's: built from other text or another tokenizer.
+    shortened = {row: tuple(t[:20] for t in target) for row, target in targets.items()}
+    trainer.set_signal(SparseTopKSignal(shortened))
+    with pytest.raises(ConfigError, match="another tokenizer, chat template or data file"):
         first_batch(trainer)
+
+
+def test_sparse_sidecar_round_trips_through_the_builder_format(tmp_path):
+    from distillery.dataset.sidecar import TopKSidecar
+
+    tokenizer, teacher, student = tiny_pair()
+    trainer = make_trainer(tmp_path, student, tokenizer)
+    targets = teacher_topk(teacher, trainer.train_dataset, k=5)
+    path = write_teacher_topk(tmp_path / "train.topk.parquet", targets, tokenizer=tokenizer, k=5)
+    reader = TopKSidecar(path)
+    for row, (ids, values, has_target) in targets.items():
+        read_ids, read_values, read_has = reader[row]
+        assert torch.equal(read_has, has_target) and torch.equal(read_ids[has_target], ids[has_target])
+        assert torch.equal(read_values[has_target], values[has_target])
+    other = tiny_tokenizer(["a different corpus"], vocab_size=300)
+    with pytest.raises(ConfigError, match="another tokenizer"):
+        SparseTopKSignal(path, student_tokenizer=other)
 
 
 def test_train_student_writes_a_model_hf_can_load(tmp_path):
@@ -156,7 +169,7 @@ def test_train_student_writes_a_model_hf_can_load(tmp_path):
         signal="sparse", topk=8, max_steps=2, batch_size=4, learning_rate=1e-3, progress=False,
     )
     assert (out / "config.json").exists() and (out / "model.safetensors").exists()
-    assert (out / "teacher_topk.parquet").exists()
+    assert (out / "teacher.topk.parquet").exists()
     summary = json.loads((out / "distillation.json").read_text())
     assert summary["signal"] == "sparse" and summary["k"] == 8 and summary["global_step"] == 2
     assert any("loss_soft" in entry for entry in summary["log_history"])
@@ -188,11 +201,11 @@ def test_resume_continues_the_step_count(tmp_path):
             self.steps.append(state.global_step)
 
     tokenizer = tiny_tokenizer()
-    common = dict(out=tmp_path / "run", batch_size=4, learning_rate=1e-3, save_steps=2, progress=False, seed=3)
-    train_student((tiny_llama(tokenizer), tokenizer), chat_records(8), max_steps=2, **common)
+    common = dict(out=tmp_path / "run", batch_size=2, learning_rate=1e-3, save_steps=2, progress=False, seed=3)
+    train_student((tiny_llama(tokenizer), tokenizer), chat_records(4), max_steps=2, **common)
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
     taken = StepsTaken()
-    train_student((tiny_llama(tokenizer), tokenizer), chat_records(8), max_steps=4, resume=True,
+    train_student((tiny_llama(tokenizer), tokenizer), chat_records(4), max_steps=4, resume=True,
                   callbacks=[taken], **common)
     summary = json.loads((tmp_path / "run" / "distillation.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2")
@@ -204,8 +217,8 @@ def test_training_is_seeded(tmp_path):
     tokenizer = tiny_tokenizer()
     weights = []
     for name in ("a", "b"):
-        out = train_student((tiny_llama(tokenizer), tokenizer), chat_records(8), out=tmp_path / name, max_steps=2,
-                            batch_size=4, learning_rate=1e-3, progress=False, seed=7)
+        out = train_student((tiny_llama(tokenizer), tokenizer), chat_records(2), out=tmp_path / name, max_steps=1,
+                            batch_size=2, learning_rate=1e-3, progress=False, seed=7)
         from safetensors.torch import load_file
 
         weights.append(load_file(out / "model.safetensors"))
@@ -214,8 +227,8 @@ def test_training_is_seeded(tmp_path):
 
 def test_lora_output_is_merged_into_a_plain_model(tmp_path):
     tokenizer, teacher, student = tiny_pair()
-    out = train_student((student, tokenizer), chat_records(8), out=tmp_path / "lora", teacher=(teacher, tokenizer),
-                        signal="online", lora=True, lora_r=4, max_steps=2, batch_size=4, progress=False)
+    out = train_student((student, tokenizer), chat_records(2), out=tmp_path / "lora", teacher=(teacher, tokenizer),
+                        signal="online", lora=True, lora_r=4, max_steps=1, batch_size=2, progress=False)
     from safetensors.torch import load_file
 
     keys = load_file(out / "model.safetensors").keys()

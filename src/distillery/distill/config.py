@@ -70,7 +70,9 @@ class DistillationConfig(SFTConfig):
 
     # Defaults that differ from SFTConfig (see the module docstring).
     assistant_only_loss: bool = field(default=True, metadata={"help": "Train on assistant tokens only."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name mirrors it).
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of activation_checkpointing."})
+    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations in backward."})
     bf16: bool | None = field(default=False, metadata={"help": "Train in bfloat16 mixed precision."})
     report_to: str | list[str] | None = field(default="none", metadata={"help": "Experiment trackers to report to."})
 

@@ -7,7 +7,8 @@ A signal decides what the trainer puts next to the student's logits:
 - `OnlineTeacherSignal`: a local teacher with the same tokenizer runs a no-grad forward over the
   same `input_ids`; its dense logits are the soft targets.
 - `SparseTopKSignal`: the teacher's top-k log-probabilities per token, computed once and stored in
-  a Parquet sidecar (what vLLM's `logprobs`/`prompt_logprobs` give, or `write_teacher_topk`).
+  a Parquet sidecar (`distillery build --sidecar topk` from collected logprobs, or
+  `teacher_topk` + `write_teacher_topk` from a local teacher).
 - `ActionSignal`: per assistant step, the teacher's distribution over canonical actions
   (estimated from k samples); the loss is sum_a p_T(a) * NLL_S(a).
 
@@ -16,10 +17,10 @@ in the original dataset). TRL tokenizes, filters and shuffles rows as it likes; 
 looks up each row's targets by `kd_row`, so sidecar data can never be attached to the wrong
 example.
 
-Positions. Every per-token target here is indexed like the labels: the sidecar's `positions[i]`
-is the index in `input_ids` of the token whose distribution `topk_*[i]` describes (the teacher
-saw `input_ids[:p]` and predicted token p). That is how vLLM indexes `prompt_logprobs` too. The
-collator moves them to the model's convention (logits at t predict token t+1).
+Positions. Every per-token target here is indexed like the labels: the sidecar's row t is the
+teacher's distribution for the token at position t of `input_ids` (the teacher saw
+`input_ids[:t]`). That is how vLLM indexes `prompt_logprobs` too. The collator moves them to the
+model's convention (logits at t predict token t+1).
 """
 
 from __future__ import annotations
@@ -118,109 +119,98 @@ class OnlineTeacherSignal(TeacherSignal):
 
 
 # ---------------------------------------------------------------------------------------------
-# Sparse top-k sidecar.
+# Sparse top-k sidecar, in the dataset builder's format (`distillery.dataset.sidecar`):
+# `<split>.topk.parquet` + `<split>.topk.json`, one row per example, read back as dense
+# (T, k) tensors where row t is the teacher's distribution for the token at position t.
 
-SIDECAR_SCHEMA = pa.schema(
-    [
-        ("row", pa.int64()),  # row of the dataset the targets belong to
-        ("positions", pa.list_(pa.int32())),  # index in input_ids of each predicted token
-        ("token_ids", pa.list_(pa.int32())),  # input_ids[position], to check alignment when read
-        ("topk_ids", pa.list_(pa.list_(pa.int32()))),  # (n, k) teacher's top-k token ids
-        ("topk_logprobs", pa.list_(pa.list_(pa.float16()))),  # (n, k) their log-probabilities at T = 1
-    ]
-)
+# Logprob given to padding slots (a position with fewer than k alternatives). -inf would make
+# reverse KL infinite wherever the student puts any mass; exp(-30) ~ 1e-13 is "impossible"
+# without that.
+PAD_LOGPROB = -30.0
 
 
-def write_topk_sidecar(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
-    """Write sparse teacher targets: one record per example, with the fields of `SIDECAR_SCHEMA`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(list(records), schema=SIDECAR_SCHEMA)
-    pq.write_table(table, path)
-    return path
-
-
-def read_topk_sidecar(path: str | Path) -> dict[int, dict[str, Any]]:
-    """Read a sidecar into {row: {"positions", "token_ids", "topk_ids", "topk_logprobs"}} (tensors)."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such top-k sidecar file")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ConfigError(f"{path}: not a readable Parquet file: {exc}") from None
-    missing = {"positions", "topk_ids", "topk_logprobs"} - set(table.column_names)
-    if missing:
-        raise ConfigError(f"{path}: sidecar lacks column(s) {', '.join(sorted(missing))}")
-    records = table.to_pylist()
-    out: dict[int, dict[str, Any]] = {}
-    for index, record in enumerate(records):
-        row = record.get("row", index)
-        row = index if row is None else int(row)
-        positions = torch.tensor(record["positions"] or [], dtype=torch.long)
-        ids = torch.tensor(record["topk_ids"] or [], dtype=torch.long)
-        logprobs = torch.tensor(record["topk_logprobs"] or [], dtype=torch.float32)
-        if ids.shape != logprobs.shape or ids.size(0) != positions.numel():
-            raise ConfigError(
-                f"{path}: row {row}: {positions.numel()} positions but top-k arrays of shape "
-                f"{tuple(ids.shape)} and {tuple(logprobs.shape)}"
-            )
-        token_ids = record.get("token_ids")
-        out[row] = {
-            "positions": positions,
-            "token_ids": None if token_ids is None else torch.tensor(token_ids, dtype=torch.long),
-            "topk_ids": ids,
-            "topk_logprobs": logprobs,
-        }
-    return out
+def _unused_ids(row_ids: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` token ids that do not appear in `row_ids` (fillers for padding slots)."""
+    taken = set(row_ids.tolist())
+    fillers, candidate = [], 0
+    while len(fillers) < count:
+        if candidate not in taken:
+            fillers.append(candidate)
+        candidate += 1
+    return torch.tensor(fillers, dtype=torch.long)
 
 
 class SparseTopKSignal(TeacherSignal):
-    """Top-k teacher log-probabilities from a sidecar, padded into (B, T, k) tensors per batch.
+    """Top-k teacher log-probabilities from a sidecar, laid out as (B, T, k) tensors per batch.
 
-    Tokens that carry a label but have no teacher entry (a sidecar that only covers some turns)
-    are marked in `kd_mask`; the trainer trains them on the hard label alone.
+    `sidecar` is a path to a `.topk.parquet` written by `distillery build --sidecar topk` or by
+    `write_teacher_topk`, a `TopKSidecar`, or a mapping `{row: (ids, logprobs, has_target)}`
+    with the reader's dense tensors. Tokens that carry a label but have no teacher entry (the
+    builder only targets tokens the teacher actually generated) are marked False in `kd_mask`;
+    the trainer trains them on the hard label alone.
     """
 
     kind = "sparse"
     name = "sparse"
 
-    def __init__(self, sidecar: str | Path | dict[int, dict[str, Any]]):
-        self.source = str(sidecar) if not isinstance(sidecar, dict) else "<memory>"
-        self.targets = read_topk_sidecar(sidecar) if not isinstance(sidecar, dict) else sidecar
-        ks = {t["topk_ids"].size(1) for t in self.targets.values() if t["topk_ids"].numel()}
-        if len(ks) > 1:
-            raise ConfigError(f"{self.source}: every position needs the same k; found k in {sorted(ks)}")
-        self.k = ks.pop() if ks else 1
+    def __init__(self, sidecar, *, student_tokenizer=None):
+        if isinstance(sidecar, (str, Path)):
+            from distillery.dataset.sidecar import TopKSidecar, tokenizer_fingerprint
+
+            self.source = str(sidecar)
+            sidecar = TopKSidecar(sidecar)
+            expected = sidecar.header.get("tokenizer_fingerprint")
+            if student_tokenizer is not None and expected and expected != tokenizer_fingerprint(student_tokenizer):
+                raise ConfigError(
+                    f"{self.source}: the sidecar was built for another tokenizer than the student's; "
+                    "its token ids would mean different text"
+                )
+            self.k = sidecar.k
+        else:
+            self.source = getattr(sidecar, "path", "<memory>")
+            first = next(iter(sidecar.values()), None) if isinstance(sidecar, dict) else None
+            self.k = getattr(sidecar, "k", None) or (first[0].size(1) if first is not None else 1)
+        self.sidecar = sidecar
+
+    def _lookup(self, row: int):
+        try:
+            return self.sidecar[row]
+        except KeyError:
+            return None
 
     def collate(self, batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
         input_ids = batch["input_ids"]
-        batch_size, length = input_ids.shape
-        ids = torch.zeros(batch_size, length, self.k, dtype=torch.long)
-        # Filler for positions without targets: a uniform teacher (finite, and never used, since
-        # those tokens are trained with alpha = 1).
-        logprobs = torch.full((batch_size, length, self.k), -math.log(self.k) if self.k > 1 else 0.0)
-        mask = torch.zeros(batch_size, length, dtype=torch.bool)
+        batch_size, width = input_ids.shape
+        lengths = batch["attention_mask"].sum(1) if "attention_mask" in batch else torch.full((batch_size,), width)
+        ids = torch.zeros(batch_size, width, self.k, dtype=torch.long)
+        # Filler where there is no target: a uniform teacher (finite, and unused: alpha is 1 there).
+        logprobs = torch.full((batch_size, width, self.k), -math.log(self.k) if self.k > 1 else 0.0)
+        mask = torch.zeros(batch_size, width, dtype=torch.bool)
         for b, row in enumerate(rows):
-            target = self.targets.get(int(row))
-            if target is None or target["positions"].numel() == 0:
+            found = self._lookup(int(row))
+            if found is None:
                 continue
-            positions = target["positions"]
-            inside = (positions >= 1) & (positions < length)  # truncated tails are dropped
-            positions = positions[inside]
-            if target["token_ids"] is not None:
-                expected = target["token_ids"][inside]
-                actual = input_ids[b, positions]
-                if not torch.equal(expected, actual):
-                    where = int(positions[(expected != actual).nonzero()[0, 0]])
-                    raise ConfigError(
-                        f"{self.source}: row {row}: sidecar token at position {where} does not match the dataset; "
-                        "was it built with another tokenizer or chat template?"
-                    )
-            # The distribution over token p comes out of position p - 1 (model convention).
-            ids[b, positions - 1] = target["topk_ids"][inside]
-            logprobs[b, positions - 1] = target["topk_logprobs"][inside]
-            mask[b, positions - 1] = True
+            row_ids, row_logprobs, has_target = found
+            length = int(lengths[b])
+            # A sidecar row describes the untruncated sequence: it may be longer (truncated by
+            # max_length) but never shorter than what the trainer tokenized.
+            if row_ids.size(0) < length:
+                raise ConfigError(
+                    f"{self.source}: row {row} has {row_ids.size(0)} positions but the dataset row tokenizes to "
+                    f"{length} tokens; was the sidecar built with another tokenizer, chat template or data file?"
+                )
+            n = min(length, row_ids.size(0))
+            # Targets for token t pair with the logits at t - 1 (the model's convention).
+            target_ids, target_logprobs = row_ids[1:n].clone(), row_logprobs[1:n].clone()
+            padded = target_ids < 0
+            if padded.any():
+                for t in padded.any(1).nonzero().squeeze(1).tolist():
+                    slots = padded[t]
+                    target_ids[t, slots] = _unused_ids(target_ids[t, ~slots], int(slots.sum()))
+                    target_logprobs[t, slots] = PAD_LOGPROB
+            ids[b, : n - 1] = target_ids
+            logprobs[b, : n - 1] = target_logprobs
+            mask[b, : n - 1] = has_target[1:n]
         batch["kd_topk_ids"], batch["kd_topk_logprobs"], batch["kd_mask"] = ids, logprobs, mask
         return batch
 
@@ -229,23 +219,24 @@ class SparseTopKSignal(TeacherSignal):
 
 
 @torch.no_grad()
-def teacher_topk_records(
+def teacher_topk(
     teacher_model,
     tokenized_rows: Sequence[dict[str, Any]],
     *,
     k: int = 20,
     batch_size: int = 8,
     vocab_size: int | None = None,
-) -> list[dict[str, Any]]:
-    """Top-k teacher log-probabilities at every label position of already tokenized rows.
+) -> dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The teacher's top-k log-probabilities at every label position of already tokenized rows.
 
     `tokenized_rows` carry `input_ids`, `labels` (-100 where no loss) and optionally `kd_row`.
-    This is what an OpenAI-compatible server returns as `prompt_logprobs`, computed locally; it is
-    how the offline sparse signal is produced from a local teacher.
+    This is what an OpenAI-compatible server returns as `prompt_logprobs`, computed locally: the
+    offline sparse signal from a local teacher. Returns `{row: (ids, logprobs, has_target)}` with
+    dense (T, k) tensors, the layout `TopKSidecar` reads back.
     """
     teacher_model.eval()
     device = next(teacher_model.parameters()).device
-    records = []
+    out = {}
     for start in range(0, len(tokenized_rows), batch_size):
         chunk = [tokenized_rows[i] for i in range(start, min(start + batch_size, len(tokenized_rows)))]
         width = max(len(r["input_ids"]) for r in chunk)
@@ -258,40 +249,81 @@ def teacher_topk_records(
         if vocab_size is not None:
             logits = logits[..., :vocab_size]
         for b, r in enumerate(chunk):
+            length = len(r["input_ids"])
             labels = torch.tensor(r["labels"])
-            positions = (labels != -100).nonzero().squeeze(1)
-            positions = positions[positions >= 1]
-            logprobs = torch.log_softmax(logits[b, positions - 1], dim=-1)
-            top = logprobs.topk(min(k, logprobs.size(-1)), dim=-1)
-            records.append(
-                {
-                    "row": int(r.get(KD_ROW, start + b)),
-                    "positions": positions.tolist(),
-                    "token_ids": [r["input_ids"][p] for p in positions.tolist()],
-                    "topk_ids": top.indices.cpu().tolist(),
-                    "topk_logprobs": top.values.cpu().tolist(),
-                }
-            )
-    return records
+            has_target = labels != -100
+            has_target[0] = False  # nothing predicts the first token
+            ids = torch.full((length, k), -1, dtype=torch.long)
+            values = torch.full((length, k), float("-inf"))
+            positions = has_target.nonzero().squeeze(1)
+            top = torch.log_softmax(logits[b, positions - 1], dim=-1).topk(min(k, logits.size(-1)), dim=-1)
+            ids[positions, : top.indices.size(1)] = top.indices.cpu()
+            # Rounded to float16 as the sidecar stores them, so in-memory and on-disk runs agree.
+            values[positions, : top.values.size(1)] = top.values.cpu().half().float()
+            out[int(r.get(KD_ROW, start + b))] = (ids, values, has_target)
+    return out
+
+
+def write_teacher_topk(path: str | Path, targets: dict, *, tokenizer, k: int) -> Path:
+    """Write `teacher_topk` output as a sidecar in the dataset builder's format (+ its JSON header)."""
+    import numpy as np
+
+    from distillery.dataset.sidecar import TOPK_FORMAT, TOPK_SCHEMA, tokenizer_fingerprint, topk_header_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns: dict[str, list] = {name: [] for name in TOPK_SCHEMA.names}
+    targeted = 0
+    for row in sorted(targets):
+        ids, values, has_target = targets[row]
+        positions = has_target.nonzero().squeeze(1)
+        columns["example"].append(row)
+        columns["seq_len"].append(ids.size(0))
+        columns["positions"].append(positions.numpy().astype(np.int32))
+        columns["ids"].append(ids[positions].reshape(-1).numpy().astype(np.int32))
+        columns["logprobs"].append(values[positions].reshape(-1).numpy().astype(np.float16))
+        targeted += positions.numel()
+    pq.write_table(pa.Table.from_pydict(columns, schema=TOPK_SCHEMA), path, compression="zstd")
+    header = {
+        "format": TOPK_FORMAT,
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+        "k": k,
+        "alignment": "teacher-forward",  # every assistant token, from a local teacher's forward pass
+        "examples": len(targets),
+        "target_positions": targeted,
+        "assistant_tokens": targeted,
+        "coverage": 1.0,
+        "positions": "row t holds the teacher's top-k for the token at position t (pairs with logits at t-1)",
+    }
+    topk_header_path(path).write_text(json.dumps(header, indent=2) + "\n")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
 # Action distributions.
 
 
+def _call(payload: dict[str, Any], index: int) -> dict[str, Any]:
+    arguments = payload.get("arguments", payload.get("raw_arguments", {}))
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False)  # what the template's tojson writes
+    return {"id": f"call_{index}", "type": "function", "function": {"name": payload["name"], "arguments": arguments}}
+
+
 def _action_message(action: str) -> dict[str, Any]:
-    """The assistant message that takes a canonical action (a ToolCall.canonical() string or an answer)."""
+    """The assistant message that takes a canonical action, as `distillery.dataset.sidecar.action_key`
+    writes them: one `ToolCall.canonical()`, a JSON list of them, or `{"final_answer": text}`."""
     try:
         payload = json.loads(action)
     except json.JSONDecodeError:
-        payload = None
+        payload = action
+    if isinstance(payload, dict) and "final_answer" in payload:
+        return {"role": "assistant", "content": str(payload["final_answer"])}
     if isinstance(payload, dict) and isinstance(payload.get("name"), str):
-        arguments = payload.get("arguments", payload.get("raw_arguments", {}))
-        if not isinstance(arguments, str):
-            arguments = json.dumps(arguments, ensure_ascii=False)
-        call = {"id": "call_0", "type": "function", "function": {"name": payload["name"], "arguments": arguments}}
-        return {"role": "assistant", "content": "", "tool_calls": [call]}
-    return {"role": "assistant", "content": action}
+        payload = [payload]
+    if isinstance(payload, list) and payload and all(isinstance(p, dict) and "name" in p for p in payload):
+        return {"role": "assistant", "content": "", "tool_calls": [_call(p, i) for i, p in enumerate(payload)]}
+    return {"role": "assistant", "content": str(payload)}
 
 
 class ActionSignal(TeacherSignal):

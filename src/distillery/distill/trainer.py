@@ -41,8 +41,8 @@ from distillery.distill.signals import (
     SparseTopKSignal,
     TeacherSignal,
     attach_row_ids,
-    teacher_topk_records,
-    write_topk_sidecar,
+    teacher_topk,
+    write_teacher_topk,
 )
 from distillery.errors import ConfigError
 
@@ -340,6 +340,26 @@ def load_training_data(data: Any):
     return Dataset.from_list(rows)
 
 
+def attach_action_file(dataset, path: Path):
+    """Add the `action_distributions` column from the builder's `<split>.actions.jsonl` sidecar."""
+    if "action_distributions" in dataset.column_names or not path.exists():
+        return dataset
+    by_example: dict[int, dict[int, dict[str, float]]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                    by_example.setdefault(int(record["example"]), {})[int(record["step"])] = record["distribution"]
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    raise ConfigError(f"{path}:{number}: expected {{example, step, distribution}}") from None
+    column = []
+    for row in range(len(dataset)):
+        steps = by_example.get(row, {})
+        column.append(json.dumps([steps.get(i) for i in range(max(steps) + 1)] if steps else []))
+    return dataset.add_column("action_distributions", column)
+
+
 def _looks_like_uri(value: str) -> bool:
     scheme, sep, _ = value.partition(":")
     return bool(sep) and scheme.isalpha() and len(scheme) > 1
@@ -416,7 +436,9 @@ def train_student(
         a `Dataset`, or `DistillationSample`s / `Trajectory`s.
     teacher: needed for signal "online" (a local model with the same tokenizer) and for "sparse"
         when no `sidecar` is given (its top-`topk` logprobs are then computed once, offline, into
-        `out/teacher_topk.parquet`).
+        `out/teacher.topk.parquet`).
+    sidecar: a `.topk.parquet` from `distillery build --sidecar topk`; by default the one next to
+        a data file (`train.jsonl` -> `train.topk.parquet`) is used when it exists.
     signal: "sequence" (SFT), "online", "sparse" or "action" (see `distillery.distill.signals`).
     alpha, temperature, divergence: the loss, L = alpha*CE + (1-alpha)*T^2*D(teacher||student).
     lora: train a LoRA adapter (PEFT); it is merged into the weights that are written, so the
@@ -438,6 +460,12 @@ def train_student(
     dataset = load_training_data(data)
     if not isinstance(dataset, Dataset):
         raise ConfigError("training data must be a map-style dataset")
+
+    if signal == "sparse" and sidecar is None and isinstance(data, (str, Path)) and Path(data).is_file():
+        beside = Path(data).with_suffix(".topk.parquet")
+        sidecar = beside if beside.exists() else None
+    if signal == "action" and isinstance(data, (str, Path)) and Path(data).is_file():
+        dataset = attach_action_file(dataset, Path(data).with_suffix(".actions.jsonl"))
 
     teacher_model = teacher_tokenizer = None
     if signal in ("online", "sparse") and teacher is not None:
@@ -486,7 +514,9 @@ def train_student(
             teacher_model, teacher_tokenizer=teacher_tokenizer, student_tokenizer=tokenizer
         )
     elif signal == "sparse":
-        signal_obj = SparseTopKSignal(sidecar) if sidecar is not None else SparseTopKSignal({})
+        signal_obj = (
+            SparseTopKSignal(sidecar, student_tokenizer=tokenizer) if sidecar is not None else SparseTopKSignal({})
+        )
     elif signal == "action":
         signal_obj = ActionSignal(dataset, tokenizer, max_length=max_length)
     else:
@@ -505,15 +535,15 @@ def train_student(
     if signal == "sparse" and sidecar is None:
         if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise ConfigError("--teacher has a different tokenizer; a top-k sidecar must use the student's token ids")
-        sidecar = out / "teacher_topk.parquet"
+        sidecar = out / "teacher.topk.parquet"
         if not (resume and sidecar.exists()):
             teacher_model.to(trainer.accelerator.device)
             started = time.perf_counter()
-            records = teacher_topk_records(teacher_model, trainer.train_dataset, k=topk, vocab_size=len(tokenizer))
-            write_topk_sidecar(sidecar, records)
-            logger.info("teacher top-%d sidecar: %d rows in %.1fs", topk, len(records), time.perf_counter() - started)
+            targets = teacher_topk(teacher_model, trainer.train_dataset, k=topk, vocab_size=len(tokenizer))
+            write_teacher_topk(sidecar, targets, tokenizer=tokenizer, k=topk)
+            logger.info("teacher top-%d sidecar: %d rows in %.1fs", topk, len(targets), time.perf_counter() - started)
             teacher_model.to("cpu")
-        trainer.set_signal(SparseTopKSignal(sidecar))
+        trainer.set_signal(SparseTopKSignal(sidecar, student_tokenizer=tokenizer))
 
     last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
