@@ -156,3 +156,17 @@ def test_action_distributions_count_failed_samples_before_success_only(tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "out" / "train.actions.jsonl").read_text().splitlines()]
     assert rows[0]["n"] == 2 and len(rows[0]["distribution"]) == 2
     assert np.isclose(sum(rows[0]["distribution"].values()), 1.0)
+
+
+@pytest.mark.parametrize("format", ["hf", "parquet"])
+def test_action_distributions_ride_in_the_hf_and_parquet_rows(tmp_path, format):
+    from datasets import load_dataset
+
+    samples = [_sample(0, "Paris", "A."), _sample(1, "Lyon", "A.")]
+    DatasetBuilder(format=format, action_distributions=True).build(samples, tmp_path / "out")
+    loader = "json" if format == "hf" else "parquet"
+    suffix = "jsonl" if format == "hf" else "parquet"
+    row = load_dataset(loader, data_files=str(tmp_path / "out" / f"train.{suffix}"), split="train")[1]
+    distributions = json.loads(row["action_distributions"])
+    assert len(distributions) == 3 and sorted(distributions[0].values()) == [0.5, 0.5]
+    assert distributions[1] == {'{"arguments":{"timezone":"Asia/Tokyo"},"name":"get_local_time"}': 1.0}

@@ -216,10 +216,10 @@ class DatasetBuilder:
         elif self.dedup == "near":
             examples = removed("exact duplicate", F.dedup_exact(examples))
             examples = removed(f"near duplicate (Jaccard >= {self.near_threshold:g})", F.dedup_near(examples, threshold=self.near_threshold, seed=self.seed))
-        tools_cache: dict[int, list[dict[str, Any]]] = {}
         for e in examples:
-            tools_cache[id(e)] = tool_dicts(e.sample)
-            e.tokens = self.counter.count(e.messages, tools_cache[id(e)])
+            # Counted on the OpenAI record, so `build` and `build validate` report the same numbers.
+            record = openai_record(e.messages, e.weights, tool_dicts(e.sample))
+            e.tokens = self.counter.count(record["messages"], record.get("tools"))
         if self.max_tokens is not None:
             examples = removed(f"over {self.max_tokens} tokens", F.max_tokens(examples, self.max_tokens))
         if not examples:
@@ -258,7 +258,11 @@ class DatasetBuilder:
             if self.format == "openai":
                 out.append(openai_record(e.messages, e.weights, tools, parallel_tool_calls=self.parallel_tool_calls))
             else:
-                out.append(hf_record(e.messages, tools, task_id=e.sample.task_id, trajectory_id=e.sample.trajectory_id))
+                extra: dict[str, Any] = {"task_id": e.sample.task_id, "trajectory_id": e.sample.trajectory_id}
+                if e.sample.action_distributions is not None:
+                    # A JSON string: as an Arrow column, the dicts' differing keys would be padded with nulls.
+                    extra["action_distributions"] = json.dumps(e.sample.action_distributions, ensure_ascii=False)
+                out.append(hf_record(e.messages, tools, **extra))
         return out
 
     def _validate(self, name: str, examples: list[Example], report: BuildReport) -> None:

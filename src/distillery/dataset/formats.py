@@ -2,9 +2,11 @@
 
 * `openai`: OpenAI chat fine-tuning JSONL (`render.openai_record`), one example per line.
 * `hf`: Hugging Face chat JSONL, `messages` + `tools` (JSON string) per line, for
-  `load_dataset("json", data_files=...)` and TRL's `SFTTrainer`.
-* `parquet`: the same columns as `hf` under one fixed Arrow schema, written in row groups, for
-  large sets (`load_dataset("parquet", data_files=...)`, `Dataset.from_parquet`, pandas, Spark).
+  `load_dataset("json", data_files=...)` and TRL's `SFTTrainer`; also `task_id`,
+  `trajectory_id`, and with action distributions an `action_distributions` JSON string column
+  (what `distillery.distill.signals.ActionSignal` reads).
+* `parquet`: the same columns as `hf` under one fixed Arrow schema, written in row groups of
+  1,024, for large sets (`load_dataset("parquet", data_files=...)`, `Dataset.from_parquet`, pandas, Spark).
 
 `StagedFiles` makes a multi-file build appear all at once or not at all: every file is first
 written to a temp file in its target directory; only when all of them are complete are they
@@ -63,17 +65,14 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
             f.write("\n")
 
 
-def write_parquet(records: Iterable[dict[str, Any]], path: str | Path) -> None:
-    """Rows under `HF_SCHEMA`, in row groups, so memory stays bounded for large sets."""
-    with pq.ParquetWriter(str(path), HF_SCHEMA, compression="zstd") as writer:
-        batch: list[dict[str, Any]] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) >= PARQUET_ROW_GROUP:
-                writer.write_table(pa.Table.from_pylist(batch, schema=HF_SCHEMA))
-                batch = []
-        if batch:
-            writer.write_table(pa.Table.from_pylist(batch, schema=HF_SCHEMA))
+def write_parquet(records: list[dict[str, Any]], path: str | Path) -> None:
+    """Rows under `HF_SCHEMA` (plus `action_distributions` when present), in row groups."""
+    schema = HF_SCHEMA
+    if records and "action_distributions" in records[0]:
+        schema = schema.append(pa.field("action_distributions", pa.string()))
+    with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+        for start in range(0, len(records), PARQUET_ROW_GROUP):
+            writer.write_table(pa.Table.from_pylist(records[start : start + PARQUET_ROW_GROUP], schema=schema))
 
 
 def write_records(records: list[dict[str, Any]], path: str | Path, format: str) -> None:
