@@ -157,6 +157,28 @@ def test_greedy_n_gives_identical_turns(random_model):
     assert len({tuple(t.token_id for t in turn.logprobs) for turn in turns}) == 1
 
 
+def test_generate_many_matches_one_at_a_time(trained_model, random_model):
+    conversations = [QUESTION, after_tool_result(), [Message(role="user", content="Hi")], QUESTION]
+    batched = trained_model.generate_many(conversations, [ADD_SPEC], max_tokens=48)
+    alone = [trained_model.generate(c, [ADD_SPEC], max_tokens=48)[0] for c in conversations]
+    assert [len(turns) for turns in batched] == [1, 1, 1, 1]
+    summary = lambda t: (t.text, [c.canonical() for c in t.tool_calls], t.stop_reason, t.usage)  # noqa: E731
+    assert [summary(turns[0]) for turns in batched] == [summary(t) for t in alone]
+    assert batched[0][0].stop_reason == "tool_use" and batched[1][0].text == ANSWER_TEXT
+
+    # Left padding must not shift logprobs: each row re-scores to the same values unbatched.
+    sampled = random_model.generate_many(
+        conversations[:3], [[ADD_SPEC], None, [ADD_SPEC]], n=2, temperature=1.0, max_tokens=10, logprobs=True, seed=5
+    )
+    assert [len(turns) for turns in sampled] == [2, 2, 2]
+    for conversation, tools, turns in zip(conversations[:3], [[ADD_SPEC], None, [ADD_SPEC]], sampled):
+        rescored = random_model.sequence_logprobs(conversation, tools, [[t.token_id for t in turn.logprobs] for turn in turns])
+        for turn, reference in zip(turns, rescored):
+            assert [t.logprob for t in turn.logprobs] == pytest.approx([t.logprob for t in reference], abs=1e-4)
+    with pytest.raises(ConfigError, match="2 tool lists for 3"):
+        random_model.generate_many(conversations[:3], [[ADD_SPEC], None])
+
+
 # ---------------------------------------------------------------- logprobs
 
 

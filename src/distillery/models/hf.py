@@ -172,11 +172,52 @@ class HFModel(SyncChatModel):
         `seed` makes sampling reproducible without touching the global RNG. With `logprobs=True`
         each turn carries one `TokenLogprob` per generated token (end-of-turn token excluded), from
         the model's temperature-1 distribution, with `top_logprobs` alternatives when > 0.
+        Options named in `SAMPLING_OPTIONS` (top_p, top_k, ...) go to transformers; others are ignored.
+        """
+        [turns] = self.generate_many(
+            [messages],
+            tools,
+            n=n,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            seed=seed,
+            **options,
+        )
+        return turns
+
+    def generate_many(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        tools: Sequence[ToolSpec] | Sequence[Sequence[ToolSpec] | None] | None = None,
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
+        seed: int | None = None,
+        **options: Any,
+    ) -> list[list[Turn]]:
+        """`generate` for several conversations in one left-padded batch: one list of `n` turns each.
+
+        `tools` is one tool list for every conversation, or one list (or None) per conversation.
+        A small model spends most of each decoding step in Python overhead, so a batch of B
+        conversations costs far less than B calls (see BENCHMARKS.md). Every turn's `latency_s` is
+        the whole batch's wall time: that is how long each of them waited.
         """
         _check_arguments(n=n, temperature=temperature, top_logprobs=top_logprobs, max_tokens=max_tokens)
+        if not conversations:
+            return []
         started = time.perf_counter()
-        prompt_ids = self.encode(self.render_prompt(messages, tools))
-        max_new = self._max_new_tokens(len(prompt_ids), max_tokens)
+        per_conversation_tools = _tools_per_conversation(tools, len(conversations))
+        prompts = [
+            self.encode(self.render_prompt(messages, conversation_tools))
+            for messages, conversation_tools in zip(conversations, per_conversation_tools)
+        ]
+        width = max(len(ids) for ids in prompts)
+        max_new = self._max_new_tokens(width, max_tokens)
         sampling = temperature > 0
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new,
@@ -198,31 +239,43 @@ class HFModel(SyncChatModel):
         }
         kwargs.update({k: v for k, v in options.items() if k in SAMPLING_OPTIONS})
 
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
-        with self._lock, torch.inference_mode(), _threads(self.num_threads), _seeded(seed, self.model.device):
-            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
-        sequences = out.sequences[:, len(prompt_ids) :].tolist()
-        step_logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1) if logprobs else None
+        # Left padding, so every row's next token comes from the last position; transformers
+        # derives position ids from the attention mask, so padding does not shift positions.
+        device = self.model.device
+        input_ids = torch.tensor(
+            [[self.pad_token_id] * (width - len(ids)) + ids for ids in prompts], dtype=torch.long, device=device
+        )
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+        with self._lock, torch.inference_mode(), _threads(self.num_threads), _seeded(seed, device):
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        sequences = out.sequences[:, width:].tolist()
+        # (rows, steps, vocab) raw logits; row r is conversation r // n (num_return_sequences
+        # repeats each prompt n times in place).
+        step_logits = torch.stack(out.logits, dim=1) if logprobs else None
         latency = time.perf_counter() - started
 
-        turns = []
-        for row in range(n):
-            source = row if sampling else 0
-            turns.append(
-                self._turn(
-                    sequences[source],
-                    None if step_logprobs is None else step_logprobs[source],
-                    prompt_tokens=len(prompt_ids),
-                    top_logprobs=top_logprobs,
-                    latency=latency,
+        results = []
+        samples_per_prompt = n if sampling else 1
+        for index, prompt in enumerate(prompts):
+            turns = []
+            for sample in range(n):
+                row = index * samples_per_prompt + (sample if sampling else 0)
+                turns.append(
+                    self._turn(
+                        sequences[row],
+                        None if step_logits is None else step_logits[row],
+                        prompt_tokens=len(prompt),
+                        top_logprobs=top_logprobs,
+                        latency=latency,
+                    )
                 )
-            )
-        return turns
+            results.append(turns)
+        return results
 
     def _turn(
         self,
         generated: list[int],
-        logprob_rows: torch.Tensor | None,
+        step_logits: torch.Tensor | None,
         *,
         prompt_tokens: int,
         top_logprobs: int,
@@ -234,9 +287,10 @@ class HFModel(SyncChatModel):
         text = self.tokenizer.decode(tokens, skip_special_tokens=False)
 
         token_logprobs = None
-        if logprob_rows is not None:
+        if step_logits is not None:
             pieces = self.token_pieces(tokens, text)
-            token_logprobs = self._token_logprobs(tokens, pieces, logprob_rows[: len(tokens)], top_logprobs)
+            rows = step_logits[: len(tokens)].float().log_softmax(-1)  # temperature 1, before any warper
+            token_logprobs = self._token_logprobs(tokens, pieces, rows, top_logprobs)
 
         thinking, visible = _split_thinking(text)
         content, calls = chat_format.parse_tool_calls(visible, id_prefix=f"call_{uuid.uuid4().hex[:16]}_")
@@ -430,6 +484,16 @@ def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
     elif config_eos:
         ids.update(int(i) for i in config_eos)
     return ids
+
+
+def _tools_per_conversation(tools: Any, count: int) -> list[list[ToolSpec] | None]:
+    if not tools:
+        return [None] * count
+    if all(isinstance(spec, ToolSpec) for spec in tools):
+        return [list(tools)] * count
+    if len(tools) != count:
+        raise ConfigError(f"generate_many: {len(tools)} tool lists for {count} conversations")
+    return [list(t) if t else None for t in tools]
 
 
 def _split_thinking(text: str) -> tuple[list[ThinkingBlock], str]:
