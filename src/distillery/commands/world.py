@@ -1,0 +1,153 @@
+"""`distillery world ...`: the offline world's tasks, evaluation, tokenizer and bundled teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from distillery.errors import ConfigError
+
+console = Console()
+
+world_app = typer.Typer(
+    help="The offline world: a shop with real tools, seeded tasks, an expert and a bundled teacher (world:teacher).",
+    no_args_is_help=True,
+)
+
+SPLIT_HELP = "Which fixed split: train, validation or test. Test holds entity combinations never seen in train."
+SEED_HELP = "Seed for which tasks are drawn from the split; the same seed always gives the same tasks."
+
+
+@world_app.command("generate")
+def generate(
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    n: int = typer.Option(200, "--n", help="How many tasks to write."),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    out: Path = typer.Option(None, "--out", help="Output JSONL file. Default: world-<split>.jsonl in the current folder."),
+    gold: bool = typer.Option(False, "--gold", help="Write the expert's gold trajectories (one Trajectory per line) instead of tasks."),
+) -> None:
+    """Write world tasks as JSONL (readable by `load_tasks` and `distillery collect --queries`)."""
+    from distillery.world.expert import solve
+    from distillery.world.tasks import generate_tasks
+
+    tasks = generate_tasks(split, n, seed=seed)  # type: ignore[arg-type]
+    path = out or Path(f"world-{split}{'-gold' if gold else ''}.jsonl")
+    try:
+        with path.open("w", encoding="utf-8") as f:
+            for task in tasks:
+                f.write((solve(task).model_dump_json() if gold else task.model_dump_json()) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot write ({exc.strerror})") from None
+    tiers = {}
+    for task in tasks:
+        tiers[task.metadata["tier"]] = tiers.get(task.metadata["tier"], 0) + 1
+    mix = ", ".join(f"{tier} {count}" for tier, count in sorted(tiers.items()))
+    console.print(f"wrote {len(tasks)} {'gold trajectories' if gold else 'tasks'} ({split}, seed {seed}; {mix}) to {path}")
+
+
+@world_app.command("eval")
+def evaluate(
+    model: str = typer.Option("world:teacher", "--model", help="Model URI to evaluate: world:teacher, hf:<dir>, openai:<name>, ..."),
+    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
+    n: int = typer.Option(200, "--n", help="How many tasks from the split."),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    tasks_file: Path = typer.Option(None, "--tasks", help="Evaluate the tasks in this JSONL file (from `world generate`) instead of drawing from --split."),
+    max_steps: int = typer.Option(8, "--max-steps", help="Model calls allowed per task before it counts as unfinished."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+    trajectories_out: Path = typer.Option(None, "--trajectories", help="Also write every trajectory as JSONL, for inspection."),
+) -> None:
+    """Run a model through the agent loop on world tasks; print success by tier and family (greedy decoding)."""
+    from distillery.models import load_model
+    from distillery.tasks import load_tasks
+    from distillery.world.evaluate import evaluate_model
+    from distillery.world.tasks import generate_tasks
+
+    tasks = load_tasks(tasks_file) if tasks_file else generate_tasks(split, n, seed=seed)  # type: ignore[arg-type]
+    chat_model = load_model(model)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[ok]} ok"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        bar = progress.add_task(f"{model} on {tasks_file or split}", total=len(tasks), ok=0)
+        solved = [0]
+
+        def on_task(task, trajectory):
+            solved[0] += bool(trajectory.outcome and trajectory.outcome.success)
+            progress.update(bar, advance=1, ok=solved[0])
+
+        report, trajectories = evaluate_model(chat_model, tasks, max_steps=max_steps, on_task=on_task)
+    report.update(split=None if tasks_file else split, seed=None if tasks_file else seed,
+                  tasks_file=str(tasks_file) if tasks_file else None)
+    _print_report(report)
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"figures written to {json_out}")
+    if trajectories_out:
+        with trajectories_out.open("w", encoding="utf-8") as f:
+            for trajectory in trajectories:
+                f.write(trajectory.model_dump_json() + "\n")
+
+
+def _print_report(report: dict) -> None:
+    for title, key in (("tier", "by_tier"), ("family", "by_family")):
+        table = Table(title=f"{report['model']}: success by {title} (offline world)")
+        table.add_column(title)
+        table.add_column("tasks", justify="right")
+        table.add_column("success", justify="right")
+        for name, row in report[key].items():
+            table.add_row(name, str(row["n"]), f"{100 * row['success']:.1f}%")
+        console.print(table)
+    console.print(
+        f"tool-call accuracy {100 * report['tool_call_accuracy']:.1f}%  exact plans {100 * report['exact_plan']:.1f}%  "
+        f"tool errors {100 * report['tool_error_rate']:.1f}%  {report['seconds_per_task']:.2f} s/task"
+    )
+    console.print(f"[bold]overall success: {100 * report['success']:.1f}% of {report['n']} tasks[/] (offline world)")
+
+
+@world_app.command("train-teacher")
+def train_teacher(
+    config: str = typer.Option("teacher", "--config", help="Model size: teacher, student-s (~1/4), student-xs (~1/16), or a config.json path."),
+    out: Path = typer.Option(None, "--out", help="Where to save the model. Default: the packaged teacher folder (replaces world:teacher)."),
+    n_tasks: int = typer.Option(16000, "--n-tasks", help="Expert trajectories from the train split to learn from."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over those trajectories."),
+    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many optimizer steps (overrides --epochs when > 0)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Trajectories per optimizer step."),
+    learning_rate: float = typer.Option(2e-3, "--lr", help="Peak learning rate (cosine decay after warm-up)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the task sample, the initial weights and the data order."),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads; 0 keeps torch's default."),
+    bf16: bool = typer.Option(True, "--bf16/--fp32", help="bfloat16 autocast (faster on CPUs with AVX-512 BF16/AMX); weights stay float32."),
+) -> None:
+    """Train a world model from scratch by SFT on expert trajectories (seeded); prints wall time."""
+    from distillery.world.train import TrainSettings, train_world_model
+
+    settings = TrainSettings(config=config, out=str(out) if out else "", n_tasks=n_tasks, epochs=epochs,
+                             max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                             threads=threads, bf16=bf16)
+    report = train_world_model(settings, progress=True)
+    console.print(
+        f"trained {report['config']} ({report['parameters']:,} parameters) on {report['examples']} trajectories, "
+        f"{report['steps']} steps, final loss {report['final_loss']:.4f}; wall {report['wall_seconds']:.0f} s "
+        f"(data {report['data_seconds']:.0f} s) on {report['machine']}"
+    )
+
+
+@world_app.command("train-tokenizer")
+def train_tokenizer(
+    out: Path = typer.Option(None, "--out", help="Where to save it. Default: the packaged tokenizer folder."),
+    n_tasks: int = typer.Option(4000, "--n-tasks", help="Expert transcripts from the train split to learn merges from."),
+    vocab_size: int = typer.Option(1536, "--vocab-size", help="Vocabulary size; the model configs must match it."),
+) -> None:
+    """Retrain the world tokenizer (byte-level BPE, digits split) on rendered expert transcripts."""
+    from distillery.world.models import TOKENIZER_DIR
+    from distillery.world.tokenizer import build_world_tokenizer, save_tokenizer
+
+    tokenizer = build_world_tokenizer(n_tasks=n_tasks, vocab_size=vocab_size)
+    save_tokenizer(tokenizer, out or TOKENIZER_DIR)
+    console.print(f"tokenizer with {len(tokenizer)} tokens saved to {out or TOKENIZER_DIR}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(world_app, name="world")
