@@ -106,11 +106,12 @@ def first_invalid_call(example: Example) -> str | None:
 
 def conversation_key(example: Example) -> str:
     """What makes two examples "the same": the rendered messages (no call ids) and the tools."""
-    messages = [
-        {k: v for k, v in m.items() if k not in ("tool_call_id",)}
-        | ({"tool_calls": [c["function"] for c in m["tool_calls"]]} if m.get("tool_calls") else {})
-        for m in example.messages
-    ]
+    messages = []
+    for m in example.messages:
+        item = {k: v for k, v in m.items() if k != "tool_call_id"}  # ids differ between samples
+        if m.get("tool_calls"):
+            item["tool_calls"] = [c["function"] for c in m["tool_calls"]]
+        messages.append(item)
     tools = [spec.model_dump() for spec in example.sample.tools]
     return hashlib.sha256(canonical_json({"messages": messages, "tools": tools}).encode()).hexdigest()
 
