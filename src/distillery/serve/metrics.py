@@ -1,0 +1,65 @@
+"""Prometheus metrics for the gateway, on a registry of its own (one per app, so tests can run several).
+
+    distillery_requests_total{api, status}            requests answered, by API and HTTP status
+    distillery_steps_total{tier}                      routed steps, by the tier that answered
+    distillery_escalations_total{tier}                proposals rejected at a tier (passed up the cascade)
+    distillery_fallback_failures_total                steps kept at a lower tier because the fallback failed
+    distillery_request_latency_seconds{api}           time to the routing decision (= first byte)
+    distillery_tokens_total{tier, kind}               input / output tokens of every model call, by tier
+    distillery_cost_usd_total{tier}                   dollars of every model call, by tier
+    distillery_capture_total{result}                  exchanges captured: written / dropped / failed
+    distillery_in_flight_requests                     requests being answered now
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from distillery.serve.backend import RoutedTurn
+
+# Routing on a local student takes milliseconds; a hosted teacher takes seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class GatewayMetrics:
+    def __init__(self, tier_names: list[str]):
+        self.registry = CollectorRegistry()
+        self.tier_names = tier_names
+        r = self.registry
+        self.requests = Counter("distillery_requests", "Requests answered, by API and HTTP status.", ["api", "status"], registry=r)
+        self.steps = Counter("distillery_steps", "Routed steps, by the tier that answered.", ["tier"], registry=r)
+        self.escalations = Counter("distillery_escalations", "Proposals rejected at a tier and passed up the cascade.",
+                                   ["tier"], registry=r)
+        self.fallback_failures = Counter("distillery_fallback_failures",
+                                         "Steps kept at a lower tier because the fallback failed.", registry=r)
+        self.latency = Histogram("distillery_request_latency_seconds",
+                                 "Seconds from request to routing decision (the first byte of the answer).",
+                                 ["api"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("distillery_tokens", "Tokens of every model call, by tier.", ["tier", "kind"], registry=r)
+        self.cost = Counter("distillery_cost_usd", "Dollars of every model call (prices.toml), by tier.", ["tier"], registry=r)
+        self.capture = Counter("distillery_capture", "Exchanges for the trajectory store: written, dropped (queue full), failed.",
+                               ["result"], registry=r)
+        self.in_flight = Gauge("distillery_in_flight_requests", "Requests being answered now.", registry=r)
+        for tier in tier_names:  # so every series exists (at 0) from the start
+            self.steps.labels(tier)
+            self.escalations.labels(tier)
+            self.cost.labels(tier)
+
+    def observe_step(self, routed: RoutedTurn) -> None:
+        self.steps.labels(routed.tier).inc()
+        for rejected in routed.routing.get("rejected", []):
+            self.escalations.labels(rejected.get("model", "?")).inc()
+        if "fallback_failed" in routed.routing:
+            self.fallback_failures.inc()
+        calls = routed.routing.get("calls")
+        if calls is None:  # a backend without a routing record: count the turn itself
+            calls = [{"model": routed.tier, "usage": routed.turn.usage.model_dump(), "cost_usd": routed.cost_usd}]
+        for call in calls:
+            tier = call.get("model", routed.tier)
+            usage = call.get("usage", {})
+            self.tokens.labels(tier, "input").inc(usage.get("input_tokens", 0))
+            self.tokens.labels(tier, "output").inc(usage.get("output_tokens", 0))
+            self.cost.labels(tier).inc(call.get("cost_usd", 0.0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
