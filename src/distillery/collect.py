@@ -23,6 +23,7 @@ What it guarantees:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import random
@@ -418,8 +419,11 @@ class TeacherCollector:
                     trajectory = await self._run_one(task, sample_index)
                     cost = trajectory.cost_usd
                     if self.store is not None:
-                        # One short synchronous transaction (~0.1 ms); not worth a thread hop.
-                        self.store.put(trajectory)
+                        # Writes go to one dedicated thread: a commit waits on the disk (a write()
+                        # with NORMAL, an fsync with FULL), and sqlite3 releases the GIL meanwhile,
+                        # so the event loop keeps serving the other requests. One writer thread
+                        # means commits never contend for SQLite's write lock.
+                        await loop.run_in_executor(writer, self.store.put, trajectory)
                     finish(trajectory)
                     bar.advance(trajectory.status, budget.spent + cost)
                 finally:
@@ -428,7 +432,9 @@ class TeacherCollector:
                         budget.record(cost)
                         changed.notify_all()
 
-        with bar:
+        loop = asyncio.get_running_loop()
+        writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillery-store")
+        with bar, _shutdown(writer):
             try:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(min(self.concurrency, len(queue))):
@@ -460,6 +466,19 @@ class TeacherCollector:
                     await aclose()
 
         return asyncio.run(collect_then_close())
+
+
+class _shutdown:
+    """`with _shutdown(executor):` waits for its pending work on the way out, even after an error."""
+
+    def __init__(self, executor: concurrent.futures.Executor):
+        self.executor = executor
+
+    def __enter__(self) -> concurrent.futures.Executor:
+        return self.executor
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.executor.shutdown(wait=True)
 
 
 class _ProgressBar:
