@@ -1,0 +1,149 @@
+"""`distillery train`: distil a teacher into a student and write a Hugging Face model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distillery.errors import ConfigError
+
+console = Console()
+
+
+def train(
+    student: str = typer.Option(
+        ..., "--student", help="Student to train: a URI (world:student-xs, hf:./dir) or a model directory."
+    ),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        help="Training data in the Hugging Face chat format (`distillery build --format hf`): a .jsonl or "
+        ".parquet file, or a dataset directory. Sidecars next to it (train.topk.parquet, train.actions.jsonl) "
+        "are picked up for --signal sparse / action.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Output directory: the trained model (config.json + safetensors + tokenizer), "
+        "checkpoints/ and distillation.json."
+    ),
+    teacher: str = typer.Option(
+        None,
+        "--teacher",
+        help="Local teacher (world:teacher, hf:./dir, a directory) sharing the student's tokenizer. Needed for "
+        "--signal online, and for sparse when there is no sidecar (its top-k is then computed once).",
+    ),
+    signal: str = typer.Option(
+        "sequence",
+        "--signal",
+        help="Teacher signal. sequence: SFT on the teacher's text (black-box teachers such as Claude). online: "
+        "dense teacher logits per batch. sparse: top-k teacher logprobs from a sidecar. action: the teacher's "
+        "distribution over tool calls per step (k samples).",
+    ),
+    sidecar: Path = typer.Option(None, "--sidecar", help="Top-k sidecar (.topk.parquet) for --signal sparse."),
+    alpha: float = typer.Option(
+        0.5, "--alpha", help="Weight of the hard-label loss: L = alpha*CE + (1-alpha)*T^2*KD. 1.0 = plain SFT."
+    ),
+    temperature: float = typer.Option(
+        2.0, "--temperature", help="Softening temperature T for teacher and student (soft term scaled by T^2)."
+    ),
+    divergence: str = typer.Option(
+        "forward_kl",
+        "--divergence",
+        help="forward_kl = KL(teacher||student), covers all teacher modes; reverse_kl = KL(student||teacher), "
+        "mode-seeking; jsd = generalized Jensen-Shannon (GKD).",
+    ),
+    topk: int = typer.Option(20, "--topk", help="k when a sparse sidecar is computed from --teacher."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs when set."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the data (when --max-steps is not set)."),
+    lr: float = typer.Option(
+        None, "--lr", help="Learning rate. Default: 1e-3 for an untrained world student, 2e-4 with --lora, else 2e-5."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Examples per device per step."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches accumulated per optimizer step."),
+    max_length: int = typer.Option(1024, "--max-length", help="Tokens per example; longer ones are truncated."),
+    lora: bool = typer.Option(False, "--lora", help="Train a LoRA adapter (PEFT) and merge it into the output."),
+    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and dropout."),
+    save_steps: int = typer.Option(None, "--save-steps", help="Write a checkpoint every N steps (for --resume)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in OUT/checkpoints."),
+    logging_steps: int = typer.Option(10, "--logging-steps", help="Log the loss and its components every N steps."),
+) -> None:
+    """Train a student on what the teacher knows: its text, its logits, or its action distribution.
+
+    Works unchanged under `accelerate launch` (DDP, FSDP, DeepSpeed). Example:
+
+        distillery train --student world:student-xs --data data/train.jsonl --teacher world:teacher \\
+            --signal online --alpha 0.5 --temperature 2 --out runs/xs-kd
+    """
+    # Imported here so that `distillery --help` and the other commands never pay for torch and TRL.
+    from distillery.distill.config import SIGNALS
+    from distillery.distill.losses import DIVERGENCES
+    from distillery.distill.trainer import train_student
+
+    if signal not in SIGNALS:
+        raise ConfigError(f"--signal {signal!r}: choose one of {', '.join(SIGNALS)}")
+    if divergence not in DIVERGENCES:
+        raise ConfigError(f"--divergence {divergence!r}: choose one of {', '.join(sorted(DIVERGENCES))}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"--alpha must be in [0, 1], got {alpha}")
+    if not temperature > 0:
+        raise ConfigError(f"--temperature must be > 0, got {temperature}")
+    if resume and not save_steps:
+        save_steps = 100
+    result = train_student(
+        student,
+        data,
+        out=out,
+        teacher=teacher,
+        signal=signal,
+        alpha=alpha,
+        temperature=temperature,
+        divergence=divergence,
+        sidecar=sidecar,
+        topk=topk,
+        max_steps=max_steps,
+        epochs=epochs,
+        learning_rate=lr,
+        batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        max_length=max_length,
+        lora=lora,
+        lora_r=lora_r,
+        seed=seed,
+        save_steps=save_steps,
+        resume=resume,
+        logging_steps=logging_steps,
+    )
+    _print_summary(result)
+
+
+def _print_summary(out: Path) -> None:
+    import json
+
+    summary = json.loads((out / "distillation.json").read_text())
+    logged = [entry for entry in summary["log_history"] if "loss" in entry]
+    table = Table(title=f"trained {summary['student']} -> {out}")
+    table.add_column("step", justify="right")
+    for name in ("loss", "loss_hard", "loss_soft", "loss_action"):
+        if any(name in entry for entry in logged):
+            table.add_column(name, justify="right")
+    for entry in logged[-5:]:
+        cells = [str(entry["step"])]
+        for name in ("loss", "loss_hard", "loss_soft", "loss_action"):
+            if any(name in e for e in logged):
+                cells.append(f"{entry[name]:.4f}" if name in entry else "")
+        table.add_row(*cells)
+    console.print(table)
+    runtime = summary.get("train_runtime_s")
+    console.print(
+        f"signal={summary['signal']} alpha={summary['alpha']} T={summary['temperature']} "
+        f"divergence={summary['divergence']} steps={summary['global_step']}"
+        + (f" in {runtime:.0f}s" if runtime else "")
+        + f"\nload it with: distillery world eval --model hf:{out}   (or vLLM: vllm serve {out})"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
