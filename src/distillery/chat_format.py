@@ -29,7 +29,12 @@ def to_hf_tools(tools: list[ToolSpec] | None) -> list[dict[str, Any]] | None:
 
 
 def to_hf_messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """Neutral messages -> the dicts `apply_chat_template` takes (arguments stay objects)."""
+    """Neutral messages -> the dicts `apply_chat_template` takes (arguments stay objects).
+
+    This shape is right for rendering a prompt now. Do not store it in Arrow/`datasets` columns:
+    Arrow unifies structs across rows, so argument objects with different keys come back padded
+    with `None` keys and render as `"city": null`. The dataset builder stores JSON strings instead.
+    """
     out: list[dict[str, Any]] = []
     for m in messages:
         item: dict[str, Any] = {"role": m.role, "content": m.content}
