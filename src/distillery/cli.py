@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "distillery.commands.world",
     "distillery.commands.build",
     "distillery.commands.train",
+    "distillery.commands.hosted",
     "distillery.commands.routing",
     "distillery.commands.serve",
     "distillery.commands.demo",
