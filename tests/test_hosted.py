@@ -351,3 +351,22 @@ def _env() -> dict:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+
+
+def test_student_without_a_price_is_flagged_and_a_priced_one_costs_money(server, files, tmp_path, monkeypatch):
+    train, _, _, _ = files
+    monkeypatch.delenv("DISTILLERY_PRICES", raising=False)
+    console, out = quiet_console()
+    uri = finetune(train, BASE, console=console, api_key=API_KEY, base_url=server.base_url, **FAST)
+    assert f'add [openai."ft:{BASE}"]' in out.getvalue()
+
+    from distillery.pricing import DEFAULT_PRICES
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text(DEFAULT_PRICES.read_text() + f'\n[openai."ft:{BASE}"]\ninput = 0.30\noutput = 1.20\n')
+    monkeypatch.setenv("DISTILLERY_PRICES", str(prices))
+    console, out = quiet_console()
+    finetune(train, BASE, console=console, api_key=API_KEY, base_url=server.base_url, **FAST)
+    assert "note:" not in out.getvalue()
+    (turn,) = load_model(uri, api_key=API_KEY, base_url=server.base_url).generate([Message(role="user", content="hi")])
+    assert turn.cost_usd == pytest.approx((10 * 0.30 + 5 * 1.20) / 1e6)  # the scripted usage: 10 in, 5 out

@@ -55,19 +55,19 @@ def hosted_command(
             raise ConfigError("--dry-run needs --data FILE")
         ft.check_hyperparameters(suffix=suffix, epochs=epochs, batch_size=batch_size, learning_rate_multiplier=lr_multiplier)
         plan = ft.preflight(data, base_model, validation_jsonl=validation, epochs=epochs, validate=validate)
-        console.print(f"{data}: {plan.describe(base_model)}", highlight=False, soft_wrap=True)
-        console.print("dry run: nothing was uploaded", highlight=False, soft_wrap=True)
+        console.print(f"{data}: {plan.describe(base_model)}", highlight=False, soft_wrap=True, markup=False)
+        console.print("dry run: nothing was uploaded", highlight=False, soft_wrap=True, markup=False)
         return None
 
     provider, _ = ft.provider_for(hosted, base_url=base_url, poll_interval_s=poll_interval, timeout_s=timeout)
     try:
         if cancel is not None:
             job = provider.cancel(cancel)
-            console.print(f"job {job.id}: {job.status}", highlight=False, soft_wrap=True)
+            console.print(f"job {job.id}: {job.status}", highlight=False, soft_wrap=True, markup=False)
             return None
         if resume is not None:
             job = ft.wait_for_job(provider, resume, progress=progress, console=console)
-            ft.report_finished(job, job.model, console)
+            ft.report_finished(job, job.model, console, scheme=provider.scheme)
             return provider.student_uri(job)
         settings = dict(
             validation_jsonl=validation,

@@ -213,6 +213,7 @@ def wait_for_job(
             f"cancel with `distillery finetune --cancel {job_id}`",
             highlight=False,
             soft_wrap=True,
+            markup=False,
         )
         raise
     finally:
@@ -634,7 +635,7 @@ def start_job(
     console = console or Console(stderr=True)
     check_hyperparameters(suffix=suffix, epochs=epochs, batch_size=batch_size, learning_rate_multiplier=learning_rate_multiplier)
     plan = preflight(train_jsonl, base_model, validation_jsonl=validation_jsonl, epochs=epochs, validate=validate)
-    console.print(f"{train_jsonl}: {plan.describe(base_model)}", highlight=False, soft_wrap=True)
+    console.print(f"{train_jsonl}: {plan.describe(base_model)}", highlight=False, soft_wrap=True, markup=False)
     if max_cost_usd is not None and plan.cost_usd is not None and plan.cost_usd > max_cost_usd:
         raise ConfigError(
             f"--max-cost: estimated ${plan.cost_usd:,.2f} is over the ${max_cost_usd:,.2f} limit; nothing was uploaded"
@@ -655,6 +656,7 @@ def start_job(
         f"started fine-tuning job {job.id} on {base_model} (if waiting stops: `distillery finetune --resume {job.id}`)",
         highlight=False,
         soft_wrap=True,
+        markup=False,
     )
     return job
 
@@ -703,20 +705,28 @@ def finetune(
             console=console,
         )
         job = wait_for_job(provider, job.id, progress=progress, console=console)
-        report_finished(job, base_model, console)
+        report_finished(job, base_model, console, scheme=provider.scheme)
         return provider.student_uri(job)
     finally:
         if own_provider and hasattr(provider, "close"):
             provider.close()
 
 
-def report_finished(job: FineTuneJob, base_model: str, console: Console) -> None:
-    """One line on what the job trained and what that costs at list price."""
-    from distillery.pricing import training_price_per_mtok
+def report_finished(job: FineTuneJob, base_model: str, console: Console, *, scheme: str = "openai") -> None:
+    """What the job trained and what that cost at list price; a note when the student has no price."""
+    from distillery.pricing import price_for, training_price_per_mtok
 
     line = f"job {job.id} succeeded: {job.fine_tuned_model}"
     if job.trained_tokens:
         price = training_price_per_mtok(base_model)
         billed = f" (${job.trained_tokens * price / 1_000_000:,.2f} at ${price:g}/M list price)" if price else ""
         line += f"; {job.trained_tokens:,} trained tokens reported by the service{billed}"
-    console.print(line, highlight=False, soft_wrap=True)
+    console.print(line, highlight=False, soft_wrap=True, markup=False)
+    if price_for(f"{scheme}:{job.fine_tuned_model}") is None:
+        # Without a price, every cost figure for this student (routing, evaluation) reads $0.
+        family = ":".join((job.fine_tuned_model or "").split(":")[:2])
+        note = (
+            f"note: prices.toml has no inference price for {job.fine_tuned_model}, so its calls cost $0 in reports; "
+            f'add [{scheme}."{family}"] with input/output prices (fine-tuned models are billed above their base model)'
+        )
+        console.print(Text(note), highlight=False, soft_wrap=True)
