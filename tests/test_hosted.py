@@ -254,6 +254,19 @@ def test_poll_timeout_names_the_still_running_job_and_resume_finishes_it(server,
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "openai:" + server.jobs[job.id].body["fine_tuned_model"]
+    assert "The job has successfully completed" in result.stderr  # --no-progress still prints events
+
+    missing = CliRunner().invoke(app, ["finetune", "--resume", "ftjob-nope", "--base-url", server.base_url], env={"OPENAI_API_KEY": API_KEY})
+    assert isinstance(missing.exception, ModelError)
+    message = str(missing.exception)
+    assert message.startswith("openai fine-tuning: job ftjob-nope: HTTP 404: ") and "Could not find fine-tune: ftjob-nope" in message
+
+
+def test_timeout_when_no_poll_gets_through():
+    with OpenAIFineTuning(api_key=API_KEY, base_url="http://127.0.0.1:9/v1", max_retries=0) as ft:  # nothing listens
+        clock = FakeClock()
+        with pytest.raises(FineTuneTimeout, match="job ftjob-x could not be polled .* after waiting 30 s"):
+            wait_for_job(ft, "ftjob-x", progress=False, poll_interval_s=10, timeout_s=30, sleep=clock.sleep, clock=lambda: clock.now)
 
 
 # --- before upload: validation, cost, keys -------------------------------------------------------

@@ -106,7 +106,7 @@ def finetune_command(
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and exit; wait later with --resume JOB_ID."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Wait on a job already started (after a timeout or Ctrl-C) and print its student URI."),
     cancel: Optional[str] = typer.Option(None, "--cancel", help="Cancel a running job."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No live progress display (events are still logged)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No live status line (for CI logs); events are still printed, one line each."),
 ) -> None:
     """Fine-tune a hosted model on your JSONL and print the student URI (openai:ft:...) on stdout."""
     uri = hosted_command(

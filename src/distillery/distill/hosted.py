@@ -72,9 +72,10 @@ class FineTuneCancelled(ModelError):
 class FineTuneTimeout(DistilleryError):
     """We stopped waiting; the job itself goes on at the provider."""
 
-    def __init__(self, job_id: str, status: str, waited_s: float):
+    def __init__(self, job_id: str, status: str | None, waited_s: float):
+        state = f"is still {status}" if status else "could not be polled (see the warnings above)"
         super().__init__(
-            f"fine-tuning job {job_id} is still {status} after waiting {waited_s:.0f} s; it keeps running at the "
+            f"fine-tuning job {job_id} {state} after waiting {waited_s:.0f} s; it keeps running at the "
             f"provider: resume waiting with `distillery finetune --resume {job_id}` (or cancel it with --cancel {job_id})"
         )
         self.job_id, self.status = job_id, status
@@ -167,9 +168,11 @@ def wait_for_job(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> FineTuneJob:
-    """Poll a job until it succeeds; show its status and new events as they come.
+    """Poll a job until it succeeds; print its new events as they come.
 
-    Returns the succeeded job. Raises `FineTuneFailed` / `FineTuneCancelled` when it ends
+    `progress` adds a live status line with a step bar (from `metrics` events) below the events;
+    without it the events are still printed, one line each (pass `Console(quiet=True)` for
+    silence; they are also logged to `distillery.hosted` at INFO). Returns the succeeded job. Raises `FineTuneFailed` / `FineTuneCancelled` when it ends
     otherwise, and `FineTuneTimeout` (naming the job, which keeps running) after `timeout_s`.
     A poll that fails transiently (5xx, 429, connection) is logged and retried at the next
     interval: a job runs for hours and one bad poll must not lose it. Ctrl-C stops waiting, not
@@ -180,11 +183,10 @@ def wait_for_job(
     console = console or Console(stderr=True)
     started = clock()
     last_event: str | None = None
-    status = "unknown"
-    display = _JobDisplay(job_id, console) if progress else None
+    status: str | None = None
+    display = _JobDisplay(job_id, console, live=progress)
     try:
-        if display:
-            display.start()
+        display.start()
         while True:
             try:
                 job = provider.retrieve(job_id)
@@ -197,10 +199,8 @@ def wait_for_job(
                     last_event = new_events[-1].id
                 for event in new_events:
                     log.info("%s: %s", job_id, event.message)
-                    if display:
-                        display.event(event)
-                if display:
-                    display.update(job)
+                    display.event(event)
+                display.update(job)
                 if job.done:
                     return _outcome(job)
             waited = clock() - started
@@ -217,8 +217,7 @@ def wait_for_job(
         )
         raise
     finally:
-        if display:
-            display.stop()
+        display.stop()
 
 
 def _outcome(job: FineTuneJob) -> FineTuneJob:
@@ -233,9 +232,11 @@ def _outcome(job: FineTuneJob) -> FineTuneJob:
 
 
 class _JobDisplay:
-    """A rich progress line for one job: status, training steps from `metrics` events, elapsed."""
+    """Event lines for one job, and (when `live`) a rich status line: status, training steps, elapsed."""
 
-    def __init__(self, job_id: str, console: Console):
+    def __init__(self, job_id: str, console: Console, *, live: bool = True):
+        self.live = live
+        self.console = console
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -249,10 +250,12 @@ class _JobDisplay:
         self.job_id = job_id
 
     def start(self) -> None:
-        self.progress.start()
+        if self.live:
+            self.progress.start()
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
 
     def update(self, job: FineTuneJob) -> None:
         self.progress.update(self.task, description=f"{self.job_id} {job.status}")
@@ -261,7 +264,8 @@ class _JobDisplay:
         when = datetime.fromtimestamp(event.created_at).strftime("%H:%M:%S") if event.created_at else "--:--:--"
         style = {"error": "red", "warn": "yellow"}.get(event.level, "")
         # A Text, not a markup string: event messages are the service's text and may hold "[...]".
-        self.progress.console.print(Text(f"{when} {event.message}", style=style), highlight=False, soft_wrap=True)
+        # While the live line runs, rich prints this above it.
+        self.console.print(Text(f"{when} {event.message}", style=style), highlight=False, soft_wrap=True)
         step, total = event.data.get("step"), event.data.get("total_steps")
         if event.type == "metrics" and isinstance(step, int) and isinstance(total, int) and total > 0:
             self.progress.update(self.task, completed=step, total=total, steps=f"step {step}/{total}")
