@@ -103,7 +103,7 @@ class ScriptedServer:
         raw = await request.body()
         try:
             body = json.loads(raw) if raw else None
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             body = raw.decode("utf-8", "replace")
         recorded = RecordedRequest(
             method=request.method,
