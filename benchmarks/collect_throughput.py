@@ -163,6 +163,29 @@ def run_provider(base_url: str, tasks: int, concurrency: int) -> tuple[float, fl
     return time.perf_counter() - start, time.process_time() - cpu, done
 
 
+def store_write_rates(count: int = 1000) -> dict[str, tuple[float, float]]:
+    """Trajectories written per second, one transaction each, with synchronous NORMAL and FULL."""
+    from distillery.store import SQLiteStore
+    from distillery.trajectory import Step, Trajectory, Usage
+
+    rates = {}
+    for mode in ("NORMAL", "FULL"):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = SQLiteStore(Path(tmp) / "store.db", synchronous=mode)
+            rows = [
+                Trajectory(task_id=f"t{i}", query=f"benchmark question {i}", model="openai:gpt-4o",
+                           steps=[Step(text="The answer is 42.", usage=Usage(input_tokens=50, output_tokens=8))])
+                for i in range(count)
+            ]
+            cpu, start = time.process_time(), time.perf_counter()
+            for row in rows:
+                store.put(row)
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+            rates[mode] = (count / wall, cpu / count * 1000)
+            store.close()
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=500, help="single-step tasks per measurement")
@@ -197,6 +220,12 @@ def main() -> None:
                 overhead_ms = (wall - ideal) * concurrency / args.tasks * 1000
                 print(f"{name:<18}{concurrency:>6}{wall:>9.2f}{ideal:>9.2f}{ideal / wall:>15.0%} "
                       f"{overhead_ms:>16.1f}{cpu / args.tasks * 1000:>19.2f}")
+        print(f"(ideal needs tasks/latency x concurrency requests per second; one event loop cannot exceed "
+              f"1000 / client-CPU-ms requests per second)")
+        print()
+        print("store writes (one transaction per trajectory, single-step trajectory):")
+        for mode, (rate, cpu_ms) in store_write_rates().items():
+            print(f"  synchronous={mode:<7}{rate:>9.0f} trajectories/s   {cpu_ms:.3f} ms CPU each")
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -496,3 +496,12 @@ def test_cli_error_through_main_exits_1_without_traceback(error_inputs):
         assert fragment in proc.stderr
         assert "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bundled_example_queries_load_and_their_answers_check():
+    from distillery.tasks import load_tasks
+
+    tasks = load_tasks(REPO / "examples" / "queries.jsonl")
+    assert len(tasks) >= 10
+    checked = [t for t in tasks if t.checker]
+    assert checked and all(t.check(f"The answer is {t.expected}.").success for t in checked)
