@@ -1,0 +1,1 @@
+"""Distillation: KD losses, teacher signal sources and the trainer."""
