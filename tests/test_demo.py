@@ -1,0 +1,196 @@
+"""`distillery demo`: the whole pipeline in quick mode, its caching, its errors, and the batching adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distillery.demo import BatchingModel, DemoSettings, Stages, demo_tasks, fingerprint, run_demo
+from distillery.errors import ConfigError
+from distillery.models.hf import HFModel
+from distillery.trajectory import Message, Trajectory
+from distillery.world.models import TEACHER_DIR
+from distillery.world.tasks import FAMILIES, split_of
+from tests.tiny_models import tiny_llama, tiny_tokenizer
+
+HAS_TEACHER = (TEACHER_DIR / "model.safetensors").is_file()
+needs_teacher = pytest.mark.skipif(not HAS_TEACHER, reason="the bundled world teacher is not in the tree yet")
+
+
+# -- the hard-coded queries -------------------------------------------------------------------------
+
+
+def test_queries_are_checked_world_tasks_from_the_train_split():
+    tasks = demo_tasks()
+    assert len(tasks) >= 6
+    assert len({task.id for task in tasks}) == len(tasks)
+    tiers = {task.metadata["tier"] for task in tasks}
+    assert {"none", "easy", "medium", "hard"} <= tiers  # the printed list shows every kind of task
+    for task in tasks:
+        family = FAMILIES[task.metadata["family"]]
+        # Trained on in the seed's flow, so they must never be test-split combinations.
+        assert split_of(family.key(task.metadata["entities"])) == "train"
+        assert task.checker is not None and task.check(None).success is False
+
+
+# -- stage markers -----------------------------------------------------------------------------------
+
+
+def test_a_stage_is_cached_only_for_the_same_inputs(tmp_path):
+    stages = Stages(tmp_path)
+    key = fingerprint({"n_train": 10, "upstream": "abc"})
+    assert stages.cached("collect", key) is None
+    stages.finish("collect", key, {"ok": 3}, 1.5)
+    assert stages.cached("collect", key)["summary"] == {"ok": 3}
+    assert stages.cached("collect", fingerprint({"n_train": 11, "upstream": "abc"})) is None
+    (tmp_path / "stages" / "collect.json").write_text("{not json")
+    assert stages.cached("collect", key) is None  # a damaged marker means "run again", not a crash
+
+
+def test_fresh_refuses_to_delete_a_directory_the_demo_did_not_make(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not a demo output directory"):
+        run_demo(DemoSettings(out=tmp_path), fresh=True)
+    assert (tmp_path / "precious.txt").exists()
+
+
+def test_settings_are_checked():
+    with pytest.raises(ConfigError, match="--n-train"):
+        DemoSettings(n_train=0)
+    with pytest.raises(ConfigError, match="--target"):
+        DemoSettings(target=1.5)
+    assert DemoSettings(teacher="anthropic:claude-opus-4-6").signal == "sequence"  # black box: no logits
+    assert DemoSettings().signal == "sparse"
+
+
+# -- the hosted teacher without a key ----------------------------------------------------------------
+
+
+def test_a_claude_teacher_without_a_key_stops_with_one_line_naming_the_variable(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    out = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "distillery.cli", "demo", "--teacher", "anthropic:claude-opus-4-6", "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ANTHROPIC_API_KEY" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()  # nothing written before the check
+
+
+# -- batching concurrent calls -----------------------------------------------------------------------
+
+
+class CountingModel(HFModel):
+    """A real (tiny) HFModel that records the size of every generate_many batch."""
+
+    batches: list[int]
+
+    def generate_many(self, conversations, tools=None, **options):
+        self.batches.append(len(conversations))
+        return super().generate_many(conversations, tools, **options)
+
+
+def test_concurrent_calls_are_answered_by_one_batch_with_the_same_turns():
+    tokenizer = tiny_tokenizer()
+    model = CountingModel("tiny", model=tiny_llama(tokenizer, seed=0), tokenizer=tokenizer)
+    model.batches = []
+    conversations = [[Message(role="user", content=f"What is {i} + {i}?")] for i in range(6)]
+    alone = [model.generate(c, None, max_tokens=12)[0] for c in conversations]
+    model.batches.clear()
+    wrapped = BatchingModel(model, max_batch=4)
+
+    async def together():
+        return await asyncio.gather(*(wrapped.agenerate(c, None, max_tokens=12) for c in conversations))
+
+    results = asyncio.run(together())
+    assert model.batches == [4, 2]  # six concurrent calls, at most four per batch
+    assert [r[0].text for r in results] == [t.text for t in alone]
+    assert [r[0].usage for r in results] == [t.usage for t in alone]
+    # Calls with different options never share a batch; a second event loop starts clean.
+    model.batches.clear()
+
+    async def mixed():
+        return await asyncio.gather(wrapped.agenerate(conversations[0], None, max_tokens=12),
+                                    wrapped.agenerate(conversations[1], None, max_tokens=5))
+
+    first, second = asyncio.run(mixed())
+    assert sorted(model.batches) == [1, 1]
+    assert first[0].text == alone[0].text and second[0].usage.output_tokens <= 5
+
+
+# -- the whole demo, quick ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    results = run_demo(DemoSettings.quick_settings(out=out))
+    return out, results
+
+
+@needs_teacher
+def test_quick_demo_writes_every_stage_artifact(quick_demo):
+    out, results = quick_demo
+    for path in ("store.db", "data/train.jsonl", "data/train.topk.parquet", "data/train.topk.json",
+                 "student/config.json", "student/model.safetensors", "student/distillation.json", "cascade.toml",
+                 "runs/student-validation.jsonl", "runs/student-test.jsonl", "runs/cascade-test.jsonl",
+                 "runs/cascade-queries.jsonl", "results.json"):
+        assert (out / path).is_file(), path
+    for stage in ("collect", "build", "train", "calibrate", "queries", "evaluate"):
+        assert (out / "stages" / f"{stage}.json").is_file()
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["world"] == "offline" and "stand-in" in saved["pricing"]
+    assert saved["stages"] == json.loads(json.dumps(results["stages"], default=str))
+    # The JSONL is OpenAI's format: every line has messages and tools, arguments as JSON strings.
+    first = json.loads((out / "data/train.jsonl").read_text().splitlines()[0])
+    assert {"messages", "tools"} <= set(first)
+
+
+@needs_teacher
+def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
+    out, results = quick_demo
+    stages = results["stages"]
+    assert stages["collect"]["ok"] > 0 and stages["build"]["examples"] > 0
+    assert 0 < stages["build"]["sidecar"]["coverage"] <= 1
+    assert stages["train"]["signal"] == "sparse" and stages["train"]["steps"] == 40
+    assert 0.0 <= stages["calibrate"]["threshold"] <= 1.0
+    rows = {row["name"]: row for row in stages["evaluate"]["rows"]}
+    assert set(rows) == {"student alone", "teacher alone", "cascade"}
+    for row in rows.values():
+        assert 0.0 <= row["success"] <= 1.0 and row["cost_per_1k_usd"] >= 0.0
+    assert rows["teacher alone"]["cost_per_1k_usd"] > rows["student alone"]["cost_per_1k_usd"]
+    assert rows["teacher alone"]["saving_vs_teacher"] == pytest.approx(0.0)
+
+    # The cascade escalates at least once, and not always.
+    cascade = [Trajectory.model_validate_json(line) for line in (out / "runs/cascade-test.jsonl").read_text().splitlines()]
+    steps = [step for t in cascade for step in t.steps]
+    assert any(step.escalated for step in steps) and not all(step.escalated for step in steps)
+    assert 0 < rows["cascade"]["step_escalation_rate"] < 1
+
+    # Printed figures are recomputed from the saved runs, not read from a file of expected values.
+    student = [Trajectory.model_validate_json(line) for line in (out / "runs/student-test.jsonl").read_text().splitlines()]
+    assert rows["student alone"]["success"] == sum(bool(t.outcome.success) for t in student) / len(student)
+    assert rows["cascade"]["success"] == sum(bool(t.outcome.success) for t in cascade) / len(cascade)
+
+    queries = stages["queries"]["rows"]
+    assert [row["query"] for row in queries] == [task.query for task in demo_tasks()]
+    for row in queries:
+        assert row["answered_by"] in ("student", "escalated to teacher")
+        assert isinstance(row["correct"], bool)
+
+
+@needs_teacher
+def test_a_rerun_reuses_every_finished_stage(quick_demo):
+    out, first = quick_demo
+    again = run_demo(DemoSettings.quick_settings(out=out))
+    assert all(timing["cached"] for timing in again["timing"]["stages"].values())
+    assert again["stages"] == json.loads(json.dumps(first["stages"], default=str))
