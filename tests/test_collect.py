@@ -227,6 +227,12 @@ def test_resume_skips_finished_runs_and_retries_failed_ones(store):
     assert (r3.ok, r3.resumed, len(third.calls)) == (0, 6, 0)
 
 
+def test_repeated_runs_do_not_leak_store_connections(store):
+    for _ in range(3):
+        collector(FakeModel(), store=store).collect(queries(2))
+    assert len(store._connections) == 1  # the writer thread closes its own connection each run
+
+
 def test_resume_is_per_model(store):
     collector(FakeModel(uri="fake:a"), store=store).collect(queries(3))
     other = FakeModel(uri="fake:b")

@@ -324,3 +324,14 @@ def test_stats_groups_by_model_and_status(filled):
     assert stats["cost_usd"] == pytest.approx(0.5)
     m1_ok = next(r for r in stats["rows"] if r["model"] == "m1" and r["status"] == "ok")
     assert (m1_ok["count"], m1_ok["succeeded"], m1_ok["checked"]) == (2, 1, 2)
+
+
+def test_release_thread_closes_only_that_threads_connection(tmp_path):
+    store = SQLiteStore(tmp_path / "s.db")
+    worker = threading.Thread(target=lambda: (store.put(make("w")), store.release_thread()))
+    worker.start()
+    worker.join()
+    assert len(store._connections) == 1  # the main thread's, opened by the constructor
+    assert store.count() == 1
+    store.close()
+    assert store._connections == []

@@ -434,7 +434,7 @@ class TeacherCollector:
 
         loop = asyncio.get_running_loop()
         writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillery-store")
-        with bar, _shutdown(writer):
+        with bar, _shutdown(writer, self.store):
             try:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(min(self.concurrency, len(queue))):
@@ -469,15 +469,19 @@ class TeacherCollector:
 
 
 class _shutdown:
-    """`with _shutdown(executor):` waits for its pending work on the way out, even after an error."""
+    """`with _shutdown(writer, store):` on the way out (even after an error), lets the writer thread
+    finish its pending writes and close its store connection, then stops it."""
 
-    def __init__(self, executor: concurrent.futures.Executor):
+    def __init__(self, executor: concurrent.futures.Executor, store: TrajectoryStore | None):
         self.executor = executor
+        self.store = store
 
     def __enter__(self) -> concurrent.futures.Executor:
         return self.executor
 
     def __exit__(self, *exc_info: Any) -> None:
+        if self.store is not None:
+            self.executor.submit(self.store.release_thread)
         self.executor.shutdown(wait=True)
 
 

@@ -130,6 +130,9 @@ class TrajectoryStore(ABC):
     def close(self) -> None:
         pass
 
+    def release_thread(self) -> None:
+        """Free whatever the calling thread holds (its connection); called by short-lived writer threads."""
+
     def __enter__(self):
         return self
 
@@ -294,10 +297,14 @@ class SQLiteStore(TrajectoryStore):
             if self.readonly:
                 conn = sqlite3.connect(
                     f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=self.busy_timeout_s,
-                    isolation_level=None,
+                    isolation_level=None, check_same_thread=False,
                 )
             else:
-                conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+                # Each connection is only used by the thread that opened it (thread-local);
+                # check_same_thread=False only lets close() release it from another thread.
+                conn = sqlite3.connect(
+                    self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+                )
             conn.execute("PRAGMA foreign_keys = ON")
             if not self.readonly:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -322,12 +329,18 @@ class SQLiteStore(TrajectoryStore):
     def close(self) -> None:
         with self._lock:
             for conn in self._connections:
-                try:
-                    conn.close()
-                except sqlite3.ProgrammingError:
-                    pass  # closed from another thread's perspective; nothing left to release
+                conn.close()
             self._connections.clear()
         self._local = threading.local()
+
+    def release_thread(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with self._lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            conn.close()
+            self._local.conn = None
 
     def _fail(self, action: str, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"{self.path}: could not {action} ({exc})")
