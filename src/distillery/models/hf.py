@@ -40,9 +40,10 @@ from distillery.trajectory import (
     Usage,
 )
 
-# Sampling options forwarded to `transformers` `generate` when given as keyword options. Anything
-# else in **options is ignored, so one `generate_options` dict can drive a cascade of providers.
-SAMPLING_OPTIONS = ("top_p", "top_k", "min_p", "repetition_penalty")
+# Keyword options forwarded to transformers' `generate` (sampling filters, and min_new_tokens for
+# benchmarks that need fixed-length outputs). Anything else in **options is ignored, so one
+# `generate_options` dict can drive a cascade of different providers.
+GENERATION_OPTIONS = ("top_p", "top_k", "min_p", "repetition_penalty", "min_new_tokens")
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -172,7 +173,7 @@ class HFModel(SyncChatModel):
         `seed` makes sampling reproducible without touching the global RNG. With `logprobs=True`
         each turn carries one `TokenLogprob` per generated token (end-of-turn token excluded), from
         the model's temperature-1 distribution, with `top_logprobs` alternatives when > 0.
-        Options named in `SAMPLING_OPTIONS` (top_p, top_k, ...) go to transformers; others are ignored.
+        Options named in `GENERATION_OPTIONS` (top_p, top_k, ...) go to transformers; others are ignored.
         """
         [turns] = self.generate_many(
             [messages],
@@ -237,7 +238,7 @@ class HFModel(SyncChatModel):
             "return_dict_in_generate": True,
             "output_logits": logprobs,
         }
-        kwargs.update({k: v for k, v in options.items() if k in SAMPLING_OPTIONS})
+        kwargs.update({k: v for k, v in options.items() if k in GENERATION_OPTIONS})
 
         # Left padding, so every row's next token comes from the last position; transformers
         # derives position ids from the attention mask, so padding does not shift positions.
@@ -246,30 +247,33 @@ class HFModel(SyncChatModel):
             [[self.pad_token_id] * (width - len(ids)) + ids for ids in prompts], dtype=torch.long, device=device
         )
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
-        with self._lock, torch.inference_mode(), _threads(self.num_threads), _seeded(seed, device):
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        sequences = out.sequences[:, width:].tolist()
-        # (rows, steps, vocab) raw logits; row r is conversation r // n (num_return_sequences
-        # repeats each prompt n times in place).
-        step_logits = torch.stack(out.logits, dim=1) if logprobs else None
-        latency = time.perf_counter() - started
+        # The logprob arithmetic after generation runs under the same thread cap: a top-k over a
+        # small table on two contended threads cost more than the whole forward pass.
+        with torch.inference_mode(), _threads(self.num_threads):
+            with self._lock, _seeded(seed, device):
+                out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            sequences = out.sequences[:, width:].tolist()
+            # (rows, steps, vocab) raw logits; row r is conversation r // n (num_return_sequences
+            # repeats each prompt n times in place).
+            step_logits = torch.stack(out.logits, dim=1) if logprobs else None
+            latency = time.perf_counter() - started
 
-        results = []
-        samples_per_prompt = n if sampling else 1
-        for index, prompt in enumerate(prompts):
-            turns = []
-            for sample in range(n):
-                row = index * samples_per_prompt + (sample if sampling else 0)
-                turns.append(
-                    self._turn(
-                        sequences[row],
-                        None if step_logits is None else step_logits[row],
-                        prompt_tokens=len(prompt),
-                        top_logprobs=top_logprobs,
-                        latency=latency,
+            results = []
+            samples_per_prompt = n if sampling else 1
+            for index, prompt in enumerate(prompts):
+                turns = []
+                for sample in range(n):
+                    row = index * samples_per_prompt + (sample if sampling else 0)
+                    turns.append(
+                        self._turn(
+                            sequences[row],
+                            None if step_logits is None else step_logits[row],
+                            prompt_tokens=len(prompt),
+                            top_logprobs=top_logprobs,
+                            latency=latency,
+                        )
                     )
-                )
-            results.append(turns)
+                results.append(turns)
         return results
 
     def _turn(
@@ -410,22 +414,23 @@ class HFModel(SyncChatModel):
         rows = [prompt_ids + ids + [self.pad_token_id] * (width - len(ids)) for ids in targets]
         mask = [[1] * (len(prompt_ids) + len(ids)) + [0] * (width - len(ids)) for ids in targets]
         device = self.model.device
-        with self._lock, torch.inference_mode(), _threads(self.num_threads):
-            logits = self.model(
-                input_ids=torch.tensor(rows, device=device),
-                attention_mask=torch.tensor(mask, device=device),
-                # Only positions that predict a completion token: the last `width` + 1 prompt one.
-                logits_to_keep=width + 1,
-                use_cache=False,
-            ).logits
-        # Position j of `logits` predicts completion token j (the last position predicts nothing).
-        table = logits[:, :width].float().log_softmax(-1)
-        results = []
-        for i, ids in enumerate(targets):
-            scored = ids[:-1] if include_end else ids
-            text = self.tokenizer.decode(scored, skip_special_tokens=False)
-            pieces = self.token_pieces(scored, text) + ([self.tokenizer.eos_token] if include_end else [])
-            results.append(self._token_logprobs(ids, pieces, table[i, : len(ids)], top_logprobs))
+        with torch.inference_mode(), _threads(self.num_threads):
+            with self._lock:
+                logits = self.model(
+                    input_ids=torch.tensor(rows, device=device),
+                    attention_mask=torch.tensor(mask, device=device),
+                    # Only positions that predict a completion token: the last `width` + 1 prompt one.
+                    logits_to_keep=width + 1,
+                    use_cache=False,
+                ).logits
+            # Position j of `logits` predicts completion token j (the last position predicts nothing).
+            table = logits[:, :width].float().log_softmax(-1)
+            results = []
+            for i, ids in enumerate(targets):
+                scored = ids[:-1] if include_end else ids
+                text = self.tokenizer.decode(scored, skip_special_tokens=False)
+                pieces = self.token_pieces(scored, text) + ([self.tokenizer.eos_token] if include_end else [])
+                results.append(self._token_logprobs(ids, pieces, table[i, : len(ids)], top_logprobs))
         return results
 
 
@@ -565,4 +570,4 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-__all__ = ["HFModel", "SAMPLING_OPTIONS", "SMALL_MODEL_PARAMS"]
+__all__ = ["HFModel", "GENERATION_OPTIONS", "SMALL_MODEL_PARAMS"]
