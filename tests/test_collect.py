@@ -295,6 +295,15 @@ def test_n_samples_each_task_with_sampling_temperature(store):
     assert {c["temperature"] for c in explicit.calls} == {0.7}
 
 
+def test_collect_works_inside_a_running_event_loop():
+    """Notebooks run a loop already; the blocking collect() must still work there."""
+
+    async def notebook_cell():
+        return collector(FakeModel(), concurrency=2).collect(queries(3))
+
+    assert asyncio.run(notebook_cell()).ok == 3
+
+
 def test_logprob_options_reach_the_model():
     model = FakeModel()
     collector(model, top_logprobs=5).collect(queries(1))

@@ -143,7 +143,18 @@ class RetryingModel:
                 attempt += 1
 
     def generate(self, messages: list[Message], tools: list[ToolSpec] | None = None, **kwargs: Any) -> list[Turn]:
-        return asyncio.run(self.agenerate(messages, tools, **kwargs))
+        return run_blocking(lambda: self.agenerate(messages, tools, **kwargs))
+
+
+def run_blocking(make_coroutine: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a coroutine to the end from blocking code, also where a loop already runs (a notebook
+    cell): asyncio.run cannot nest, so then it runs on a fresh loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coroutine())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillery-run") as pool:
+        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -465,7 +476,7 @@ class TeacherCollector:
                 if aclose is not None:
                     await aclose()
 
-        return asyncio.run(collect_then_close())
+        return run_blocking(collect_then_close)
 
 
 class _shutdown:
