@@ -108,10 +108,15 @@ class OnlineTeacherSignal(TeacherSignal):
         return self
 
     @torch.no_grad()
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher logits (B, T, V) over the same tokens the student sees, without a graph."""
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, keep=None) -> torch.Tensor:
+        """Teacher logits over the same tokens the student sees, without a graph.
+
+        (B, T, V); or, with `keep` a (B, T) bool mask, (N, V) for just the kept positions (the LM
+        head then runs on those rows only).
+        """
         self.model.eval()  # the Trainer may have switched every module to train mode
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        extra = {} if keep is None else {"logits_to_keep": keep}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra).logits
 
     def describe(self) -> dict[str, Any]:
         config = self.model.config

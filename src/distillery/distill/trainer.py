@@ -116,6 +116,19 @@ class DistillationTrainer(SFTTrainer):
         if KD_ROW not in self._signature_columns:
             self._signature_columns = [*self._signature_columns, KD_ROW]
 
+    def _accepts_logits_to_keep(self, model) -> bool:
+        if not hasattr(self, "_logits_to_keep"):
+            import inspect
+
+            base = self.accelerator.unwrap_model(model)
+            base = base.get_base_model() if hasattr(base, "get_base_model") else base
+            teacher = getattr(self.signal, "model", None)
+            models = [base] + ([self.accelerator.unwrap_model(teacher)] if teacher is not None else [])
+            self._logits_to_keep = all(
+                "logits_to_keep" in inspect.signature(type(m).forward).parameters for m in models
+            )
+        return self._logits_to_keep
+
     def _log_metric(self, name: str, value: float) -> None:
         mode = "train" if self.model.training else "eval"
         value = torch.tensor(float(value), device=self.accelerator.device)
@@ -160,14 +173,25 @@ class DistillationTrainer(SFTTrainer):
                                         num_items_in_batch=num_items_in_batch)
 
         labels = inputs["labels"]
-        # Align labels with the logits instead of slicing the logits: logits[:, t] predicts token
-        # t + 1, so labels move one step left and the last position gets no label. Slicing a
-        # (B, T, V) tensor would copy it.
+        # Align labels with the logits: logits[:, t] predicts token t + 1, so labels move one step
+        # left and the last position gets none.
         shifted = F.pad(labels[:, 1:], (0, 1), value=-100)
+        kept = shifted != -100
+        # Project only the positions that carry a loss through the LM head, for student and
+        # teacher alike (`logits_to_keep` with a boolean mask; TRL's fused head does the same for
+        # SFT). In agent transcripts most tokens are system prompt, tool schemas and tool results,
+        # and at a 32k+ vocabulary the LM head is most of a small model's compute. It goes through
+        # the model's own forward, so DDP/FSDP hooks and PEFT wrappers see an ordinary call.
+        keep = kept if self._accepts_logits_to_keep(model) else None
         forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         forward_inputs["use_cache"] = False
+        if keep is not None:
+            forward_inputs["logits_to_keep"] = keep
         outputs = model(**forward_inputs)
-        logits = outputs.logits
+        if keep is not None:  # (N, V) rows of kept tokens -> one sequence of N tokens
+            logits, targets = outputs.logits.reshape(1, -1, outputs.logits.size(-1)), shifted[kept].unsqueeze(0)
+        else:
+            logits, targets = outputs.logits, shifted
         options = dict(
             temperature=self.args.temperature,
             divergence=self.args.divergence,
@@ -176,7 +200,9 @@ class DistillationTrainer(SFTTrainer):
             return_components=True,
         )
         if kind == "dense":
-            teacher_logits = self.signal.logits(inputs["input_ids"], inputs.get("attention_mask"))
+            teacher_logits = self.signal.logits(inputs["input_ids"], inputs.get("attention_mask"), keep=keep)
+            if keep is not None:
+                teacher_logits = teacher_logits.reshape(1, -1, teacher_logits.size(-1))
             vocab = min(logits.size(-1), teacher_logits.size(-1))
             if self.signal.vocab_size is not None:
                 vocab = min(vocab, self.signal.vocab_size)
@@ -184,27 +210,23 @@ class DistillationTrainer(SFTTrainer):
                 logits = logits[..., :vocab]
             if teacher_logits.size(-1) != vocab:
                 teacher_logits = teacher_logits[..., :vocab]
-            loss, parts = kd_loss(logits, teacher_logits, shifted, alpha=self.args.alpha, **options)
+            loss, parts = kd_loss(logits, teacher_logits, targets, alpha=self.args.alpha, **options)
         else:  # sparse
             device = logits.device
+            ids, logprobs, has_target = (signal_inputs[k].to(device) for k in ("kd_topk_ids", "kd_topk_logprobs", "kd_mask"))
+            if keep is not None:
+                ids, logprobs, has_target = ids[kept].unsqueeze(0), logprobs[kept].unsqueeze(0), has_target[kept].unsqueeze(0)
             # Tokens without a teacher entry are trained on the hard label alone (alpha = 1).
-            alpha = torch.where(signal_inputs["kd_mask"].to(device), self.args.alpha, 1.0).float()
+            alpha = torch.where(has_target, self.args.alpha, 1.0).float()
             loss, parts = sparse_kd_loss(
-                logits,
-                signal_inputs["kd_topk_ids"].to(device),
-                signal_inputs["kd_topk_logprobs"].to(device),
-                shifted,
-                alpha=alpha,
-                tail=self.args.sparse_tail,
-                **options,
+                logits, ids, logprobs, targets, alpha=alpha, tail=self.args.sparse_tail, **options
             )
         loss = self._normalise(loss, parts["tokens"], num_items_in_batch)
 
         self._log_metric("loss_hard", parts["hard"])
         self._log_metric("loss_soft", parts["soft"])
         with torch.no_grad():
-            kept = shifted != -100
-            correct = (logits.argmax(-1) == shifted) & kept
+            correct = (logits.argmax(-1) == targets) & (targets != -100)
             self._log_metric("mean_token_accuracy", correct.sum().item() / max(kept.sum().item(), 1))
         self._count_tokens(inputs)
         return (loss, outputs) if return_outputs else loss
@@ -427,6 +449,7 @@ def train_student(
     report: str | list[str] = "none",
     progress: bool = True,
     callbacks: list | None = None,
+    threads: int = 0,
     **config_overrides: Any,
 ) -> Path:
     """Train a student and write a standard Hugging Face model directory to `out`; returns `out`.
@@ -444,6 +467,8 @@ def train_student(
     lora: train a LoRA adapter (PEFT); it is merged into the weights that are written, so the
         output loads like any model (the adapter alone is kept in `out/adapter`).
     resume: continue from the last checkpoint in `out/checkpoints` (the step count carries on).
+    threads: CPU threads for torch (0 = torch's default). On a shared or small CPU box, 1 is often
+        several times faster than the default, which oversubscribes cores other work is using.
 
     Writes `out/config.json` + `model.safetensors` + tokenizer files (with the chat template),
     loadable by `load_model("hf:<out>")` and vLLM, and `out/distillation.json` (the settings and
@@ -454,6 +479,8 @@ def train_student(
 
     out = Path(out)
     checkpoints = out / "checkpoints"
+    if threads > 0:
+        torch.set_num_threads(threads)
     model, tokenizer = load_model_and_tokenizer(student, what="student")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
