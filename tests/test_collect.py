@@ -429,7 +429,7 @@ def test_cli_budget_stops_and_reports(tmp_path, fake_provider):
     queries_file = tmp_path / "q.txt"
     queries_file.write_text("\n".join(queries(10)))
     result = run_cli("collect", "-t", "fake:x", "-q", str(queries_file), "--store", str(tmp_path / "s.db"),
-                     "--tools", TOOLS_PATH, "--no-progress", "--budget", "0.0035")
+                     "--tools", TOOLS_PATH, "--progress", "--budget", "0.0035")
     assert result.exit_code == 0, result.output
     assert "stopped by budget" in result.output
     assert SQLiteStore(tmp_path / "s.db").count() == 3

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -140,8 +139,8 @@ def collect_command(
     tags: list[str] = typer.Option([], "--tag", help="Tag every trajectory (repeatable), e.g. --tag run-2026-03 --tag teacher."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live progress bar with counts and running cost."),
     log_level: str = typer.Option(
-        os.environ.get("DISTILLERY_LOG_LEVEL", "WARNING"), "--log-level",
-        help="DEBUG, INFO (retries), WARNING (failed tasks) or ERROR. Default: $DISTILLERY_LOG_LEVEL or WARNING.",
+        "WARNING", "--log-level", envvar="DISTILLERY_LOG_LEVEL",
+        help="DEBUG, INFO (retries), WARNING (failed tasks) or ERROR.",
     ),
     log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="PATH", help="Write logs to this file instead of stderr. API keys are redacted."),
 ) -> None:
