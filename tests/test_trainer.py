@@ -240,3 +240,33 @@ def test_missing_teacher_is_a_one_line_error(tmp_path):
     tokenizer = tiny_tokenizer()
     with pytest.raises(ConfigError, match="--signal online needs --teacher"):
         train_student((tiny_llama(tokenizer), tokenizer), chat_records(2), out=tmp_path / "x", signal="online")
+
+
+def test_action_signal_loss_is_teacher_weighted_nll_of_actions(tmp_path):
+    from datasets import Dataset
+
+    from distillery.distill.losses import action_distribution_loss, sequence_logprob
+    from distillery.distill.signals import ActionSignal
+    from distillery.distill.trainer import chat_rows
+    from distillery.trajectory import ToolCall
+
+    tokenizer = tiny_tokenizer()
+    rows = chat_rows(chat_records(4))
+    paris = ToolCall(name="get_weather", arguments={"city": "Paris"}).canonical()
+    rome = ToolCall(name="get_weather", arguments={"city": "Rome"}).canonical()
+    for row in rows:
+        row["action_distributions"] = json.dumps([{paris: 0.75, rome: 0.25}, None])
+    dataset = Dataset.from_list(rows)
+    args = DistillationConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, use_cpu=True,
+                              save_strategy="no", disable_tqdm=True, alpha=0.0, signal="action")
+    trainer = DistillationTrainer(tiny_llama(tokenizer), args=args, signal=ActionSignal(dataset, tokenizer),
+                                  train_dataset=dataset, processing_class=tokenizer)
+    batch = first_batch(trainer)
+    assert batch["action_state"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    loss = trainer.compute_loss(trainer.model, {k: v.clone() for k, v in batch.items()})
+    logits = trainer.model(input_ids=batch["action_input_ids"], attention_mask=batch["action_attention_mask"]).logits
+    scores = sequence_logprob(logits, F.pad(batch["action_labels"][:, 1:], (0, 1), value=-100)).view(4, 2)
+    expected = action_distribution_loss(scores, batch["action_prob"].view(4, 2))
+    assert torch.allclose(loss, expected, rtol=1e-5)
+    loss.backward()  # the action term trains the student
+    assert trainer.model.model.embed_tokens.weight.grad.abs().sum() > 0
