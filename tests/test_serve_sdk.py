@@ -176,6 +176,9 @@ def test_per_request_overrides_threshold_and_tier(oai):
         extra_body={"distillery": {"threshold": 0.0}})
     assert raw.headers["x-distillery-tier"] == STUDENT_URI
     raw = oai.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": HARD}], extra_headers={"x-distillery-threshold": "0.01"})
+    assert raw.headers["x-distillery-tier"] == STUDENT_URI  # 0.05 >= 0.01: accepted
+    raw = oai.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "user", "content": EASY}], extra_headers={"x-distillery-tier": "1"})
     assert raw.headers["x-distillery-tier"] == TEACHER_URI and raw.headers["x-distillery-escalated"] == "false"
     assert raw.parse().model_extra["distillery"]["tier_index"] == 1

@@ -8,16 +8,16 @@ See docs/serving.md.
 """
 
 from distillery.serve.app import GatewaySettings, create_app
-from distillery.serve.backend import Backend, BadRequest, CascadeBackend, FixedBackend, RoutedTurn, StepOptions
+from distillery.serve.backend import Backend, CascadeBackend, FixedBackend, GatewayError, RoutedTurn, StepOptions
 from distillery.serve.capture import CaptureWriter, Exchange, exchange_trajectory
 
 __all__ = [
     "Backend",
-    "BadRequest",
     "CaptureWriter",
     "CascadeBackend",
     "Exchange",
     "FixedBackend",
+    "GatewayError",
     "GatewaySettings",
     "RoutedTurn",
     "StepOptions",

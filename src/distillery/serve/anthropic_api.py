@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillery.serve.backend import BadRequest, RoutedTurn, StepOptions, json_dumps
+from distillery.serve.backend import GatewayError, RoutedTurn, StepOptions, json_dumps
 from distillery.serve.openai_api import text_pieces
 from distillery.trajectory import Message, ThinkingBlock, ToolCall, ToolSpec, Turn
 
@@ -60,10 +60,10 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
-        raise BadRequest(f"{where}: content must be a string or a list of content blocks")
+        raise GatewayError(f"{where}: content must be a string or a list of content blocks")
     for i, block in enumerate(content):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise BadRequest(f"{where}[{i}]: each content block needs a 'type'")
+            raise GatewayError(f"{where}[{i}]: each content block needs a 'type'")
     return content
 
 
@@ -77,10 +77,10 @@ def _tool_result_text(content: Any, where: str) -> str:
         for i, block in enumerate(content):
             if not isinstance(block, dict) or block.get("type") != "text":
                 kind = block.get("type") if isinstance(block, dict) else type(block).__name__
-                raise BadRequest(f"{where}[{i}]: tool_result content of type {kind!r} is not supported; send text")
+                raise GatewayError(f"{where}[{i}]: tool_result content of type {kind!r} is not supported; send text")
             texts.append(str(block.get("text", "")))
         return "\n".join(texts)
-    raise BadRequest(f"{where}: tool_result content must be a string or a list of text blocks")
+    raise GatewayError(f"{where}: tool_result content must be a string or a list of text blocks")
 
 
 def _system_text(system: Any) -> str | None:
@@ -90,12 +90,12 @@ def _system_text(system: Any) -> str | None:
         return system
     if isinstance(system, list):
         return "\n".join(str(b.get("text", "")) for b in _blocks(system, "system") if b.get("type") == "text")
-    raise BadRequest("'system' must be a string or a list of text blocks")
+    raise GatewayError("'system' must be a string or a list of text blocks")
 
 
 def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
     if not isinstance(raw_messages, list) or not raw_messages:
-        raise BadRequest("messages: must be a non-empty list")
+        raise GatewayError("messages: must be a non-empty list")
     messages: list[Message] = []
     system_text = _system_text(system)
     if system_text:
@@ -104,7 +104,7 @@ def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
     for i, raw in enumerate(raw_messages):
         where = f"messages.{i}"
         if not isinstance(raw, dict):
-            raise BadRequest(f"{where}: must be an object with 'role' and 'content'")
+            raise GatewayError(f"{where}: must be an object with 'role' and 'content'")
         role = raw.get("role")
         blocks = _blocks(raw.get("content"), f"{where}.content")
         if role == "user":
@@ -116,14 +116,14 @@ def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
                 elif kind == "tool_result":
                     call_id = block.get("tool_use_id")
                     if not isinstance(call_id, str) or not call_id:
-                        raise BadRequest(f"{where}.content.{j}.tool_use_id: Field required")
+                        raise GatewayError(f"{where}.content.{j}.tool_use_id: Field required")
                     messages.append(Message(
                         role="tool", tool_call_id=call_id, name=call_names.get(call_id),
                         content=_tool_result_text(block.get("content"), f"{where}.content.{j}.content"),
                         is_error=bool(block.get("is_error", False)),
                     ))
                 else:
-                    raise BadRequest(f"{where}.content.{j}: block type {kind!r} is not supported here; "
+                    raise GatewayError(f"{where}.content.{j}: block type {kind!r} is not supported here; "
                                      "send text or tool_result")
             if texts:
                 messages.append(Message(role="user", content="\n".join(texts)))
@@ -138,7 +138,7 @@ def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
                 elif kind == "tool_use":
                     name, call_id, arguments = block.get("name"), block.get("id"), block.get("input", {})
                     if not isinstance(name, str) or not isinstance(call_id, str) or not isinstance(arguments, dict):
-                        raise BadRequest(f"{where}.content.{j}: tool_use needs 'id', 'name' and an 'input' object")
+                        raise GatewayError(f"{where}.content.{j}: tool_use needs 'id', 'name' and an 'input' object")
                     calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
                     call_names[call_id] = name
                 elif kind == "thinking":
@@ -146,10 +146,10 @@ def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
                 elif kind == "redacted_thinking":
                     thinking.append(ThinkingBlock(type="redacted_thinking", data=block.get("data")))
                 else:
-                    raise BadRequest(f"{where}.content.{j}: block type {kind!r} is not supported in an assistant turn")
+                    raise GatewayError(f"{where}.content.{j}: block type {kind!r} is not supported in an assistant turn")
             messages.append(Message(role="assistant", content="".join(text_parts), tool_calls=calls, thinking=thinking))
         else:
-            raise BadRequest(f"{where}.role: Input should be 'user' or 'assistant'")
+            raise GatewayError(f"{where}.role: Input should be 'user' or 'assistant'")
     return messages
 
 
@@ -157,19 +157,19 @@ def parse_tools(raw_tools: Any) -> list[ToolSpec]:
     if raw_tools is None:
         return []
     if not isinstance(raw_tools, list):
-        raise BadRequest("tools: must be a list")
+        raise GatewayError("tools: must be a list")
     specs = []
     for i, raw in enumerate(raw_tools):
         if not isinstance(raw, dict):
-            raise BadRequest(f"tools.{i}: must be an object")
+            raise GatewayError(f"tools.{i}: must be an object")
         if raw.get("type") not in (None, "custom"):
-            raise BadRequest(f"tools.{i}: server tool {raw.get('type')!r} is not supported by this gateway; "
+            raise GatewayError(f"tools.{i}: server tool {raw.get('type')!r} is not supported by this gateway; "
                              "define client tools with name, description and input_schema")
         name, schema = raw.get("name"), raw.get("input_schema")
         if not isinstance(name, str) or not name:
-            raise BadRequest(f"tools.{i}.name: Field required")
+            raise GatewayError(f"tools.{i}.name: Field required")
         if not isinstance(schema, dict):
-            raise BadRequest(f"tools.{i}.input_schema: Field required")
+            raise GatewayError(f"tools.{i}.input_schema: Field required")
         specs.append(ToolSpec(name=name, description=raw.get("description") or "", parameters=schema))
     return specs
 
@@ -179,39 +179,41 @@ def parse_tool_choice(choice: Any) -> tuple[Any, bool | None]:
     if choice is None:
         return None, None
     if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
-        raise BadRequest("tool_choice: must be {\"type\": \"auto\" | \"any\" | \"tool\" | \"none\"}")
+        raise GatewayError("tool_choice: must be {\"type\": \"auto\" | \"any\" | \"tool\" | \"none\"}")
     parallel = False if choice.get("disable_parallel_tool_use") else None
     kind = choice["type"]
     if kind == "tool":
         if not isinstance(choice.get("name"), str):
-            raise BadRequest("tool_choice.name: Field required")
+            raise GatewayError("tool_choice.name: Field required")
         return {"type": "function", "function": {"name": choice["name"]}}, parallel
     return {"auto": "auto", "any": "required", "none": "none"}[kind], parallel
 
 
 def parse_request(body: Any) -> MessagesRequest:
     if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
+        raise GatewayError("the request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise BadRequest("model: Field required")
+        raise GatewayError("model: Field required")
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
-        raise BadRequest("max_tokens: Field required")
+        raise GatewayError("max_tokens: Field required")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise BadRequest("max_tokens: must be a positive integer")
-    temperature = body.get("temperature", 1.0)
+        raise GatewayError("max_tokens: must be a positive integer")
+    # Omitted temperature means greedy here (the API's default is 1.0): the cascade's thresholds
+    # were calibrated on greedy proposals. Send a temperature to sample.
+    temperature = body.get("temperature", 0.0)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 <= temperature <= 1.0:
-        raise BadRequest("temperature: must be a number in [0, 1]")
+        raise GatewayError("temperature: must be a number in [0, 1]")
     stop = body.get("stop_sequences")
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise BadRequest("stop_sequences: must be a list of strings")
+        raise GatewayError("stop_sequences: must be a list of strings")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise BadRequest("stream: must be true or false")
+        raise GatewayError("stream: must be true or false")
     overrides = body.get("distillery") or {}
     if not isinstance(overrides, dict):
-        raise BadRequest("distillery: must be an object, e.g. {\"threshold\": 0.4} or {\"tier\": 0}")
+        raise GatewayError("distillery: must be an object, e.g. {\"threshold\": 0.4} or {\"tier\": 0}")
     tool_choice, parallel = parse_tool_choice(body.get("tool_choice"))
     thinking = body.get("thinking")
     options = StepOptions(temperature=float(temperature), max_tokens=max_tokens, tool_choice=tool_choice,

@@ -31,7 +31,7 @@ from starlette.responses import Response
 from distillery.errors import DistilleryError, ModelError
 from distillery.serve import anthropic_api, openai_api
 from distillery.serve.auth import is_authorized
-from distillery.serve.backend import Backend, BadRequest, RoutedTurn, StepOptions, gather_steps, json_dumps
+from distillery.serve.backend import Backend, GatewayError, RoutedTurn, StepOptions, gather_steps, json_dumps
 from distillery.serve.capture import CaptureWriter, Exchange
 from distillery.serve.metrics import GatewayMetrics
 
@@ -89,9 +89,9 @@ def _float_list(value: Any, where: str) -> list[float]:
         try:
             number = float(v)
         except (TypeError, ValueError):
-            raise BadRequest(f"{where}: {v!r} is not a number", param=where) from None
+            raise GatewayError(f"{where}: {v!r} is not a number", param=where) from None
         if isinstance(v, bool) or not 0.0 <= number <= 1.0:
-            raise BadRequest(f"{where}: {v!r} is outside [0, 1]", param=where)
+            raise GatewayError(f"{where}: {v!r} is outside [0, 1]", param=where)
         out.append(number)
     return out
 
@@ -117,18 +117,18 @@ class Gateway:
         limit = self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BadRequest(f"request body of {int(declared)} bytes exceeds the gateway's limit of {limit} bytes "
+            raise GatewayError(f"request body of {int(declared)} bytes exceeds the gateway's limit of {limit} bytes "
                              "(--max-body-bytes)", status=413)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise BadRequest(f"request body exceeds the gateway's limit of {limit} bytes (--max-body-bytes)",
+                raise GatewayError(f"request body exceeds the gateway's limit of {limit} bytes (--max-body-bytes)",
                                  status=413)
         try:
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+            raise GatewayError(f"the request body is not valid JSON: {exc}") from None
 
     def apply_routing(self, request: Request, model: str, overrides: dict[str, Any], options: StepOptions) -> None:
         """Model-name mapping, then per-request overrides: headers first, the body's `distillery` object over them."""
@@ -138,7 +138,7 @@ class Gateway:
         if target is None:
             if self.settings.strict_models:
                 known = ", ".join(sorted({self.settings.served_name, *self.settings.model_map}))
-                raise BadRequest(f"model {model!r} is not served here; known: {known}", param="model", status=404)
+                raise GatewayError(f"model {model!r} is not served here; known: {known}", param="model", status=404)
             target = CASCADE_TARGET
         if target != CASCADE_TARGET:
             options.tier = self.tier_index(target)
@@ -159,10 +159,10 @@ class Gateway:
         elif isinstance(tier, str) and tier in self.tier_names:
             index = self.tier_names.index(tier)
         else:
-            raise BadRequest(f"distillery.tier: {tier!r} is neither a tier index nor one of {', '.join(self.tier_names)}",
+            raise GatewayError(f"distillery.tier: {tier!r} is neither a tier index nor one of {', '.join(self.tier_names)}",
                              param="distillery.tier")
         if not 0 <= index < len(self.tier_names):
-            raise BadRequest(f"distillery.tier: {index} is outside 0..{len(self.tier_names) - 1}", param="distillery.tier")
+            raise GatewayError(f"distillery.tier: {index} is outside 0..{len(self.tier_names) - 1}", param="distillery.tier")
         return index
 
     async def route(self, api: _Api, messages, tools, options: StepOptions, n: int) -> list[RoutedTurn]:
@@ -170,13 +170,13 @@ class Gateway:
             return await asyncio.wait_for(gather_steps(self.backend, messages, tools, options, n),
                                           self.settings.request_timeout_s)
         except asyncio.TimeoutError:
-            raise BadRequest(f"no answer within the gateway's request timeout of {self.settings.request_timeout_s:g}s "
+            raise GatewayError(f"no answer within the gateway's request timeout of {self.settings.request_timeout_s:g}s "
                              "(--request-timeout)", status=504) from None
-        except BadRequest:
+        except GatewayError:
             raise
         except ModelError as exc:
             # The cascade already applied its fallback policy; what is left is a failure to report.
-            raise BadRequest(f"upstream model failed: {exc}", status=502) from None
+            raise GatewayError(f"upstream model failed: {exc}", status=502) from None
 
     def routing_headers(self, routed: list[RoutedTurn], request_id: str) -> dict[str, str]:
         first = routed[0]
@@ -211,7 +211,7 @@ class Gateway:
             response = await self._answer(request, api, started)
             status = response.status_code
             return response
-        except BadRequest as exc:
+        except GatewayError as exc:
             status = exc.status
             return api.error(exc.status, str(exc), param=exc.param)
         except ClientDisconnect:
@@ -221,6 +221,10 @@ class Gateway:
             status = 500
             log.warning("%s request failed: %s", api.name, exc)
             return api.error(500, str(exc))
+        except Exception as exc:  # a bug or a model's unexpected exception: answer in the API's shape
+            status = 500
+            log.exception("%s request failed", api.name)
+            return api.error(500, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(api.name, str(status)).inc()

@@ -30,8 +30,9 @@ from distillery.tools import Tool
 from distillery.trajectory import Message, Step, ToolSpec, Trajectory, Turn, Usage, canonical_json
 
 
-class BadRequest(DistilleryError):
-    """The client's request cannot be served as written (answered with a 4xx in the API's error shape)."""
+class GatewayError(DistilleryError):
+    """A request the gateway cannot answer: a 4xx for the client's mistakes (bad field, unknown tier,
+    too large), a 5xx when the cascade failed for good or timed out. Sent in the API's error shape."""
 
     def __init__(self, message: str, *, param: str | None = None, status: int = 400):
         super().__init__(message)
@@ -186,7 +187,7 @@ class CascadeBackend:
             try:
                 tool = _client_side_tool(spec)
             except ConfigError as exc:
-                raise BadRequest(str(exc), param="tools") from None
+                raise GatewayError(str(exc), param="tools") from None
             self._tools[key] = tool
             if len(self._tools) > 512:
                 self._tools.popitem(last=False)
@@ -200,7 +201,7 @@ class CascadeBackend:
         indices = list(range(len(tiers)))
         if options.tier is not None:
             if not 0 <= options.tier < len(tiers):
-                raise BadRequest(f"tier {options.tier} does not exist; this cascade has tiers 0..{len(tiers) - 1}",
+                raise GatewayError(f"tier {options.tier} does not exist; this cascade has tiers 0..{len(tiers) - 1}",
                                  param="distillery.tier")
             indices = [options.tier]
         chosen = [tiers[i] for i in indices]
@@ -210,7 +211,7 @@ class CascadeBackend:
             if len(given) == 1:
                 given = given * len(thresholds)
             if len(given) != len(thresholds):
-                raise BadRequest(f"threshold override has {len(options.thresholds)} values; this cascade takes "
+                raise GatewayError(f"threshold override has {len(options.thresholds)} values; this cascade takes "
                                  f"1 or {len(thresholds)}", param="distillery.threshold")
             thresholds = given
         generate_options: dict[str, Any] = {}

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from distillery.serve.backend import BadRequest, RoutedTurn, StepOptions, json_dumps
+from distillery.serve.backend import GatewayError, RoutedTurn, StepOptions, json_dumps
 from distillery.trajectory import Message, ThinkingBlock, ToolCall, ToolSpec, Turn
 
 FINISH_REASONS = {
@@ -68,20 +68,20 @@ def _text_of(content: Any, where: str) -> str:
         for i, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise BadRequest(f"{where}[{i}]: content part of type {kind!r} is not supported; send text",
+                raise GatewayError(f"{where}[{i}]: content part of type {kind!r} is not supported; send text",
                                  param=f"{where}[{i}]")
             texts.append(str(part.get("text", part.get("refusal", ""))))
         return "".join(texts)
-    raise BadRequest(f"{where}: content must be a string or a list of text parts", param=where)
+    raise GatewayError(f"{where}: content must be a string or a list of text parts", param=where)
 
 
 def _tool_call(raw: Any, where: str) -> ToolCall:
     if not isinstance(raw, dict) or not isinstance(raw.get("function"), dict):
-        raise BadRequest(f"{where}: each tool call needs a 'function' object", param=where)
+        raise GatewayError(f"{where}: each tool call needs a 'function' object", param=where)
     function = raw["function"]
     name = function.get("name")
     if not isinstance(name, str) or not name:
-        raise BadRequest(f"{where}.function.name is missing", param=f"{where}.function.name")
+        raise GatewayError(f"{where}.function.name is missing", param=f"{where}.function.name")
     arguments = function.get("arguments", "{}")
     call = ToolCall(id=str(raw.get("id") or "call_" + uuid.uuid4().hex[:24]), name=name)
     if isinstance(arguments, dict):  # lenient: some clients send the object itself
@@ -102,13 +102,13 @@ def _tool_call(raw: Any, where: str) -> ToolCall:
 
 def parse_messages(raw_messages: Any) -> list[Message]:
     if not isinstance(raw_messages, list) or not raw_messages:
-        raise BadRequest("'messages' must be a non-empty list", param="messages")
+        raise GatewayError("'messages' must be a non-empty list", param="messages")
     messages: list[Message] = []
     call_names: dict[str, str] = {}
     for i, raw in enumerate(raw_messages):
         where = f"messages[{i}]"
         if not isinstance(raw, dict):
-            raise BadRequest(f"{where} must be an object", param=where)
+            raise GatewayError(f"{where} must be an object", param=where)
         role = raw.get("role")
         if role in ("system", "developer"):
             messages.append(Message(role="system", content=_text_of(raw.get("content"), f"{where}.content")))
@@ -117,7 +117,7 @@ def parse_messages(raw_messages: Any) -> list[Message]:
         elif role == "assistant":
             raw_calls = raw.get("tool_calls") or []
             if not isinstance(raw_calls, list):
-                raise BadRequest(f"{where}.tool_calls must be a list", param=f"{where}.tool_calls")
+                raise GatewayError(f"{where}.tool_calls must be a list", param=f"{where}.tool_calls")
             calls = [_tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(raw_calls)]
             call_names.update({c.id: c.name for c in calls})
             reasoning = raw.get("reasoning_content")
@@ -130,11 +130,11 @@ def parse_messages(raw_messages: Any) -> list[Message]:
         elif role == "tool":
             call_id = raw.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id:
-                raise BadRequest(f"{where}.tool_call_id is missing", param=f"{where}.tool_call_id")
+                raise GatewayError(f"{where}.tool_call_id is missing", param=f"{where}.tool_call_id")
             messages.append(Message(role="tool", content=_text_of(raw.get("content"), f"{where}.content"),
                                     tool_call_id=call_id, name=call_names.get(call_id, raw.get("name"))))
         else:
-            raise BadRequest(f"{where}.role {role!r} is not supported; use system, developer, user, assistant or tool",
+            raise GatewayError(f"{where}.role {role!r} is not supported; use system, developer, user, assistant or tool",
                              param=f"{where}.role")
     return messages
 
@@ -143,18 +143,18 @@ def parse_tools(raw_tools: Any) -> list[ToolSpec]:
     if raw_tools is None:
         return []
     if not isinstance(raw_tools, list):
-        raise BadRequest("'tools' must be a list", param="tools")
+        raise GatewayError("'tools' must be a list", param="tools")
     specs = []
     for i, raw in enumerate(raw_tools):
         where = f"tools[{i}]"
         if not isinstance(raw, dict) or raw.get("type", "function") != "function" or not isinstance(raw.get("function"), dict):
-            raise BadRequest(f"{where} must be {{\"type\": \"function\", \"function\": {{...}}}}", param=where)
+            raise GatewayError(f"{where} must be {{\"type\": \"function\", \"function\": {{...}}}}", param=where)
         function = raw["function"]
         if not isinstance(function.get("name"), str) or not function["name"]:
-            raise BadRequest(f"{where}.function.name is missing", param=f"{where}.function.name")
+            raise GatewayError(f"{where}.function.name is missing", param=f"{where}.function.name")
         parameters = function.get("parameters") or {"type": "object", "properties": {}}
         if not isinstance(parameters, dict):
-            raise BadRequest(f"{where}.function.parameters must be a JSON Schema object", param=f"{where}.function.parameters")
+            raise GatewayError(f"{where}.function.parameters must be a JSON Schema object", param=f"{where}.function.parameters")
         specs.append(ToolSpec(name=function["name"], description=function.get("description") or "", parameters=parameters))
     return specs
 
@@ -164,9 +164,9 @@ def _number(body: dict, key: str, kind: type, low: float, high: float | None) ->
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise BadRequest(f"'{key}' must be {'an integer' if kind is int else 'a number'}", param=key)
+        raise GatewayError(f"'{key}' must be {'an integer' if kind is int else 'a number'}", param=key)
     if value < low or (high is not None and value > high):
-        raise BadRequest(f"'{key}' = {value} is outside [{low}, {high if high is not None else 'inf'}]", param=key)
+        raise GatewayError(f"'{key}' = {value} is outside [{low}, {high if high is not None else 'inf'}]", param=key)
     return kind(value)
 
 
@@ -176,45 +176,46 @@ def parse_tool_choice(choice: Any) -> Any:
     if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict) \
             and isinstance(choice["function"].get("name"), str):
         return {"type": "function", "function": {"name": choice["function"]["name"]}}
-    raise BadRequest("'tool_choice' must be \"auto\", \"none\", \"required\" or "
+    raise GatewayError("'tool_choice' must be \"auto\", \"none\", \"required\" or "
                      "{\"type\": \"function\", \"function\": {\"name\": ...}}", param="tool_choice")
 
 
 def parse_request(body: Any) -> ChatRequest:
-    """Validate a chat completions body; a `BadRequest` names the offending field."""
+    """Validate a chat completions body; a `GatewayError` names the offending field."""
     if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
+        raise GatewayError("the request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required", param="model")
+        raise GatewayError("'model' is required", param="model")
     messages = parse_messages(body.get("messages"))
     tools = parse_tools(body.get("tools"))
     max_tokens = _number(body, "max_completion_tokens", int, 1, None) or _number(body, "max_tokens", int, 1, None)
     top_logprobs = _number(body, "top_logprobs", int, 0, 20) or 0
     logprobs = body.get("logprobs") or False
     if not isinstance(logprobs, bool):
-        raise BadRequest("'logprobs' must be true or false", param="logprobs")
+        raise GatewayError("'logprobs' must be true or false", param="logprobs")
     if top_logprobs and not logprobs:
-        raise BadRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
+        raise GatewayError("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise BadRequest("'stop' must be a string or a list of strings", param="stop")
+        raise GatewayError("'stop' must be a string or a list of strings", param="stop")
     parallel = body.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
-        raise BadRequest("'parallel_tool_calls' must be true or false", param="parallel_tool_calls")
+        raise GatewayError("'parallel_tool_calls' must be true or false", param="parallel_tool_calls")
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
-        raise BadRequest("'stream' must be true or false", param="stream")
+        raise GatewayError("'stream' must be true or false", param="stream")
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
-        raise BadRequest("'stream_options' must be an object", param="stream_options")
+        raise GatewayError("'stream_options' must be an object", param="stream_options")
     overrides = body.get("distillery") or {}
     if not isinstance(overrides, dict):
-        raise BadRequest("'distillery' must be an object, e.g. {\"threshold\": 0.4} or {\"tier\": 0}", param="distillery")
+        raise GatewayError("'distillery' must be an object, e.g. {\"threshold\": 0.4} or {\"tier\": 0}", param="distillery")
     temperature = _number(body, "temperature", float, 0.0, 2.0)
     options = StepOptions(
+        # Omitted means greedy (the API's default is 1.0): thresholds are calibrated on greedy proposals.
         temperature=0.0 if temperature is None else temperature,
         max_tokens=max_tokens,
         logprobs=logprobs,
