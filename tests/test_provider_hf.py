@@ -290,6 +290,17 @@ def test_a_tokenizer_without_chat_template_is_refused(random_model):
         HFModel("x", model=random_model.model, tokenizer=tokenizer)
 
 
+def test_chat_template_kwargs_reach_the_template_and_config_eos_ids_stop(random_model):
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}{{ 'T' if enable_thinking else 'F' }}"
+    model = tiny_llama(tokenizer)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.pad_token_id]  # as Qwen2.5 ships
+    thinking = HFModel("x", model=model, tokenizer=tokenizer, chat_template_kwargs={"enable_thinking": True})
+    assert thinking.render_prompt(QUESTION) == "What is 2 + 3?T"
+    assert HFModel("x", model=model, tokenizer=tokenizer).render_prompt(QUESTION) == "What is 2 + 3?F"
+    assert thinking.stop_token_ids == {tokenizer.eos_token_id, tokenizer.pad_token_id}
+
+
 def test_leading_think_block_becomes_thinking():
     thinking, rest = _split_thinking("<think>\nadd them\n</think>\n\n" + CALL_TEXT)
     assert [t.thinking for t in thinking] == ["add them"] and rest.strip() == CALL_TEXT

@@ -67,6 +67,9 @@ class HFModel(SyncChatModel):
     `SMALL_MODEL_PARAMS` parameters and leaves torch alone otherwise: a few-million-parameter
     model's matmuls are too small to split, and on a busy machine a second thread that waits for
     a core made generation an order of magnitude slower (see BENCHMARKS.md). 0 leaves torch alone.
+
+    `chat_template_kwargs` are extra variables for the chat template, e.g. `{"enable_thinking":
+    False}` for Qwen3.
     """
 
     def __init__(
@@ -80,10 +83,12 @@ class HFModel(SyncChatModel):
         max_new_tokens: int = 256,
         uri: str | None = None,
         num_threads: int | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ):
         self.name_or_path = str(name_or_path)
         self.uri = uri or f"hf:{self.name_or_path}"
         self.max_new_tokens = max_new_tokens
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         if model is None or tokenizer is None:
             path = _model_dir(self.name_or_path)
             if tokenizer is None:
@@ -123,6 +128,7 @@ class HFModel(SyncChatModel):
             tools=chat_format.to_hf_tools(list(tools) if tools else None),
             add_generation_prompt=True,
             tokenize=False,
+            **self.chat_template_kwargs,
         )
 
     def render_completion(
@@ -141,6 +147,7 @@ class HFModel(SyncChatModel):
             tools=chat_format.to_hf_tools(list(tools) if tools else None),
             add_generation_prompt=False,
             tokenize=False,
+            **self.chat_template_kwargs,
         )
         if not full.startswith(prompt):
             raise ModelError(f"{self.uri}: the chat template does not render an assistant reply after its prompt")
