@@ -206,3 +206,40 @@ def test_cli_refuses_a_public_address_without_a_key(tmp_path):
     assert done.returncode == 1
     assert "--host 0.0.0.0" in done.stderr and "DISTILLERY_API_KEY" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _world_teacher_dir():
+    try:
+        from distillery.world.models import TEACHER_DIR
+    except ImportError:
+        return None
+    return TEACHER_DIR if (TEACHER_DIR / "model.safetensors").is_file() else None
+
+
+@pytest.mark.skipif(_world_teacher_dir() is None, reason="bundled world teacher not trained yet")
+def test_world_teacher_behind_the_gateway(tmp_path):
+    from distillery.world import SYSTEM_PROMPT
+    from distillery.world.tasks import generate_tasks
+    from distillery.world.tools import toolbox
+
+    student_dir = save_tiny_model(tmp_path / "tiny-student")
+    config = write_config(tmp_path / "world.toml", f"""
+[[tiers]]
+model = "hf:{student_dir}"
+threshold = 0.5
+options = {{ max_new_tokens = 16 }}
+
+[[tiers]]
+model = "world:teacher"
+""")
+    tools = [{"type": "function", "function": {"name": s.name, "description": s.description, "parameters": s.parameters}}
+             for s in toolbox().specs]
+    task = generate_tasks("test", 1, seed=0)[0]
+    with GatewayProcess(["--cascade", config, "--no-capture"]) as gateway:
+        client = openai.OpenAI(api_key="x", base_url=gateway.url + "/v1", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", tools=tools,
+            messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": task.query}])
+    assert raw.headers["x-distillery-tier"] == "world:teacher"
+    message = raw.parse().choices[0].message
+    assert message.tool_calls or message.content
