@@ -26,8 +26,6 @@ from distillery.serve.backend import CascadeBackend, _StepCascade
 from distillery.trajectory import Message, Turn, Usage
 from tests.test_routing_fakes import ScriptedModel, tool_call_tokens, turn_from_tokens
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 STUDENT_URI = "world:student-xs"
 TEACHER_URI = "world:teacher"
 
