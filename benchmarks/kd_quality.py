@@ -4,14 +4,21 @@ The smallest student tier (world:student-xs, trained from scratch) is trained th
 same tasks, for the same steps, with the same seeds, and scored with the world's evaluation
 (success by tier on held-out test tasks, greedy decoding through the agent loop):
 
-    sft-expert   SFT on the expert's trajectories
-    sft-teacher  SFT on the bundled teacher's (successful) trajectories
-    kd-online    KD from the teacher's logits (online, dense) on the same teacher trajectories:
-                 L = alpha*CE + (1-alpha)*T^2*KL(teacher||student)
+    sft-expert   SFT on the expert's trajectories for N train-split tasks
+    sft-teacher  SFT on the teacher's own (successful, greedy) trajectories for the same tasks
+    kd-offline   KD from the teacher's logits on the expert's trajectories (the sft-expert text),
+                 offline: the teacher's top-20 logprobs at every assistant token, computed once
+                 per run with a forward pass (what vLLM's prompt_logprobs would give), then
+                 L = alpha*CE + (1-alpha)*T^2*KL(teacher||student) over top-20 + a tail bucket.
+                 Same text as sft-expert: the only difference is the teacher's soft targets.
+    kd-online    (optional, --methods) the same with dense teacher logits computed every batch
 
-The task set is the train-split tasks the teacher solved, so all three methods see the same
-queries. Each run writes runs/<method>-seed<k>/eval.json; `--report` turns them into the table
-in docs/distillation.md. Runs whose eval.json exists are skipped, so the study resumes.
+Every run is scored twice on the same held-out test tasks: free-running through the agent loop
+(success by tier, the world's own evaluation), and teacher-forced on the expert's trajectories for
+those tasks (per-token NLL and the share of assistant turns whose every token is the student's
+argmax, by tier), which separates methods long before a tiny student solves whole tasks. Each run
+writes runs/<method>-seed<k>/eval.json; `--report` turns them into the tables in
+docs/distillation.md. Runs whose eval.json exists are skipped, so the study resumes.
 
     python benchmarks/kd_quality.py --out /tmp/kd_quality            # train + evaluate everything
     python benchmarks/kd_quality.py --out /tmp/kd_quality --report   # print the markdown table
@@ -25,17 +32,36 @@ import statistics
 import time
 from pathlib import Path
 
-METHODS = ("sft-expert", "sft-teacher", "kd-online")
+METHODS = ("sft-expert", "sft-teacher", "kd-offline", "kd-online")
+DEFAULT_METHODS = ("sft-expert", "sft-teacher", "kd-offline")
 TIERS = ("none", "easy", "medium", "hard")
 
 
-def prepare(out: Path, n_train: int, teacher: str) -> None:
-    """Expert and teacher trajectories on the same train tasks (the ones the teacher solved)."""
+def _write_rows(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def prepare_expert(out: Path, n_train: int) -> None:
+    from distillery.distill.trainer import chat_rows
+    from distillery.world.expert import solve
+    from distillery.world.tasks import generate_tasks
+
+    if not (out / "expert.jsonl").exists():
+        _write_rows(out / "expert.jsonl", chat_rows([solve(t) for t in generate_tasks("train", n_train, seed=11)]))
+
+
+def prepare_teacher(out: Path, n_train: int, teacher: str) -> None:
+    """The teacher's greedy trajectories on the same train tasks; the successful ones are kept."""
+    import torch
+
+    torch.set_num_threads(1)
     from distillery.agent import Agent
     from distillery.distill.trainer import chat_rows
     from distillery.models import load_model
     from distillery.world import SYSTEM_PROMPT
-    from distillery.world.expert import solve
     from distillery.world.tasks import generate_tasks
     from distillery.world.tools import toolbox
 
@@ -43,24 +69,66 @@ def prepare(out: Path, n_train: int, teacher: str) -> None:
         return
     tasks = generate_tasks("train", n_train, seed=11)
     agent = Agent(load_model(teacher), toolbox(), system=SYSTEM_PROMPT, max_steps=8)
-    expert_rows, teacher_rows, solved = [], [], 0
+    rows, solved = [], 0
     started = time.perf_counter()
     for index, task in enumerate(tasks):
         trajectory = agent.run(task)
         if trajectory.outcome and trajectory.outcome.success:
             solved += 1
-            teacher_rows.extend(chat_rows([trajectory]))
-            expert_rows.extend(chat_rows([solve(task)]))
+            rows.extend(chat_rows([trajectory]))
         if index % 50 == 0:
             print(f"teacher data {index}/{len(tasks)} solved={solved} {time.perf_counter() - started:.0f}s", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("expert", expert_rows), ("teacher", teacher_rows)):
-        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    meta = {"n_train_tasks": n_train, "teacher_solved": solved, "seconds": round(time.perf_counter() - started, 1)}
+    _write_rows(out / "teacher.jsonl", rows)
+    meta = {"n_train_tasks": n_train, "teacher": teacher, "teacher_solved": solved,
+            "seconds": round(time.perf_counter() - started, 1)}
     (out / "data.json").write_text(json.dumps(meta, indent=2))
     print(meta, flush=True)
+
+
+def teacher_forced(model_dir: Path, n_test: int) -> dict:
+    """Per-token NLL and whole-turn argmax accuracy on the expert's held-out trajectories, by tier."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distillery.distill.signals import tokenize_chat
+    from distillery.distill.trainer import chat_rows
+    from distillery.world.expert import solve
+    from distillery.world.tasks import generate_tasks
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    by_tier: dict[str, dict[str, float]] = {}
+    for task in generate_tasks("test", n_test, seed=0):
+        row = chat_rows([solve(task)])[0]
+        encoded = tokenize_chat(tokenizer, row["messages"], row["tools"])
+        ids = torch.tensor([encoded["input_ids"]])
+        mask = torch.tensor(encoded["assistant_masks"], dtype=torch.bool)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1]
+        targets, kept = ids[0, 1:], mask[1:]
+        nll = torch.nn.functional.cross_entropy(logits[kept], targets[kept], reduction="sum").item()
+        right = (logits.argmax(-1) == targets) | ~kept
+        turns = correct = 0
+        position = 0
+        while position < kept.numel():  # each contiguous assistant span is one turn
+            if kept[position]:
+                end = position
+                while end < kept.numel() and kept[end]:
+                    end += 1
+                turns += 1
+                correct += bool(right[position:end].all())
+                position = end
+            else:
+                position += 1
+        tier = by_tier.setdefault(task.metadata["tier"], {"tokens": 0, "nll": 0.0, "turns": 0, "turns_exact": 0})
+        tier["tokens"] += int(kept.sum())
+        tier["nll"] += nll
+        tier["turns"] += turns
+        tier["turns_exact"] += correct
+    return {
+        tier: {"nll_per_token": v["nll"] / max(v["tokens"], 1), "turn_exact": v["turns_exact"] / max(v["turns"], 1)}
+        for tier, v in by_tier.items()
+    }
 
 
 def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None:
@@ -72,7 +140,7 @@ def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None
     run_dir = out / "runs" / f"{method}-seed{seed}"
     if (run_dir / "eval.json").exists():
         return
-    data = out / ("expert.jsonl" if method == "sft-expert" else "teacher.jsonl")
+    data = out / ("teacher.jsonl" if method == "sft-teacher" else "expert.jsonl")
     kd = method.startswith("kd")
     started = time.perf_counter()
     train_student(
@@ -80,7 +148,8 @@ def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None
         data,
         out=run_dir,
         teacher=args.teacher if kd else None,
-        signal="online" if kd else "sequence",
+        signal={"kd-offline": "sparse", "kd-online": "online"}.get(method, "sequence"),
+        topk=20,
         alpha=args.alpha,
         temperature=args.temperature,
         divergence=args.divergence,
@@ -97,11 +166,14 @@ def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None
     )
     train_seconds = time.perf_counter() - started
     report, _ = evaluate_model(HFModel(str(run_dir)), generate_tasks("test", args.n_test, seed=0))
+    report["teacher_forced"] = teacher_forced(run_dir, args.n_test)
     report.update(method=method, seed=seed, train_seconds=round(train_seconds, 1), steps=args.steps,
                   alpha=args.alpha, temperature=args.temperature, divergence=args.divergence)
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
     tiers = {t: round(v["success"], 3) for t, v in report["by_tier"].items()}
-    print(f"{method} seed={seed} success={report['success']:.3f} {tiers} train={train_seconds:.0f}s", flush=True)
+    forced = {t: round(v["turn_exact"], 3) for t, v in report["teacher_forced"].items()}
+    print(f"{method} seed={seed} success={report['success']:.3f} {tiers} turn_exact={forced} "
+          f"train={train_seconds:.0f}s", flush=True)
 
 
 def evaluate_teacher(out: Path, args: argparse.Namespace) -> None:
@@ -112,6 +184,9 @@ def evaluate_teacher(out: Path, args: argparse.Namespace) -> None:
     path = out / "teacher_eval.json"
     if not path.exists():
         report, _ = evaluate_model(load_model(args.teacher), generate_tasks("test", args.n_test, seed=0))
+        teacher_dir = getattr(load_model(args.teacher), "name_or_path", None)
+        if teacher_dir and Path(teacher_dir).is_dir():
+            report["teacher_forced"] = teacher_forced(Path(teacher_dir), args.n_test)
         path.write_text(json.dumps(report, indent=2))
 
 
@@ -124,22 +199,29 @@ def _cell(values: list[float]) -> str:
 
 
 def report(out: Path) -> str:
-    rows = []
-    header = "| method | " + " | ".join(TIERS) + " | all | seeds |"
-    rows.append(header)
-    rows.append("|" + "---|" * (len(TIERS) + 3))
-    teacher_path = out / "teacher_eval.json"
-    for method in METHODS:
-        evals = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"{method}-seed*/eval.json"))]
-        if not evals:
-            continue
-        cells = [_cell([e["by_tier"][t]["success"] for e in evals if t in e["by_tier"]]) for t in TIERS]
-        rows.append(f"| {method} | " + " | ".join(cells) + f" | {_cell([e['success'] for e in evals])} | {len(evals)} |")
-    if teacher_path.exists():
-        t = json.loads(teacher_path.read_text())
-        cells = [f"{t['by_tier'][tier]['success']:.2f}" if tier in t["by_tier"] else "–" for tier in TIERS]
-        rows.append("| teacher (reference) | " + " | ".join(cells) + f" | {t['success']:.2f} | – |")
-    return "\n".join(rows)
+    """Markdown tables: free-running success, teacher-forced turn accuracy and NLL, by tier."""
+    evals = {m: [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"{m}-seed*/eval.json"))]
+             for m in METHODS}
+    teacher = json.loads((out / "teacher_eval.json").read_text()) if (out / "teacher_eval.json").exists() else None
+    tables = []
+    for title, get in (
+        ("success (free-running agent, checker)", lambda e, t: e["by_tier"].get(t, {}).get("success")),
+        ("assistant turns exactly right (teacher-forced)",
+         lambda e, t: e.get("teacher_forced", {}).get(t, {}).get("turn_exact")),
+        ("NLL per assistant token (teacher-forced, lower is better)",
+         lambda e, t: e.get("teacher_forced", {}).get(t, {}).get("nll_per_token")),
+    ):
+        rows = [f"**{title}**, mean ± std over seeds", "",
+                "| method | " + " | ".join(TIERS) + " | seeds |", "|" + "---|" * (len(TIERS) + 2)]
+        for method, runs in evals.items():
+            if runs:
+                cells = [_cell([v for e in runs if (v := get(e, t)) is not None]) for t in TIERS]
+                rows.append(f"| {method} | " + " | ".join(cells) + f" | {len(runs)} |")
+        if teacher is not None:
+            cells = [f"{v:.2f}" if (v := get(teacher, t)) is not None else "–" for t in TIERS]
+            rows.append("| teacher (reference) | " + " | ".join(cells) + " | – |")
+        tables.append("\n".join(rows))
+    return "\n\n".join(tables)
 
 
 def main() -> None:
@@ -147,22 +229,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/kd_quality"))
     parser.add_argument("--student", default="world:student-xs")
     parser.add_argument("--teacher", default="world:teacher")
-    parser.add_argument("--n-train", type=int, default=800, help="train-split tasks offered to the teacher")
-    parser.add_argument("--n-test", type=int, default=120, help="held-out test tasks per evaluation")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--n-train", type=int, default=600, help="train-split tasks offered to the teacher")
+    parser.add_argument("--n-test", type=int, default=60, help="held-out test tasks per evaluation")
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--divergence", default="forward_kl")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--report", action="store_true", help="only print the table from finished runs")
+    parser.add_argument("--expert-only", action="store_true", help="only the sft-expert arm (needs no teacher)")
     args = parser.parse_args()
     if args.report:
         print(report(args.out))
         return
-    prepare(args.out, args.n_train, args.teacher)
+    prepare_expert(args.out, args.n_train)
+    if args.expert_only:  # the arm that needs no teacher, while the teacher is still training
+        for seed in args.seeds:
+            run_one(args.out, "sft-expert", seed, args)
+        return
+    prepare_teacher(args.out, args.n_train, args.teacher)
     evaluate_teacher(args.out, args)
     for seed in args.seeds:
         for method in args.methods:
