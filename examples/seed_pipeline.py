@@ -51,10 +51,13 @@ def main() -> int:
     parser.add_argument("--out", default="seed-pipeline", help="directory for train.jsonl and the student")
     parser.add_argument("--steps", type=int, default=30, help="training steps for the student")
     parser.add_argument("--threshold", type=float, default=0.5, help="escalate a step whose confidence is below this")
+    parser.add_argument("--teacher", help="any teacher URI (openai:gpt-4o, hf:./dir); overrides the choice below")
     args = parser.parse_args()
 
     # 1. Pick the teacher: Claude when a key is set (and --offline is not), else the world teacher.
-    if args.offline:
+    if args.teacher:
+        teacher_uri = args.teacher
+    elif args.offline:
         teacher_uri = WORLD_TEACHER
     elif os.environ.get("ANTHROPIC_API_KEY"):
         teacher_uri = CLAUDE
@@ -72,16 +75,18 @@ def main() -> int:
         print(f"teacher  {trajectory.query!r}: {trajectory.final_answer!r} ({calls}, ${trajectory.cost_usd:.4f})")
 
     # 3. Trajectories become OpenAI chat fine-tuning JSONL (validated against OpenAI's format rules).
+    #    skip_invalid drops (and reports) a trajectory with a malformed tool call instead of stopping.
     jsonl = out / "train.jsonl"
-    report = build_finetune_jsonl(trajectories, jsonl, min_examples=1)
-    print(f"wrote {report.examples} examples to {jsonl}")
+    report = build_finetune_jsonl(trajectories, jsonl, skip_invalid=True, min_examples=1)
+    print(f"wrote {report.examples} examples to {jsonl}" + (f" (skipped {len(report.skipped)})" if report.skipped else ""))
 
     # 4. A small student learns from that file. Claude gives no logits, so this is sequence-level
     #    distillation (SFT on the teacher's text); `distillery demo` shows top-k logit KD offline.
     student_dir = train_student(STUDENT, jsonl, out=out / "student", signal="sequence", max_steps=args.steps,
                                 batch_size=4, progress=False)
     student = load_model(f"hf:{student_dir}", max_new_tokens=160)
-    teacher = load_model(teacher_uri, **({"max_new_tokens": 160} if teacher_uri == WORLD_TEACHER else {}))
+    local = teacher_uri.startswith(("world:", "hf:"))
+    teacher = load_model(teacher_uri, **({"max_new_tokens": 160} if local else {}))
 
     # 5. The student answers; a step whose confidence is below the threshold goes to the teacher.
     for query in QUERIES:

@@ -27,7 +27,9 @@ collection that was interrupted resumes from the store. Every number printed com
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -370,11 +372,11 @@ class Demo:
     @property
     def student(self) -> Any:
         if self._student is None:
-            from distillery.models import load_model
+            from distillery.models.hf import HFModel
 
             # Named as a world student so it is priced as one (prices.toml [world.student], a stand-in).
-            model = load_model(f"hf:{self.student_dir}", uri=trained_student_uri(self.s.student),
-                               max_new_tokens=self.s.max_tokens)
+            model = HFModel(str(self.student_dir), uri=trained_student_uri(self.s.student),
+                            max_new_tokens=self.s.max_tokens)
             self._student = batched(model, self.s.concurrency)
         return self._student
 
@@ -390,8 +392,10 @@ class Demo:
         self.console.print(
             f"teacher [bold]{self.s.teacher}[/], student [bold]{self.s.student}[/] "
             f"({'quick: tiny budgets' if self.s.quick else 'full run'}); "
-            + ("offline world: no network, no API key" if self.s.offline_world else "hosted teacher: real API calls")
+            + ("offline world: no network, no API key" if self.s.offline_world
+               else "local teacher" if self.s.local_teacher else "hosted teacher: real, billed API calls")
         )
+        quiet_library_output()
         if not self.s.local_teacher:
             self.console.print(
                 f"[yellow]note:[/] {self.s.teacher} returns no logits, so the student is trained with "
@@ -515,9 +519,11 @@ class Demo:
         trajectories = [runs[task.id] for task in training_tasks if task.id in runs]
         topk = self.s.topk if self.s.local_teacher else None
         builder = DatasetBuilder(
-            format="openai", success_only=True, tokenizer=load_world_tokenizer(), topk=topk,
-            # The world tokenizer is the student's and the world teacher's: their vocabularies match.
-            teacher_tokenizer=load_world_tokenizer() if topk else None, min_examples=1,
+            # skip_invalid: a teacher's malformed call (an empty tool name...) drops that example, reported.
+            format="openai", success_only=True, skip_invalid=True, tokenizer=load_world_tokenizer(), topk=topk,
+            # world: models share one tokenizer; for an hf: teacher the builder loads the teacher's own
+            # tokenizer from its directory and refuses the sidecar if the vocabularies differ.
+            teacher_tokenizer=load_world_tokenizer() if topk and self.s.offline_world else None, min_examples=1,
         )
         report = builder.write_file(trajectories, self.data_path)
         stats = report.splits["train"]
@@ -540,8 +546,12 @@ class Demo:
 
         if self.student_dir.exists():
             shutil.rmtree(self.student_dir)  # inputs changed: a stale checkpoint must not be resumed
+        # The bar's console is bound to the real stdout now, because transformers prints every log dict
+        # to stdout (its PrinterCallback), which is swallowed below: distillation.json keeps them all.
+        bar_console = Console(file=self.console.file)
         with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=self.console) as progress:
+                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=bar_console) as progress, \
+                contextlib.redirect_stdout(io.StringIO()):
             callback = training_progress(progress, f"{self.s.student} ({self.s.signal} KD)", self.s.train_steps)
             train_student(
                 self.s.student, self.data_path, out=self.student_dir, signal=self.s.signal,
@@ -576,7 +586,7 @@ class Demo:
         threshold = round(result.thresholds[0], 6)
         config = CascadeConfig(
             tiers=[TierConfig(model=f"hf:{self.student_dir.resolve()}", threshold=threshold, scorer=SCORER,
-                              options={"uri": trained_student_uri(self.s.student), "max_new_tokens": self.s.max_tokens}),
+                              options={"max_new_tokens": self.s.max_tokens}),
                    TierConfig(model=self.s.teacher)],
             calibration={"mode": result.mode, "goal": result.goal, "met": result.met, "n_tasks": len(tasks),
                          "predicted_success": result.chosen.success,
@@ -716,19 +726,20 @@ class Demo:
         return " (stand-in price: world:teacher priced as anthropic:claude-opus-4-6)" if self.s.offline_world else ""
 
     def print_queries(self, summary: dict[str, Any]) -> None:
-        table = Table(title=f"student with teacher fallback, threshold {summary['threshold']:.4f}"
-                            + (" (offline world)" if self.s.offline_world else ""))
-        for column, justify in (("query", "left"), ("answered by", "left"), ("confidence", "right"),
-                                ("answer", "left"), ("correct", "center")):
-            table.add_column(column, justify=justify, overflow="fold")
-        for row in summary["rows"]:
-            who = "student" if row["answered_by"] == "student" else (
-                f"teacher ({row['teacher_steps']} of {row['student_steps'] + row['teacher_steps']} steps escalated)")
-            table.add_row(row["query"], who, fmt(row["min_confidence"]), row["answer"] or "[dim](no answer)[/]",
-                          "[green]yes[/]" if row["correct"] else "[red]no[/]")
-        self.console.print(table)
-        self.console.print("[dim]confidence: the student's lowest step confidence "
-                           f"({SCORER}: geometric-mean probability of its action tokens)[/]")
+        world = " (offline world)" if self.s.offline_world else ""
+        self.console.print(f"student {self.s.student} distilled, teacher {self.s.teacher} as fallback; a step whose "
+                           f"confidence is below {summary['threshold']:.4f} goes to the teacher{world}")
+        for number, row in enumerate(summary["rows"], start=1):
+            steps = row["student_steps"] + row["teacher_steps"]
+            who = ("[green]student[/]" if row["answered_by"] == "student"
+                   else f"[yellow]escalated to teacher[/] ({row['teacher_steps']} of {steps} steps)")
+            verdict = "[green]correct[/]" if row["correct"] else f"[red]wrong[/] (expected {row['expected']})"
+            answer = row["answer"] if row["answer"] is not None else "(no answer)"
+            self.console.print(f"[bold]{number}. {row['query']}[/]", highlight=False)
+            self.console.print(f"   {who}, student confidence {fmt(row['min_confidence'])}: {answer!r} -> {verdict}",
+                               highlight=False)
+        self.console.print(f"[dim]confidence: the student's lowest step score ({SCORER}: geometric-mean probability "
+                           "of its action tokens)[/]")
 
     def print_summary(self, summary: dict[str, Any]) -> None:
         label = "offline world" if self.s.offline_world else self.s.teacher
@@ -789,6 +800,19 @@ class Demo:
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
+
+
+def quiet_library_output() -> None:
+    """Silence `datasets`' per-map progress bars and transformers' info logs and weight-loading bars.
+
+    They would break up the demo's own stage output; this process-wide setting is what the CLI wants.
+    """
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def trained_student_uri(student: str) -> str:
