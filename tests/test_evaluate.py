@@ -7,7 +7,7 @@ from distillery.routing.cascade import CascadeConfig, TierConfig
 from distillery.tasks import Task
 from distillery.tools import ToolBox, tool
 from distillery.trajectory import ToolCall, Trajectory, Step, Usage
-from tests.test_routing_fakes import ScriptedModel, answer_tokens, n_tool_messages, tool_call_tokens, turn_from_tokens
+from tests.routing_fakes import ScriptedModel, answer_tokens, n_tool_messages, tool_call_tokens, turn_from_tokens
 
 STOCK = {"SKU-1": 12, "SKU-2": 30, "SKU-3": 7, "SKU-4": 55}
 

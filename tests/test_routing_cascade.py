@@ -13,7 +13,7 @@ from distillery.store import SQLiteStore
 from distillery.tasks import Task
 from distillery.tools import tool
 from distillery.trajectory import ToolCall, Turn, Usage
-from tests.test_routing_fakes import ScriptedModel, answer_tokens, n_tool_messages, tool_call_tokens, turn_from_tokens
+from tests.routing_fakes import ScriptedModel, answer_tokens, n_tool_messages, tool_call_tokens, turn_from_tokens
 
 
 @tool
@@ -259,3 +259,17 @@ def test_bad_configs_get_one_line_errors(tmp_path, body, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_cascade_config(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_caller_logprob_options_reach_the_model_without_clashing_with_the_scorer():
+    import asyncio
+
+    from distillery.routing import Cascade
+    from tests.routing_fakes import ScriptedModel, answer_tokens, turn_from_tokens
+
+    student = ScriptedModel("fake:student", lambda m, i, n, t: [turn_from_tokens(answer_tokens("4", -0.01))])
+    teacher = ScriptedModel("fake:teacher", lambda m, i, n, t: [turn_from_tokens(answer_tokens("4", -0.01))])
+    cascade = Cascade([student, teacher], [0.5], generate_options={"logprobs": True, "top_logprobs": 3})
+    trajectory = asyncio.run(cascade.arun("2+2?"))
+    assert trajectory.status == "ok"
+    assert student.calls[0]["logprobs"] is True and student.calls[0]["top_logprobs"] == 3

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from distillery.cli import app
 from distillery.models import register_provider
 from tests.test_evaluate import TASKS, STOCK, make_script
-from tests.test_routing_fakes import ScriptedModel
+from tests.routing_fakes import ScriptedModel
 
 
 def fake_model(name: str, **options):

@@ -13,7 +13,7 @@ from distillery.world import SYSTEM_PROMPT
 from distillery.world.models import TEACHER_DIR
 from distillery.world.tasks import generate_tasks
 from distillery.world.tools import toolbox
-from tests.test_routing_fakes import ScriptedModel
+from tests.routing_fakes import ScriptedModel
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 
 

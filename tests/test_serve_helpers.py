@@ -24,7 +24,7 @@ import uvicorn
 
 from distillery.serve.backend import CascadeBackend, _StepCascade
 from distillery.trajectory import Message, Turn, Usage
-from tests.test_routing_fakes import ScriptedModel, tool_call_tokens, turn_from_tokens
+from tests.routing_fakes import ScriptedModel, tool_call_tokens, turn_from_tokens
 
 STUDENT_URI = "world:student-xs"
 TEACHER_URI = "world:teacher"

@@ -387,7 +387,10 @@ class Cascade(Agent):
         """The tier's proposal (greedy), the extra samples its scorer wants, and a record per call."""
         tier = self.tiers[index]
         scorer = tier.scorer
+        # Logprobs are the scorer's business; a caller's request for them (the gateway's) is honoured too.
         common = dict(max_tokens=self.max_tokens, **self.generate_options)
+        wants_logprobs = bool(common.pop("logprobs", False))
+        common.setdefault("top_logprobs", 0)
 
         async def timed(coroutine):
             start = time.perf_counter()
@@ -401,12 +404,12 @@ class Cascade(Agent):
             return turns, time.perf_counter() - start
 
         proposal_call = timed(self.model_call(tier.model, messages, n=1, temperature=self.temperature,
-                                              logprobs=bool(scorer and scorer.needs_logprobs), **common))
+                                              logprobs=wants_logprobs or bool(scorer and scorer.needs_logprobs), **common))
         calls = [proposal_call]
         if scorer is not None and scorer.samples_needed:
             calls.append(timed(self.model_call(tier.model, messages, n=scorer.samples_needed,
                                                temperature=scorer.sample_temperature,
-                                               logprobs=scorer.needs_logprobs, **common)))
+                                               logprobs=wants_logprobs or scorer.needs_logprobs, **common)))
         results = await asyncio.gather(*calls)
         (proposal_turns, proposal_latency) = results[0]
         samples, samples_latency = results[1] if len(results) > 1 else ([], 0.0)
