@@ -222,6 +222,42 @@ def test_token_pieces_split_multibyte_characters_without_losing_text(random_mode
     assert "\ufffd" not in "".join(pieces)
 
 
+def metaspace_tokenizer():
+    """A SentencePiece-style tokenizer (Llama 2, Mistral): decoding drops the first token's leading space."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(byte_fallback=False, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<|im_end|>"], show_progress=False)
+    backend.train_from_iterator(["the quick brown fox jumps over the lazy dog", "hello world of tools"], trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", unk_token="<unk>")
+    tokenizer.chat_template = chat_format.HERMES_CHAT_TEMPLATE
+    return tokenizer
+
+
+def test_token_pieces_concatenate_for_any_ids_and_tokenizer(random_model):
+    import random
+
+    byte_level = random_model
+    tokenizer = metaspace_tokenizer()
+    metaspace = HFModel("m", model=tiny_llama(tokenizer), tokenizer=tokenizer)
+    ids = metaspace.encode("the lazy dog jumps over the quick fox")
+    pieces = metaspace.token_pieces(ids)
+    assert "".join(pieces) == tokenizer.decode(ids) == "the lazy dog jumps over the quick fox"
+    assert pieces[1].startswith(" ")  # a later token keeps its space although it is decoded in a window
+
+    rng = random.Random(0)
+    for model in (byte_level, metaspace):
+        size = len(model.tokenizer)
+        for _ in range(100):
+            ids = [rng.randrange(size) for _ in range(rng.randrange(40))]
+            pieces = model.token_pieces(ids)
+            assert len(pieces) == len(ids)
+            assert "".join(pieces) == model.tokenizer.decode(ids, skip_special_tokens=False)
+
+
 def test_sequence_logprobs_equal_generate_time_logprobs(random_model, trained_model):
     # Token ids: exactly what the random model sampled, even where it is not the canonical tokenization.
     turn = random_model.generate(QUESTION, [ADD_SPEC], max_tokens=16, logprobs=True)[0]

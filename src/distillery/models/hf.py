@@ -50,6 +50,9 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 # Below this many parameters a model runs on one intra-op thread unless `num_threads` says otherwise.
 SMALL_MODEL_PARAMS = 50_000_000
 
+# Tokens of left context when decoding one token's text (see `HFModel.token_pieces`).
+_DECODE_CONTEXT = 4
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
@@ -336,24 +339,49 @@ class HFModel(SyncChatModel):
     def token_pieces(self, token_ids: Sequence[int], text: str | None = None) -> list[str]:
         """The slice of the decoded text each token produced; the pieces concatenate to the text.
 
-        Tokens are decoded as growing prefixes, not one by one: a character split over several
-        byte-level tokens (non-ASCII text) belongs to the token that completes it, and earlier
-        tokens of that character get "".
+        A character split over several byte-level tokens (non-ASCII text) belongs to the token
+        that completes it; the earlier tokens of that character get "". Each token is decoded in
+        a short window with a few tokens of left context, so the cost grows linearly with length
+        and tokenizers that drop a leading space at the start of a decode (SentencePiece) still
+        give each token its space. If the window pieces ever disagree with `text`, every prefix is
+        decoded from the start instead, which is exact but quadratic.
         """
         ids = list(token_ids)
-        text = self.tokenizer.decode(ids, skip_special_tokens=False) if text is None else text
+        decode = self._decode
+        text = decode(ids) if text is None else text
+        pieces: list[str] = []
+        # The text of ids[context:done] is already emitted; ids[done:] still owe their text.
+        context = done = 0
+        for end in range(1, len(ids) + 1):
+            before = decode(ids[context:done])
+            after = decode(ids[context:end])
+            if len(after) > len(before) and not after.endswith("\ufffd") and after.startswith(before):
+                pieces.append(after[len(before) :])
+                context, done = max(0, end - _DECODE_CONTEXT), end
+            else:
+                pieces.append("")  # an unfinished character: it lands on a later token
+        emitted = "".join(pieces)
+        if pieces and text.startswith(emitted):
+            pieces[-1] += text[len(emitted) :]  # bytes that never completed a character, shown as U+FFFD
+            return pieces
+        return self._prefix_pieces(ids, text) if ids else []
+
+    def _prefix_pieces(self, ids: list[int], text: str) -> list[str]:
         pieces: list[str] = []
         emitted = 0
         for end in range(1, len(ids)):
-            prefix = self.tokenizer.decode(ids[:end], skip_special_tokens=False)
+            prefix = self._decode(ids[:end])
             if prefix.endswith("\ufffd") or not text.startswith(prefix) or len(prefix) < emitted:
-                pieces.append("")  # an unfinished character: it lands on a later token
+                pieces.append("")
                 continue
             pieces.append(prefix[emitted:])
             emitted = len(prefix)
         if ids:
             pieces.append(text[emitted:])
         return pieces
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False) if ids else ""
 
     def _token_logprobs(
         self, tokens: list[int], pieces: list[str], rows: torch.Tensor, top_logprobs: int
