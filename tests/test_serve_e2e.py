@@ -21,7 +21,7 @@ import pytest
 
 from distillery.serve.openai_api import parse_messages
 from distillery.store import SQLiteStore
-from tests.test_serve_helpers import (
+from tests.serve_helpers import (
     STOCK_TOOL_ANTHROPIC,
     STOCK_TOOL_OPENAI,
     GatewayProcess,

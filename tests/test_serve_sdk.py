@@ -17,7 +17,7 @@ import pytest
 
 from distillery.serve import GatewaySettings, create_app
 from distillery.store import SQLiteStore
-from tests.test_serve_helpers import (
+from tests.serve_helpers import (
     STOCK_TOOL_ANTHROPIC,
     STOCK_TOOL_OPENAI,
     STUDENT_URI,

@@ -10,7 +10,7 @@ from distillery.serve import GatewayError, RoutedTurn, StepOptions
 from distillery.serve import anthropic_api, openai_api
 from distillery.serve.capture import Exchange, exchange_trajectory
 from distillery.trajectory import Message, ToolCall, ToolSpec, Turn
-from tests.test_serve_helpers import scripted_backend
+from tests.serve_helpers import scripted_backend
 
 
 def test_openai_history_keeps_invalid_tool_arguments_verbatim():
