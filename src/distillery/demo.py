@@ -387,7 +387,7 @@ class Demo:
     # -- driver --------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.console.print(f"[bold]distillery demo[/] -> artifacts in [cyan]{self.out.resolve()}[/]")
         self.console.print(
             f"teacher [bold]{self.s.teacher}[/], student [bold]{self.s.student}[/] "
@@ -395,7 +395,6 @@ class Demo:
             + ("offline world: no network, no API key" if self.s.offline_world
                else "local teacher" if self.s.local_teacher else "hosted teacher: real, billed API calls")
         )
-        quiet_library_output()
         if not self.s.local_teacher:
             self.console.print(
                 f"[yellow]note:[/] {self.s.teacher} returns no logits, so the student is trained with "
@@ -422,6 +421,7 @@ class Demo:
                                    f"--fresh starts over[/]")
                 self.timings[name] = {"seconds": 0.0, "cached": True, "first_run_seconds": marker["seconds"]}
             else:
+                quiet_library_output()
                 stage_started = time.perf_counter()
                 summary = step()
                 seconds = time.perf_counter() - stage_started
@@ -430,7 +430,7 @@ class Demo:
             self.summaries[name] = marker["summary"]
             self.report(name, marker["summary"])
             previous = {"upstream": key}
-        results = self.results(time.perf_counter() - started)
+        results = self.results(time.perf_counter() - started, time.process_time() - cpu_started)
         tmp = self.results_path.with_name(self.results_path.name + ".tmp")
         tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
         tmp.replace(self.results_path)
@@ -464,17 +464,7 @@ class Demo:
 
         queries = demo_tasks()
         train, validation, test = self.tasks("train"), self.tasks("validation"), self.tasks("test")
-        table = Table(title="the hard-coded queries (also part of the training data, as in the seed's flow)")
-        table.add_column("#", justify="right")
-        table.add_column("query")
-        table.add_column("tier")
-        for index, task in enumerate(queries, start=1):
-            table.add_row(str(index), task.query, task.metadata["tier"])
-        self.console.print(table)
-        self.console.print(
-            f"teacher runs: {len(queries)} queries + {len(train)} train tasks (training data), "
-            f"{len(validation)} validation and {len(test)} test tasks (the teacher-alone reference runs)"
-        )
+        self.print_query_list()
         self.out.mkdir(parents=True, exist_ok=True)
         options: dict[str, Any] = {}
         if self.s.local_teacher:
@@ -689,6 +679,8 @@ class Demo:
     def report(self, name: str, summary: dict[str, Any]) -> None:
         print_ = self.console.print
         if name == "collect":
+            if self.timings[name]["cached"]:
+                self.print_query_list()
             print_(f"teacher: {summary['ok']} ok, {summary['failed']} failed, {summary['incomplete']} incomplete"
                    f" ({summary['resumed']} resumed from the store); {summary['correct']}/{summary['checked']} correct;"
                    f" {money(summary['cost_usd'])}{self.price_note()}; store: {self.store_path}")
@@ -721,6 +713,19 @@ class Demo:
             self.print_queries(summary)
         elif name == "evaluate":
             self.print_summary(summary)
+
+    def print_query_list(self) -> None:
+        table = Table(title="the hard-coded queries (collected and trained on, as in the seed's flow)")
+        table.add_column("#", justify="right")
+        table.add_column("query")
+        table.add_column("tier")
+        for index, task in enumerate(demo_tasks(), start=1):
+            table.add_row(str(index), task.query, task.metadata["tier"])
+        self.console.print(table)
+        self.console.print(
+            f"teacher runs: {len(DEMO_QUERIES)} queries + {self.s.n_train} train tasks (the training data), "
+            f"{self.s.n_validation} validation and {self.s.n_test} test tasks (teacher-alone runs, reused below)"
+        )
 
     def price_note(self) -> str:
         return " (stand-in price: world:teacher priced as anthropic:claude-opus-4-6)" if self.s.offline_world else ""
@@ -765,12 +770,13 @@ class Demo:
         self.console.print(table)
         total = results["timing"]["wall_s"]
         cached = sum(1 for t in results["timing"]["stages"].values() if t["cached"])
-        self.console.print(f"wall time {total:.0f}s ({cached} of 6 stages cached). Next: "
+        self.console.print(f"wall time {total:.0f}s, CPU time {results['timing']['cpu_s']:.0f}s "
+                           f"({cached} of 6 stages cached). Next: "
                            f"distillery eval --config {self.config_path} --world-split test --n 200")
 
     # -- results.json ----------------------------------------------------------------------------
 
-    def results(self, wall_s: float) -> dict[str, Any]:
+    def results(self, wall_s: float, cpu_s: float) -> dict[str, Any]:
         settings = asdict(self.s)
         settings["out"] = str(self.s.out)
         return {
@@ -783,7 +789,10 @@ class Demo:
             "signal": self.s.signal,
             "stages": self.summaries,
             "stage_hashes": self.keys,
-            "timing": {"wall_s": round(wall_s, 1), "stages": self.timings, "cpu_count": os.cpu_count(),
+            # cpu_s is this process's CPU time: on a busy shared machine it says what the run needs when
+            # it has the cores to itself (the local models run on one thread each).
+            "timing": {"wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1), "stages": self.timings,
+                       "cpu_count": os.cpu_count(),
                        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
             "artifacts": {
                 "store": str(self.store_path),
