@@ -295,6 +295,9 @@ def test_missing_directory_is_a_one_line_config_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="config.json"):
         HFModel(tmp_path / "empty")
+    tiny_llama(tiny_tokenizer()).save_pretrained(tmp_path / "weights-only")
+    with pytest.raises(ConfigError, match="no tokenizer files"):
+        HFModel(tmp_path / "weights-only")
 
 
 def test_loads_from_a_directory_and_matches_the_in_memory_model(tmp_path, trained_model):

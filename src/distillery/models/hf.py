@@ -487,6 +487,11 @@ def _model_dir(name_or_path: str) -> Path:
 def _load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise ConfigError(
+            f"hf:{path}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
+            "save the tokenizer next to the model with tokenizer.save_pretrained(path)"
+        )
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
@@ -508,6 +513,9 @@ def _load_model(path: Path, *, device: str, dtype: str | torch.dtype | None) -> 
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"hf:{path}: cannot load the model: {_one_line(exc)}") from None
     return model.to(device).eval()
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -600,9 +608,10 @@ class _seeded:
             self._fork = None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (the CLI prints errors as one line), shortened."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 __all__ = ["HFModel", "GENERATION_OPTIONS", "SMALL_MODEL_PARAMS"]
