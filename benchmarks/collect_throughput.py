@@ -99,7 +99,7 @@ def start_server(latency_s: float) -> tuple[subprocess.Popen, str]:
 # -- the two clients -----------------------------------------------------------------------------
 
 
-def run_collector(base_url: str, tasks: int, concurrency: int, progress: bool) -> tuple[float, float, int]:
+def run_collector(base_url: str, tasks: int, concurrency: int, progress: bool, processes: int = 1) -> tuple[float, float, int]:
     from distillery.collect import TeacherCollector
     from distillery.store import SQLiteStore
 
@@ -108,7 +108,7 @@ def run_collector(base_url: str, tasks: int, concurrency: int, progress: bool) -
         store = SQLiteStore(Path(tmp) / "store.db")
         collector = TeacherCollector(
             "openai:gpt-4o", store=store, concurrency=concurrency, progress=progress,
-            model_options={"base_url": base_url, "api_key": "bench"}, keep_trajectories=False,
+            model_options={"base_url": base_url, "api_key": "bench"}, keep_trajectories=False, processes=processes,
         )
         cpu, start = time.process_time(), time.perf_counter()
         result = collector.collect(queries)
@@ -192,6 +192,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0, help="server-side latency per request")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 128])
     parser.add_argument("--progress", action="store_true", help="draw the rich progress bar during the collector runs")
+    parser.add_argument("--processes", type=int, nargs="*", default=[], metavar="P",
+                        help="also measure TeacherCollector(processes=P) for each P (client CPU then counts the parent only)")
     parser.add_argument("--repeats", type=int, default=1, help="measure each configuration this many times; the best is printed")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -211,11 +213,14 @@ def main() -> None:
         print("-" * len(header))
         for concurrency in args.concurrency:
             ideal = args.tasks * latency / concurrency
-            for name, run in (
+            clients = [
                 ("raw openai SDK", lambda: run_raw_sdk(base_url, args.tasks, concurrency)),
                 ("provider only", lambda: run_provider(base_url, args.tasks, concurrency)),
                 ("TeacherCollector", lambda: run_collector(base_url, args.tasks, concurrency, args.progress)),
-            ):
+            ]
+            for p in args.processes:
+                clients.append((f"  processes={p}", lambda p=p: run_collector(base_url, args.tasks, concurrency, args.progress, p)))
+            for name, run in clients:
                 wall, cpu, _ = min((run() for _ in range(args.repeats)), key=lambda r: r[0])
                 overhead_ms = (wall - ideal) * concurrency / args.tasks * 1000
                 print(f"{name:<18}{concurrency:>6}{wall:>9.2f}{ideal:>9.2f}{ideal / wall:>15.0%} "

@@ -457,7 +457,7 @@ CLI_ERRORS = [
     ("unwritable store", ["--store", "UNWRITABLE"], "store is not writable"),
     ("bad tools path", ["--tools", "no_such_module_xyz:TOOLS"], "cannot import no_such_module_xyz"),
     ("invalid schema", ["--tool-schemas", "BADSCHEMA"], "not valid JSON Schema"),
-    ("schema without tool", ["--tool-schemas", "ORPHAN"], "has no implementation in --tools"),
+    ("schema without tool", ["--tool-schemas", "ORPHAN"], "has no implementation in the tools"),
 ]
 
 
@@ -520,3 +520,55 @@ def test_bundled_example_queries_load_and_their_answers_check():
     assert len(tasks) >= 10
     checked = [t for t in tasks if t.checker]
     assert checked and all(t.check(f"The answer is {t.expected}.").success for t in checked)
+
+
+# -- several processes ---------------------------------------------------------------------------
+
+
+def test_processes_need_names_not_objects(tmp_path):
+    with pytest.raises(ConfigError, match="model as a URI"):
+        TeacherCollector(FakeModel(), store=tmp_path / "s.db", processes=2)
+    with pytest.raises(ConfigError, match="import path"):
+        TeacherCollector("openai:gpt-4o", [add], store=tmp_path / "s.db", processes=2, model_options={"base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(ConfigError, match="SQLite store"):
+        TeacherCollector("openai:gpt-4o", TOOLS_PATH, processes=2, model_options={"base_url": "http://127.0.0.1:9/v1"})
+
+
+@pytest.mark.timeout(180)
+def test_processes_shard_the_runs_into_one_store(tmp_path):
+    """Two shard processes against a local OpenAI-compatible server (the real SDK on the wire)."""
+    wire = pytest.importorskip("tests.wire.openai_server")
+    from distillery.trajectory import ToolSpec
+
+    def responder(request):
+        messages = request.json["messages"]
+        if messages[-1]["role"] == "tool":
+            return wire.chat_completion([wire.choice(f"The sum is {messages[-1]['content']}.")], usage_=wire.usage(40, 8))
+        call = wire.function_tool_call("add", {"a": 2, "b": 3})
+        return wire.chat_completion([wire.choice(None, tool_calls=[call])], usage_=wire.usage(30, 12))
+
+    schema = ToolSpec(name="add", description="Sum two ints (override).", parameters=add.spec.parameters)
+    tasks = [Task(id=f"t{i}", query=f"add {i}", expected=5, checker="numeric") for i in range(6)]
+    with wire.ScriptedOpenAIServer(responder) as server:
+        options = {"base_url": server.base_url, "api_key": "test"}
+        collector = TeacherCollector("openai:gpt-4o", TOOLS_PATH, store=tmp_path / "s.db", processes=2, n=2,
+                                     concurrency=4, progress=False, model_options=options, tool_schemas=[schema])
+        result = collector.collect(tasks)
+        assert (result.ok, result.failed, result.succeeded) == (12, 0, 12)
+        assert result.cost_usd > 0
+        assert {r.json["tools"][0]["function"]["description"] for r in server.requests} == {"Sum two ints (override)."}
+
+        store = SQLiteStore(tmp_path / "s.db")
+        keys = [(t.task_id, t.sample_index) for t in store.iter_trajectories()]
+        assert sorted(keys) == sorted((f"t{i}", s) for i in range(6) for s in range(2))
+        assert store.integrity_check() == "ok"
+
+        # Resume works across process runs, and a split budget still holds the cap.
+        more = tasks + [Task(id=f"u{i}", query=f"add {i}") for i in range(10)]
+        per_run = result.cost_usd / 12
+        capped = TeacherCollector("openai:gpt-4o", TOOLS_PATH, store=store, processes=2, concurrency=2,
+                                  progress=False, model_options=options, budget_usd=per_run * 5.5)
+        second = capped.collect(more)
+        assert second.resumed == 6
+        assert second.cost_usd <= per_run * 5.5 + 1e-12
+        assert second.stopped_by_budget and second.ok + second.skipped_budget == 10

@@ -238,6 +238,108 @@ def as_tasks(queries: str | Path | Iterable[str | Task]) -> list[Task]:
     return tasks
 
 
+def resolve_tools(import_path: str, *, option: str = "tools") -> ToolBox:
+    """Tools from `module:attr`: a ToolBox, a list of Tools, a single Tool, or a factory of any of them."""
+    import importlib
+
+    module_name, sep, attr = import_path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{option} {import_path!r}: expected module:attribute, e.g. mypkg.tools:TOOLS")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{option} {import_path!r}: cannot import {module_name} ({exc})") from None
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"{option} {import_path!r}: {module_name} has no attribute {attr!r}") from None
+    if callable(value) and not isinstance(value, (Tool, ToolBox)):
+        value = value()
+    if isinstance(value, Tool):
+        value = [value]
+    if isinstance(value, ToolBox):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(t, Tool) for t in value):
+        return ToolBox(value)
+    raise ConfigError(f"{option} {import_path!r}: expected a ToolBox or a list of Tool, got {type(value).__name__}")
+
+
+def override_tool_specs(tools: ToolBox, specs: Sequence[ToolSpec], *, source: str = "tool_schemas") -> ToolBox:
+    """Replace the schemas the model sees with `specs`, for tools of the same name.
+
+    The functions still run (and validate arguments against the new schema). A schema alone
+    cannot answer a call, so each one must name a tool in `tools`.
+    """
+    by_name = {spec.name: spec for spec in specs}
+    unknown = sorted(set(by_name) - {t.name for t in tools})
+    if unknown:
+        known = ", ".join(t.name for t in tools) or "none"
+        raise ConfigError(f"{source}: tool schema {unknown[0]!r} has no implementation in the tools (known: {known})")
+    return ToolBox(
+        Tool(t.fn, by_name[t.name], timeout_s=t.timeout_s) if t.name in by_name and by_name[t.name] != t.spec else t
+        for t in tools
+    )
+
+
+def _check_shardable(model: Any, tools: Any, store: Any) -> None:
+    """Child processes rebuild the model, tools and store from names, so those must be names."""
+    if not isinstance(model, str):
+        raise ConfigError("processes > 1 needs the model as a URI string, so each process can build its own")
+    if not isinstance(tools, str) and list(tools):
+        raise ConfigError("processes > 1 needs tools as an import path ('module:attr'), so each process can import them")
+    if store is None or not isinstance(store, (str, Path)) and not hasattr(store, "path"):
+        raise ConfigError("processes > 1 needs a SQLite store: the shards write their trajectories there")
+
+
+_shard_events: Any = None
+
+
+def _init_shard_process(events: Any, level: int) -> None:
+    """In a shard process: send log records to the parent (which formats, redacts and writes them)."""
+    import logging.handlers
+
+    global _shard_events
+    _shard_events = events
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(events)]
+    root.setLevel(level)
+
+
+def _run_shard(spec: dict[str, Any]) -> dict[str, Any]:
+    """In a shard process: collect this shard's jobs into the shared store; return the counts."""
+    from distillery.store import SQLiteStore
+
+    spec = dict(spec)
+    tools_path = spec.pop("tools_path")
+    tools = resolve_tools(tools_path) if tools_path else ToolBox()
+    # The parent may have replaced schemas (tool_schemas): offer exactly what it offered.
+    tools = override_tool_specs(tools, [ToolSpec.model_validate(s) for s in spec.pop("tool_specs")])
+    store = SQLiteStore(spec.pop("store_path"), synchronous=spec.pop("synchronous"))
+    jobs = [(Task.model_validate(task), index) for task, index in spec.pop("jobs")]
+    budget_usd = spec.pop("budget_usd")
+    collector = TeacherCollector(spec.pop("model"), tools, store=store, progress=False, keep_trajectories=False, **spec)
+    result = CollectResult(budget_usd=budget_usd)
+
+    async def collect_then_close() -> None:
+        try:
+            await collector._collect_jobs(jobs, result, lambda status, cost: _shard_events.put((status, cost)))
+        finally:
+            aclose = getattr(collector.model, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    try:
+        asyncio.run(collect_then_close())
+    finally:
+        store.close()
+    return {
+        "ok": result.ok, "failed": result.failed, "incomplete": result.incomplete,
+        "skipped_budget": result.skipped_budget, "succeeded": result.succeeded, "checked": result.checked,
+        "retries": collector._retries, "cost_usd": result.cost_usd, "by_status": dict(result.by_status),
+        "stopped_by_budget": result.stopped_by_budget, "first_error": result.first_error,
+    }
+
+
 def _load(uri: str, options: dict[str, Any]) -> ChatModel:
     """`load_model`, with a provider whose module cannot be imported reported as one line."""
     try:
@@ -298,6 +400,8 @@ class TeacherCollector:
         tags: Iterable[str] = (),
         keep_trajectories: bool = True,
         model_options: dict[str, Any] | None = None,
+        tool_schemas: Sequence[ToolSpec] | None = None,
+        processes: int = 1,
         sleep: SleepFn = asyncio.sleep,
     ):
         if n < 1:
@@ -310,9 +414,27 @@ class TeacherCollector:
             raise ConfigError(f"budget_usd must be 0 or more, got {budget_usd}")
         if top_logprobs and not logprobs:
             logprobs = True  # asking for top-k alternatives implies logprobs
+        if processes < 1:
+            raise ConfigError(f"processes must be at least 1, got {processes}")
+        self.tools_path = tools if isinstance(tools, str) else None
+        if processes > 1:
+            _check_shardable(model, tools, store)
         self.model = _load(model, model_options or {}) if isinstance(model, str) else model
+        if isinstance(tools, str):
+            tools = resolve_tools(tools)
         self.tools = tools if isinstance(tools, ToolBox) else ToolBox(tools)
+        if tool_schemas:
+            self.tools = override_tool_specs(self.tools, tool_schemas)
         self.store = open_store(store) if store is not None else None
+        self.processes = processes
+        # What a child process needs to build the same collector (see _collect_in_processes).
+        self._shard_options = {
+            "model": model if isinstance(model, str) else None,
+            "model_options": dict(model_options or {}),
+            "system": system, "n": n, "max_retries": max_retries, "backoff_base_s": backoff_base_s,
+            "backoff_max_s": backoff_max_s, "max_steps": max_steps, "temperature": temperature,
+            "max_tokens": max_tokens, "logprobs": logprobs, "top_logprobs": top_logprobs, "tags": list(tags),
+        }
         self.system = system
         self.n = n
         self.concurrency = concurrency
@@ -377,21 +499,36 @@ class TeacherCollector:
         started = time.perf_counter()
         result = CollectResult(budget_usd=self.budget_usd)
         done = self.store.done_keys(self.model_name) if self.store is not None else set()
-        queue: deque[tuple[Task, int]] = deque()
+        jobs: list[tuple[Task, int]] = []
         for task in tasks:
             for sample_index in range(self.n):
                 if (task.id, sample_index) in done:
                     result.resumed += 1
                 else:
-                    queue.append((task, sample_index))
+                    jobs.append((task, sample_index))
         if result.resumed:
             log.info("resuming: %d of %d runs already stored", result.resumed, len(tasks) * self.n)
 
-        budget = _Budget(self.budget_usd)
+        retries_before = self._retries
+        with _ProgressBar(total=len(jobs), enabled=self.progress, model=self.model_name) as bar:
+            if self.processes > 1 and len(jobs) > 1:
+                await self._collect_in_processes(jobs, result, bar)
+            else:
+                await self._collect_jobs(jobs, result, bar.advance)
+                result.retries = self._retries - retries_before
+        result.wall_s = time.perf_counter() - started
+        if result.stopped_by_budget:
+            log.warning(result.budget_line())
+        return result
+
+    async def _collect_jobs(
+        self, jobs: list[tuple[Task, int]], result: CollectResult, on_done: Callable[[str, float], None]
+    ) -> None:
+        """Run (task, sample) jobs with `concurrency` workers on this event loop, into `result`."""
+        queue = deque(jobs)
+        budget = _Budget(result.budget_usd)
         in_flight = 0
         changed = asyncio.Condition()
-        bar = _ProgressBar(total=len(queue), enabled=self.progress, model=self.model_name)
-        retries_before = self._retries
 
         def finish(trajectory: Trajectory) -> None:
             result.by_status[trajectory.status] += 1
@@ -436,7 +573,7 @@ class TeacherCollector:
                         # means commits never contend for SQLite's write lock.
                         await loop.run_in_executor(writer, self.store.put, trajectory)
                     finish(trajectory)
-                    bar.advance(trajectory.status, budget.spent + cost)
+                    on_done(trajectory.status, cost)
                 finally:
                     async with changed:
                         in_flight -= 1
@@ -445,7 +582,7 @@ class TeacherCollector:
 
         loop = asyncio.get_running_loop()
         writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillery-store")
-        with bar, _shutdown(writer, self.store):
+        with _shutdown(writer, self.store):
             try:
                 async with asyncio.TaskGroup() as group:
                     for _ in range(min(self.concurrency, len(queue))):
@@ -454,14 +591,66 @@ class TeacherCollector:
                 # Only the store can fail a worker (a task's own failure is a stored row); say why plainly.
                 raise group_error.exceptions[0] from None
 
-        result.skipped_budget = len(queue)
+        result.skipped_budget += len(queue)
         result.stopped_by_budget = result.stopped_by_budget or bool(queue)
-        result.cost_usd = budget.spent
-        result.retries = self._retries - retries_before
-        result.wall_s = time.perf_counter() - started
-        if result.stopped_by_budget:
-            log.warning(result.budget_line())
-        return result
+        result.cost_usd += budget.spent
+
+    async def _collect_in_processes(self, jobs: list[tuple[Task, int]], result: CollectResult, bar: _ProgressBar) -> None:
+        """Shard the jobs over `processes` child processes, each with its own event loop and SDK client.
+
+        One event loop spends a few ms of CPU per request in the SDK and HTTP stack, which caps one
+        process at a few hundred requests per second; shards lift that cap on a multi-core machine.
+        Children write to the same SQLite file (SQLite serialises their commits) and send progress
+        and log records back over a queue. The budget is split evenly between shards, so the total
+        still stays under the cap (each shard may stop a little earlier than one process would).
+        """
+        import logging.handlers
+        import multiprocessing
+
+        k = min(self.processes, len(jobs))
+        context = multiprocessing.get_context("spawn")  # fork would copy the parent's event loop and threads
+        events = context.Queue()
+        specs = [
+            {
+                **self._shard_options,
+                "tools_path": self.tools_path,
+                "tool_specs": [spec.model_dump() for spec in self.tools.specs],
+                "store_path": str(self.store.path),
+                "synchronous": getattr(self.store, "synchronous", "NORMAL"),
+                "concurrency": -(-self.concurrency // k),
+                "budget_usd": None if result.budget_usd is None else result.budget_usd / k,
+                "jobs": [(task.model_dump(mode="json"), index) for task, index in jobs[shard::k]],
+            }
+            for shard in range(k)
+        ]
+
+        async def relay() -> None:
+            while True:
+                item = await asyncio.to_thread(events.get)
+                if item is None:
+                    return
+                if isinstance(item, logging.LogRecord):
+                    logging.getLogger(item.name).handle(item)
+                else:
+                    bar.advance(*item)
+
+        loop = asyncio.get_running_loop()
+        level = logging.getLogger().getEffectiveLevel()
+        with concurrent.futures.ProcessPoolExecutor(
+            k, mp_context=context, initializer=_init_shard_process, initargs=(events, level)
+        ) as pool:
+            relaying = asyncio.create_task(relay())
+            try:
+                outcomes = await asyncio.gather(*(loop.run_in_executor(pool, _run_shard, spec) for spec in specs))
+            finally:
+                events.put(None)
+                await relaying
+        for outcome in outcomes:
+            for name in ("ok", "failed", "incomplete", "skipped_budget", "succeeded", "checked", "retries", "cost_usd"):
+                setattr(result, name, getattr(result, name) + outcome[name])
+            result.by_status.update(outcome["by_status"])
+            result.stopped_by_budget = result.stopped_by_budget or outcome["stopped_by_budget"]
+            result.first_error = result.first_error or outcome["first_error"]
 
     def collect(self, tasks: str | Path | Iterable[str | Task]) -> CollectResult:
         """Blocking `acollect`, for scripts and notebooks without an event loop."""
@@ -504,6 +693,7 @@ class _ProgressBar:
         self.total = total
         self.model = model
         self.counts: Counter = Counter()
+        self.cost = 0.0
         self._progress = None
         self._task_id = None
 
@@ -525,14 +715,16 @@ class _ProgressBar:
         return self
 
     def advance(self, status: str, cost: float) -> None:
+        """One run finished with `status`, having cost `cost` dollars."""
         self.counts[status] += 1
+        self.cost += cost
         if self._progress is not None:
             self._progress.update(
                 self._task_id,
                 advance=1,
                 ok=self.counts["ok"],
                 failed=self.counts["error"],
-                cost=cost,
+                cost=self.cost,
             )
 
     def __exit__(self, *exc_info: Any) -> None:

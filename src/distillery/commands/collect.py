@@ -5,7 +5,6 @@ Also `distillery store stats` and `distillery store export`, to look at what was
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -19,50 +18,6 @@ from distillery.store import DEFAULT_STORE_PATH, SQLiteStore
 
 DEFAULT_TOOLS = "distillery.world.tools:TOOLS"
 console = Console(stderr=True)
-
-
-def load_tools(import_path: str):
-    """Resolve `module:attr` to a ToolBox. The attr may be a ToolBox, a list of Tools, or a factory of either."""
-    from distillery.tools import Tool, ToolBox
-
-    module_name, sep, attr = import_path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"--tools {import_path!r}: expected module:attribute, e.g. mypkg.tools:TOOLS")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"--tools {import_path!r}: cannot import {module_name} ({exc})") from None
-    try:
-        value = getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"--tools {import_path!r}: {module_name} has no attribute {attr!r}") from None
-    if callable(value) and not isinstance(value, (Tool, ToolBox)):
-        value = value()
-    if isinstance(value, Tool):
-        value = [value]
-    if isinstance(value, ToolBox):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(t, Tool) for t in value):
-        return ToolBox(value)
-    raise ConfigError(f"--tools {import_path!r}: expected a ToolBox or a list of Tool, got {type(value).__name__}")
-
-
-def apply_tool_schemas(toolbox, schema_path: Path):
-    """Replace the schemas the model sees with those in a JSON file; each must name a tool in the toolbox.
-
-    The functions still run (and validate arguments against the new schema). A schema file alone
-    cannot answer tool calls, so it is only accepted together with the tools it describes.
-    """
-    from distillery.tools import Tool, ToolBox, load_tool_specs
-
-    specs = {spec.name: spec for spec in load_tool_specs(schema_path)}
-    unknown = sorted(set(specs) - {t.name for t in toolbox})
-    if unknown:
-        known = ", ".join(t.name for t in toolbox) or "none"
-        raise ConfigError(
-            f"{schema_path}: tool schema {unknown[0]!r} has no implementation in --tools (known: {known})"
-        )
-    return ToolBox(Tool(t.fn, specs[t.name], timeout_s=t.timeout_s) if t.name in specs else t for t in toolbox)
 
 
 def setup_logging(level: str, log_file: Path | None) -> None:
@@ -121,7 +76,13 @@ def collect_command(
         help="SQLite trajectory store. Re-running with the same store resumes: finished runs are skipped, failed ones retried.",
     ),
     n: int = typer.Option(1, "--n", min=1, help="Samples per task (sample_index 0..n-1), for action distributions. n>1 defaults to temperature 1.0."),
-    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Runs in flight at once. Raise it until the provider starts rate-limiting (429s are retried)."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Runs in flight at once (in total). Raise it until the provider starts rate-limiting (429s are retried)."),
+    processes: int = typer.Option(
+        1, "--processes", "-p", min=1,
+        help="Split the runs over this many processes, each with its own event loop and SDK client. One process "
+        "tops out at a few hundred requests/s (SDK CPU); use more for fast local servers (vLLM) on a multi-core machine. "
+        "The budget is split evenly between them.",
+    ),
     budget: Optional[float] = typer.Option(
         None, "--budget", metavar="USD", min=0.0,
         help="Stop starting new runs before spending more than this many dollars (prices from prices.toml). In-flight runs finish.",
@@ -145,14 +106,18 @@ def collect_command(
     log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="PATH", help="Write logs to this file instead of stderr. API keys are redacted."),
 ) -> None:
     """Run the teacher agent over every query and store its trajectories (resumable)."""
-    from distillery.collect import TeacherCollector
+    from distillery.collect import TeacherCollector, override_tool_specs, resolve_tools
     from distillery.tasks import load_tasks
+    from distillery.tools import load_tool_specs
 
     setup_logging(log_level, log_file)
     task_list = load_tasks(queries)
-    toolbox = load_tools(tools or DEFAULT_TOOLS)
-    if tool_schemas is not None:
-        toolbox = apply_tool_schemas(toolbox, tool_schemas)
+    tools_path = tools or DEFAULT_TOOLS
+    # Check tools and schemas here, so errors name the option and file, before anything starts.
+    toolbox = resolve_tools(tools_path, option="--tools")
+    schemas = load_tool_specs(tool_schemas) if tool_schemas is not None else None
+    if schemas:
+        override_tool_specs(toolbox, schemas, source=str(tool_schemas))
     if system is None and tools is None:
         from distillery.world import SYSTEM_PROMPT
 
@@ -163,7 +128,9 @@ def collect_command(
         model_options["base_url"] = base_url
     collector = TeacherCollector(
         teacher,
-        toolbox,
+        tools_path,
+        tool_schemas=schemas,
+        processes=processes,
         store=store,
         system=system,
         n=n,
