@@ -8,7 +8,8 @@
 Or, the seed's one-liner: `collect_teacher_trajectories(["What is ...?"], "openai:gpt-4o")`.
 
 What it guarantees:
-* **Bounded concurrency**: at most `concurrency` (task, sample) runs are in flight on one event loop.
+* **Bounded concurrency**: at most `concurrency` (task, sample) runs are in flight, from a fixed
+  pool of that many workers on one event loop (or, with `processes=P`, split over P processes).
 * **Retries**: transient model errors (429, 529, 5xx, timeouts) are retried with exponential backoff
   and full jitter, or after the server's `retry_after`, up to `max_retries` times. After that the
   trajectory is stored with status "error" and the message; the batch carries on.
