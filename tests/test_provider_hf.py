@@ -151,6 +151,25 @@ def test_sampling_n_turns_differ_and_seed_reproduces(random_model):
     assert raw == [t.text + "".join(c.canonical() for c in t.tool_calls) for t in again]
 
 
+def test_checkpoint_sampling_defaults_do_not_leak_in(random_model):
+    """Qwen checkpoints ship do_sample/top_k/top_p/repetition_penalty defaults; our calls override them."""
+    import copy
+
+    tokenizer = random_model.tokenizer
+    model = copy.deepcopy(random_model.model)
+    model.generation_config.update(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)
+    qwen_like = HFModel("qwen-like", model=model, tokenizer=tokenizer)
+    ids = lambda turns: [[t.token_id for t in turn.logprobs] for turn in turns]  # noqa: E731
+    for kwargs in ({}, {"n": 3, "temperature": 1.0, "seed": 11}):
+        expected = random_model.generate(QUESTION, [ADD_SPEC], max_tokens=12, logprobs=True, **kwargs)
+        got = qwen_like.generate(QUESTION, [ADD_SPEC], max_tokens=12, logprobs=True, **kwargs)
+        assert ids(got) == ids(expected)
+    # Asked for explicitly, a filter does apply: top_k=1 sampling is greedy decoding.
+    greedy = random_model.generate(QUESTION, [ADD_SPEC], max_tokens=12, logprobs=True)
+    top1 = random_model.generate(QUESTION, [ADD_SPEC], n=2, temperature=1.0, top_k=1, max_tokens=12, logprobs=True)
+    assert ids(top1) == ids(greedy) * 2
+
+
 def test_greedy_n_gives_identical_turns(random_model):
     turns = random_model.generate(QUESTION, None, n=3, max_tokens=8, logprobs=True)
     assert len(turns) == 3
