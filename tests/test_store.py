@@ -249,6 +249,8 @@ def test_unwritable_path_is_a_one_line_config_error(tmp_path):
         SQLiteStore(blocker / "sub" / "store.db")
     message = str(info.value)
     assert str(blocker / "sub" / "store.db") in message and "\n" not in message
+    with pytest.raises(ConfigError, match="exists and is not a directory"):
+        SQLiteStore(blocker / "store.db")
     # A directory where the database file should be.
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(ConfigError, match="dir.db"):

@@ -280,6 +280,10 @@ class SQLiteStore(TrajectoryStore):
         else:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError as exc:
+                raise ConfigError(
+                    f"{self.path}: store is not writable ({exc.filename} exists and is not a directory)"
+                ) from None
             except OSError as exc:
                 raise ConfigError(
                     f"{self.path}: store is not writable (cannot create {self.path.parent}: {exc.strerror})"
