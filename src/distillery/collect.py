@@ -41,7 +41,7 @@ from distillery.errors import ConfigError, TransientModelError
 from distillery.models import load_model
 from distillery.models.base import ChatModel
 from distillery.store import TrajectoryStore, open_store
-from distillery.tasks import Task, _task_id, load_tasks
+from distillery.tasks import Task, load_tasks, task_id_for
 from distillery.tools import Tool, ToolBox
 from distillery.trajectory import Message, ToolSpec, Trajectory, Turn
 
@@ -229,7 +229,7 @@ def as_tasks(queries: str | Path | Iterable[str | Task]) -> list[Task]:
             task = item
         elif isinstance(item, str):
             # The same id a text task file gives the same query, so list and file runs resume each other.
-            task = Task(id=_task_id(item), query=item)
+            task = Task(id=task_id_for(item), query=item)
         else:
             raise ConfigError(f"queries: expected a string or a Task, got {type(item).__name__}")
         if task.id in seen:

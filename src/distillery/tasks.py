@@ -102,7 +102,8 @@ def check_numeric(answer: str | None, expected: Any, task: Task) -> Outcome:
     return Outcome(success=ok, score=float(ok), checker="numeric", expected=expected, detail=f"read {value:g}")
 
 
-def _task_id(query: str) -> str:
+def task_id_for(query: str) -> str:
+    """A stable id for a bare query: the same text from a list or a file gets the same id."""
     return "q-" + hashlib.sha1(query.encode()).hexdigest()[:12]
 
 
@@ -131,7 +132,7 @@ def load_tasks(path: str | Path) -> list[Task]:
                 raise ConfigError(f"{path}:{number}: expected a JSON object with a 'query' field")
             if "query" not in record or not isinstance(record["query"], str) or not record["query"].strip():
                 raise ConfigError(f"{path}:{number}: missing or empty 'query' field")
-            record.setdefault("id", _task_id(record["query"]))
+            record.setdefault("id", task_id_for(record["query"]))
             if record.get("checker") is not None and record["checker"] not in CHECKERS:
                 raise ConfigError(
                     f"{path}:{number}: unknown checker {record['checker']!r}; known: {', '.join(sorted(CHECKERS))}"
@@ -143,7 +144,7 @@ def load_tasks(path: str | Path) -> list[Task]:
                 field = ".".join(str(p) for p in first["loc"])
                 raise ConfigError(f"{path}:{number}: field {field!r}: {first['msg']}") from None
         else:
-            task = Task(id=_task_id(stripped), query=stripped)
+            task = Task(id=task_id_for(stripped), query=stripped)
         if task.id in seen:
             raise ConfigError(f"{path}:{number}: duplicate task id {task.id!r} (first on line {seen[task.id]})")
         seen[task.id] = number
