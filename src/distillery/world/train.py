@@ -44,6 +44,7 @@ class TrainSettings:
     bf16: bool = True  # bfloat16 autocast; CPUs with AVX-512 BF16 or AMX run it about twice as fast
     threads: int = 0  # torch threads; 0 = torch's default
     log_every: int = 20
+    init_from: str = ""  # continue from a saved world model instead of random weights (a second phase)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -117,7 +118,10 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[
     rows = build_training_data(tokenizer, settings.n_tasks, settings.seed, config.max_position_embeddings)
     data_s = time.perf_counter() - started
 
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if settings.init_from:
+        model = AutoModelForCausalLM.from_pretrained(settings.init_from, local_files_only=True, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
     scratch = out / "_trainer"
     args = TrainingArguments(
