@@ -180,6 +180,7 @@ def worker(mode: str, config_name: str, steps: int, warmup: int, batch_size: int
 
 
 def loss_worker(kind: str, batch: int, length: int, vocab: int) -> dict:
+    kind, _, chunk = kind.partition("@")
     import torch
     import torch.nn.functional as F
 
@@ -196,7 +197,7 @@ def loss_worker(kind: str, batch: int, length: int, vocab: int) -> dict:
     baseline = start_peak_window()
     started = time.perf_counter()
     if kind == "chunked":
-        loss = kd_loss(student, teacher, labels, alpha=0.5, temperature=2.0)
+        loss = kd_loss(student, teacher, labels, alpha=0.5, temperature=2.0, chunk_size=int(chunk or 1024))
     elif kind == "dense":  # the textbook implementation: full-size softmaxes, autograd keeps them
         mask = labels != -100
         s, t = F.log_softmax(student / 2.0, -1), F.log_softmax(teacher / 2.0, -1)
@@ -207,7 +208,7 @@ def loss_worker(kind: str, batch: int, length: int, vocab: int) -> dict:
         loss = GKDTrainer.generalized_jsd_loss(student, teacher, labels=labels, beta=0.0, temperature=2.0)
     loss.backward()
     seconds = time.perf_counter() - started
-    return {"loss": kind, "vocab": vocab, "tokens": batch * length, "peak_extra_mib": peak_mib() - baseline,
+    return {"loss": kind + (f"@{chunk}" if chunk else ""), "vocab": vocab, "tokens": batch * length, "peak_extra_mib": peak_mib() - baseline,
             "logits_mib": student.numel() * 4 / 2**20, "seconds": seconds}
 
 
@@ -227,6 +228,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--loss-shape", type=int, nargs=3, default=[4, 512, 32768], metavar=("B", "T", "V"))
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[1024, 256, 64],
+                        help="kd_loss chunk sizes (rows) to measure in the loss-only table")
+    parser.add_argument("--skip-train", action="store_true", help="only the loss-only memory table")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "CONFIG"), help=argparse.SUPPRESS)
     parser.add_argument("--loss-worker", help=argparse.SUPPRESS)
@@ -240,9 +244,9 @@ def main() -> None:
         return
 
     results = []
-    print(f"offline world, CPU, 1 torch thread; {args.steps} timed steps after {args.warmup} warm-up, "
+    print(f"CPU, 1 torch thread; {args.steps} timed steps after {args.warmup} warm-up, "
           f"batch {args.batch_size}")
-    for config in args.configs:
+    for config in [] if args.skip_train else args.configs:
         rows = {}
         for mode in args.modes:
             rows[mode] = spawn(["--worker", mode, config, "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -262,11 +266,11 @@ def main() -> None:
 
     b, t, v = args.loss_shape
     print(f"\nloss only, one forward+backward on ({b}, {t}, {v}) logits ({b * t * v * 4 / 2**20:.0f} MiB each):")
-    losses = {kind: spawn(["--loss-worker", kind, "--loss-shape", str(b), str(t), str(v)])
-              for kind in ("chunked", "dense", "gkd")}
+    kinds = [f"chunked@{size}" for size in args.chunk_sizes] + ["dense", "gkd"]
+    losses = {kind: spawn(["--loss-worker", kind, "--loss-shape", str(b), str(t), str(v)]) for kind in kinds}
     results.extend(losses.values())
     for kind, r in losses.items():
-        print(f"{kind:8} peak extra {r['peak_extra_mib']:7.0f} MiB  "
+        print(f"{kind:13} peak extra {r['peak_extra_mib']:7.0f} MiB  "
               f"({r['peak_extra_mib'] / losses['dense']['peak_extra_mib']:.2f}x dense)  {r['seconds']:.2f}s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
