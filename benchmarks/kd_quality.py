@@ -107,7 +107,8 @@ def teacher_forced(model_dir: Path, n_test: int) -> dict:
             logits = model(input_ids=ids).logits[0, :-1]
         targets, kept = ids[0, 1:], mask[1:]
         nll = torch.nn.functional.cross_entropy(logits[kept], targets[kept], reduction="sum").item()
-        right = (logits.argmax(-1) == targets) | ~kept
+        hits = logits.argmax(-1) == targets
+        right = hits | ~kept
         turns = correct = 0
         position = 0
         while position < kept.numel():  # each contiguous assistant span is one turn
@@ -120,13 +121,19 @@ def teacher_forced(model_dir: Path, n_test: int) -> dict:
                 position = end
             else:
                 position += 1
-        tier = by_tier.setdefault(task.metadata["tier"], {"tokens": 0, "nll": 0.0, "turns": 0, "turns_exact": 0})
+        tier = by_tier.setdefault(task.metadata["tier"],
+                                  {"tokens": 0, "nll": 0.0, "turns": 0, "turns_exact": 0, "hits": 0})
         tier["tokens"] += int(kept.sum())
+        tier["hits"] += int((hits & kept).sum())
         tier["nll"] += nll
         tier["turns"] += turns
         tier["turns_exact"] += correct
     return {
-        tier: {"nll_per_token": v["nll"] / max(v["tokens"], 1), "turn_exact": v["turns_exact"] / max(v["turns"], 1)}
+        tier: {
+            "nll_per_token": v["nll"] / max(v["tokens"], 1),
+            "token_accuracy": v["hits"] / max(v["tokens"], 1),
+            "turn_exact": v["turns_exact"] / max(v["turns"], 1),
+        }
         for tier, v in by_tier.items()
     }
 
@@ -176,6 +183,55 @@ def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None
           f"train={train_seconds:.0f}s", flush=True)
 
 
+ABLATION = (  # (alpha, temperature, divergence), one seed, teacher-forced figures only
+    (0.2, 2.0, "forward_kl"),
+    (0.8, 2.0, "forward_kl"),
+    (0.5, 1.0, "forward_kl"),
+    (0.5, 4.0, "forward_kl"),
+    (0.5, 2.0, "reverse_kl"),
+)
+
+
+def run_ablation(out: Path, args: argparse.Namespace) -> None:
+    """kd-offline with other alpha / T / divergence on seed 0, scored teacher-forced only (cheap)."""
+    from distillery.distill.trainer import train_student
+
+    for alpha, temperature, divergence in ABLATION:
+        run_dir = out / "ablation" / f"a{alpha}-T{temperature}-{divergence}"
+        if (run_dir / "eval.json").exists():
+            continue
+        started = time.perf_counter()
+        train_student(args.student, out / "expert.jsonl", out=run_dir, teacher=args.teacher, signal="sparse", topk=20,
+                      alpha=alpha, temperature=temperature, divergence=divergence, max_steps=args.steps,
+                      batch_size=args.batch_size, learning_rate=args.lr, max_length=512, seed=0, logging_steps=25,
+                      progress=False, warmup_steps=20, lr_scheduler_type="cosine", threads=1)
+        report = {"alpha": alpha, "temperature": temperature, "divergence": divergence, "seed": 0,
+                  "train_seconds": round(time.perf_counter() - started, 1),
+                  "teacher_forced": teacher_forced(run_dir, args.n_test)}
+        (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
+        print(f"ablation {run_dir.name}: { {t: round(v['nll_per_token'], 3) for t, v in report['teacher_forced'].items()} }",
+              flush=True)
+
+
+def ablation_report(out: Path) -> str:
+    rows = ["**kd-offline ablation, seed 0: NLL per assistant token (teacher-forced, lower is better)**", "",
+            "| alpha | T | divergence | " + " | ".join(TIERS) + " |", "|---|---|---|" + "---|" * len(TIERS)]
+    base = out / "runs" / "kd-offline-seed0" / "eval.json"
+    entries = [(json.loads(p.read_text())) for p in sorted((out / "ablation").glob("*/eval.json"))]
+    if base.exists():
+        main = json.loads(base.read_text())
+        entries.insert(0, {**main, "alpha": main["alpha"], "temperature": main["temperature"]})
+    sft = out / "runs" / "sft-expert-seed0" / "eval.json"
+    for e in entries:
+        cells = [f"{e['teacher_forced'][t]['nll_per_token']:.3f}" if t in e["teacher_forced"] else "–" for t in TIERS]
+        rows.append(f"| {e['alpha']} | {e['temperature']} | {e['divergence']} | " + " | ".join(cells) + " |")
+    if sft.exists():
+        e = json.loads(sft.read_text())
+        cells = [f"{e['teacher_forced'][t]['nll_per_token']:.3f}" if t in e["teacher_forced"] else "–" for t in TIERS]
+        rows.append("| 1.0 (sft-expert) | – | – | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def evaluate_teacher(out: Path, args: argparse.Namespace) -> None:
     from distillery.models import load_model
     from distillery.world.evaluate import evaluate_model
@@ -206,6 +262,8 @@ def report(out: Path) -> str:
     tables = []
     for title, get in (
         ("success (free-running agent, checker)", lambda e, t: e["by_tier"].get(t, {}).get("success")),
+        ("assistant tokens predicted right (teacher-forced argmax)",
+         lambda e, t: e.get("teacher_forced", {}).get(t, {}).get("token_accuracy")),
         ("assistant turns exactly right (teacher-forced)",
          lambda e, t: e.get("teacher_forced", {}).get(t, {}).get("turn_exact")),
         ("NLL per assistant token (teacher-forced, lower is better)",
@@ -240,10 +298,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     parser.add_argument("--report", action="store_true", help="only print the table from finished runs")
+    parser.add_argument("--rescore", action="store_true", help="recompute teacher-forced figures, then report")
+    parser.add_argument("--ablation", action="store_true", help="kd-offline with other alpha/T/divergence (seed 0)")
     parser.add_argument("--expert-only", action="store_true", help="only the sft-expert arm (needs no teacher)")
     args = parser.parse_args()
-    if args.report:
+    if args.rescore:  # recompute the teacher-forced figures of finished runs (e.g. after adding one)
+        for path in sorted((args.out / "runs").glob("*/eval.json")):
+            evaluation = json.loads(path.read_text())
+            evaluation["teacher_forced"] = teacher_forced(path.parent, args.n_test)
+            path.write_text(json.dumps(evaluation, indent=2))
+    if args.ablation:
+        run_ablation(args.out, args)
+    if args.report or args.rescore or args.ablation:
         print(report(args.out))
+        if (args.out / "ablation").is_dir():
+            print("\n" + ablation_report(args.out))
         return
     prepare_expert(args.out, args.n_train)
     if args.expert_only:  # the arm that needs no teacher, while the teacher is still training

@@ -270,3 +270,14 @@ def test_action_signal_loss_is_teacher_weighted_nll_of_actions(tmp_path):
     assert torch.allclose(loss, expected, rtol=1e-5)
     loss.backward()  # the action term trains the student
     assert trainer.model.model.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_seed_initialises_an_untrained_world_student():
+    from distillery.distill.trainer import load_model_and_tokenizer
+
+    first, _ = load_model_and_tokenizer("world:student-xs", seed=1)
+    again, _ = load_model_and_tokenizer("world:student-xs", seed=1)
+    other, _ = load_model_and_tokenizer("world:student-xs", seed=2)
+    weight = "model.embed_tokens.weight"
+    assert torch.equal(first.state_dict()[weight], again.state_dict()[weight])
+    assert not torch.equal(first.state_dict()[weight], other.state_dict()[weight])

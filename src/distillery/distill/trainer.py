@@ -387,9 +387,10 @@ def _looks_like_uri(value: str) -> bool:
     return bool(sep) and scheme.isalpha() and len(scheme) > 1
 
 
-def load_model_and_tokenizer(spec: Any, *, what: str = "student"):
+def load_model_and_tokenizer(spec: Any, *, what: str = "student", seed: int | None = None):
     """(model, tokenizer) from a URI (`world:student-xs`, `hf:./dir`), a directory, an object with
-    `.model`/`.tokenizer` (an `HFModel`), or a `(model, tokenizer)` pair."""
+    `.model`/`.tokenizer` (an `HFModel`), or a `(model, tokenizer)` pair. `seed` initialises an
+    untrained `world:student-*`."""
     if isinstance(spec, tuple) and len(spec) == 2:
         return spec
     if hasattr(spec, "model") and hasattr(spec, "tokenizer"):
@@ -398,7 +399,8 @@ def load_model_and_tokenizer(spec: Any, *, what: str = "student"):
     if _looks_like_uri(text):
         from distillery.models import load_model
 
-        loaded = load_model(text)
+        options = {"seed": seed} if seed is not None and text.startswith("world:student") else {}
+        loaded = load_model(text, **options)
         if not (hasattr(loaded, "model") and hasattr(loaded, "tokenizer")):
             raise ConfigError(f"--{what} {text}: training needs local weights (an hf:, world: or directory model)")
         return loaded.model, loaded.tokenizer
@@ -481,7 +483,7 @@ def train_student(
     checkpoints = out / "checkpoints"
     if threads > 0:
         torch.set_num_threads(threads)
-    model, tokenizer = load_model_and_tokenizer(student, what="student")
+    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=seed)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset = load_training_data(data)
