@@ -161,7 +161,7 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     stages = results["stages"]
     assert stages["collect"]["ok"] > 0 and stages["build"]["examples"] > 0
     assert 0 < stages["build"]["sidecar"]["coverage"] <= 1
-    assert stages["train"]["signal"] == "sparse" and stages["train"]["steps"] == 40
+    assert stages["train"]["signal"] == "sparse" and stages["train"]["steps"] == 80
     assert 0.0 <= stages["calibrate"]["threshold"] <= 1.0
     rows = {row["name"]: row for row in stages["evaluate"]["rows"]}
     assert set(rows) == {"student alone", "teacher alone", "cascade"}

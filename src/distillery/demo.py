@@ -110,7 +110,7 @@ class DemoSettings:
     n_train: int = 320  # world train-split tasks collected with the teacher (plus DEMO_QUERIES)
     n_validation: int = 100  # calibration tasks
     n_test: int = 100  # held-out tasks for the summary table
-    train_steps: int = 150
+    train_steps: int = 300
     batch_size: int = 16
     learning_rate: float | None = None  # None: train_student's default for an untrained world student
     alpha: float = 0.5  # L = alpha * CE + (1 - alpha) * T^2 * KD
@@ -126,7 +126,7 @@ class DemoSettings:
     @classmethod
     def quick_settings(cls, **overrides: Any) -> DemoSettings:
         """Tiny budgets for the test suite: every stage runs, on a handful of tasks and steps."""
-        values = dict(n_train=48, n_validation=24, n_test=24, train_steps=40, batch_size=8, quick=True)
+        values = dict(n_train=48, n_validation=24, n_test=24, train_steps=80, batch_size=8, quick=True)
         values.update(overrides)
         return cls(**values)
 
@@ -538,10 +538,12 @@ class Demo:
             shutil.rmtree(self.student_dir)  # inputs changed: a stale checkpoint must not be resumed
         # The bar's console is bound to the real stdout now, because transformers prints every log dict
         # to stdout (its PrinterCallback), which is swallowed below: distillation.json keeps them all.
+        # One torch thread: a world student's matmuls are too small to split, and on a busy 2-core
+        # machine 2 threads made each step 6x slower (0.75 s against 0.13 s, BENCHMARKS.md "Demo").
         bar_console = Console(file=self.console.file)
         with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=bar_console) as progress, \
-                contextlib.redirect_stdout(io.StringIO()):
+                contextlib.redirect_stdout(io.StringIO()), torch_threads(1):
             callback = training_progress(progress, f"{self.s.student} ({self.s.signal} KD)", self.s.train_steps)
             train_student(
                 self.s.student, self.data_path, out=self.student_dir, signal=self.s.signal,
@@ -822,6 +824,19 @@ def quiet_library_output() -> None:
     datasets.disable_progress_bars()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run with `count` torch intra-op threads, then restore the previous setting."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def trained_student_uri(student: str) -> str:
