@@ -194,3 +194,58 @@ def test_a_rerun_reuses_every_finished_stage(quick_demo):
     again = run_demo(DemoSettings.quick_settings(out=out))
     assert all(timing["cached"] for timing in again["timing"]["stages"].values())
     assert again["stages"] == json.loads(json.dumps(first["stages"], default=str))
+
+
+# -- Claude as the teacher, against a local server speaking the Messages API -------------------------
+
+
+def expert_as_claude(tasks):
+    """A responder that answers like a perfect Claude: the world expert's next step, as Messages API blocks."""
+    from tests.wire.anthropic_server import message, text_block, tool_use_block
+    from distillery.world.expert import solve
+
+    by_query = {task.query: task for task in tasks}
+
+    def reply(request):
+        turns = request.json["messages"]
+        first = turns[0]["content"]
+        query = first if isinstance(first, str) else "".join(b.get("text", "") for b in first if b.get("type") == "text")
+        task = by_query.get(query)
+        if task is None:  # the demo's reachability check ("Reply with OK.")
+            return message([text_block("OK")], model=request.json["model"])
+        gold = solve(task).steps
+        step = gold[min(sum(1 for t in turns if t["role"] == "assistant"), len(gold) - 1)]
+        if step.tool_calls:
+            blocks = [text_block(step.text)] if step.text else []
+            blocks += [tool_use_block(None, call.name, call.arguments) for call in step.tool_calls]
+            return message(blocks, stop_reason="tool_use", model=request.json["model"], input_tokens=900, output_tokens=40)
+        return message([text_block(step.text)], model=request.json["model"], input_tokens=900, output_tokens=30)
+
+    return reply
+
+
+def test_claude_as_the_teacher_switches_to_sequence_kd_and_prices_real_calls(tmp_path, monkeypatch):
+    from distillery.demo import world_split
+    from tests.wire.anthropic_server import ScriptedAnthropicServer
+
+    settings = DemoSettings(out=tmp_path / "out", teacher="anthropic:claude-opus-4-6", n_train=12, n_validation=8,
+                            n_test=8, train_steps=8, batch_size=4, concurrency=8)
+    tasks = [*demo_tasks(), *(t for split in ("train", "validation", "test")
+                             for t in world_split(split, getattr(settings, f"n_{split}"), settings.seed))]
+    key = "sk-ant-demo-test-key-0123456789"
+    with ScriptedAnthropicServer(responder=expert_as_claude(tasks)) as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        results = run_demo(settings)
+        models = {r.json["model"] for r in server.requests}
+    assert models == {"claude-opus-4-6"}
+    assert results["world"] == "hosted teacher" and results["signal"] == "sequence"
+    stages = results["stages"]
+    assert "sidecar" not in stages["build"] and not (tmp_path / "out/data/train.topk.parquet").exists()
+    assert stages["train"]["signal"] == "sequence"
+    rows = {row["name"]: row for row in stages["evaluate"]["rows"]}
+    assert rows["teacher alone"]["success"] == 1.0  # the stand-in answers like the expert
+    assert rows["teacher alone"]["cost_per_1k_usd"] > 0  # priced at claude-opus-4-6's list price
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".toml", ".db"):
+            assert key.encode() not in path.read_bytes(), path
