@@ -232,8 +232,10 @@ def test_student_uris_are_fresh_models_of_the_shipped_sizes():
 
 # ---- the bundled teacher -----------------------------------------------------------------------
 
-# Six fixed held-out tasks, one per tier and a few families: the shipped teacher must solve them.
-TEACHER_SAMPLE = ["price", "order_status", "stock_by_name", "ship_date", "stock_after_order", "decline"]
+# Six fixed held-out tasks covering every tier (the first test-split task, seed 0, of each family).
+# The shipped teacher solved all six when it was committed; one miss is tolerated so that a
+# different CPU's float rounding under greedy decoding does not make the test flaky.
+TEACHER_SAMPLE = ["price", "order_status", "stock_by_name", "order_total", "order_weight_lb", "decline"]
 
 
 @pytest.mark.skipif(not (TEACHER_DIR / "model.safetensors").is_file(), reason="bundled teacher not built")
@@ -244,8 +246,9 @@ def test_bundled_teacher_solves_a_fixed_held_out_sample_offline():
     assert teacher.uri == "world:teacher"
     assert report["success"] >= 5 / 6, [t.final_answer for t in trajectories]
     assert report["by_tier"]["none"]["success"] == 1.0
-    solved = [t for t in trajectories if t.outcome.success and t.metadata["tier"] != "none"]
-    assert solved and all(matched_prefix(t, solve(task)) >= 1 for t, task in zip(trajectories, tasks) if t in solved)
+    for trajectory, task in zip(trajectories, tasks):
+        if trajectory.outcome.success and task.metadata["tier"] != "none":
+            assert matched_prefix(trajectory, solve(task)) >= 1  # it got there by calling the tools
 
 
 def test_generate_command_writes_a_loadable_task_file(tmp_path):

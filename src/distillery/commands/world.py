@@ -114,18 +114,19 @@ def train_teacher(
     n_tasks: int = typer.Option(16000, "--n-tasks", help="Expert trajectories from the train split to learn from."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over those trajectories."),
     max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many optimizer steps (overrides --epochs when > 0)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Trajectories per optimizer step."),
-    learning_rate: float = typer.Option(2e-3, "--lr", help="Peak learning rate (cosine decay after warm-up)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Trajectories per optimizer step."),
+    learning_rate: float = typer.Option(3e-3, "--lr", help="Peak learning rate (cosine decay after warm-up)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the task sample, the initial weights and the data order."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads; 0 keeps torch's default."),
     bf16: bool = typer.Option(True, "--bf16/--fp32", help="bfloat16 autocast (faster on CPUs with AVX-512 BF16/AMX); weights stay float32."),
+    init_from: Path = typer.Option(None, "--init-from", help="Continue from a saved world model folder instead of random weights (a second training phase)."),
 ) -> None:
     """Train a world model from scratch by SFT on expert trajectories (seeded); prints wall time."""
     from distillery.world.train import TrainSettings, train_world_model
 
     settings = TrainSettings(config=config, out=str(out) if out else "", n_tasks=n_tasks, epochs=epochs,
                              max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                             threads=threads, bf16=bf16)
+                             threads=threads, bf16=bf16, init_from=str(init_from) if init_from else "")
     report = train_world_model(settings, progress=True)
     console.print(
         f"trained {report['config']} ({report['parameters']:,} parameters) on {report['examples']} trajectories, "

@@ -33,10 +33,10 @@ class TrainSettings:
 
     config: str = "teacher"  # a shipped config name (teacher, student-s, student-xs) or a config.json path
     out: str = ""  # output directory; "" = the packaged teacher directory
-    n_tasks: int = 12000  # expert trajectories from the train split
+    n_tasks: int = 16000  # expert trajectories from the train split
     epochs: float = 1.0
     max_steps: int = -1  # overrides epochs when > 0
-    batch_size: int = 32
+    batch_size: int = 16
     learning_rate: float = 3e-3
     warmup_steps: int = 30
     weight_decay: float = 0.01
