@@ -65,11 +65,13 @@ def demo(extra: list[str]) -> None:
             stages = ", ".join(f"{name} {t['seconds']:.0f}s" for name, t in results["timing"]["stages"].items())
             print(f"  {label:<16} {wall:6.1f}s wall  [{stages}]  load avg {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
         rows = {row["name"]: row for row in results["stages"]["evaluate"]["rows"]}
-        print("  summary (offline world, stand-in prices): " + "; ".join(
+        print(f"  summary ({results['label']}; {results['pricing']}): " + "; ".join(
             f"{name} success {row['success']:.2f}, ${row['cost_per_1k_usd']:.2f}/1k" for name, row in rows.items()))
         cascade = rows["cascade"]
+        saving = cascade["saving_vs_teacher"]
         print(f"  cascade escalated {cascade['task_escalation_rate']:.0%} of tasks "
-              f"({cascade['step_escalation_rate']:.0%} of steps), cost {1 - cascade['saving_vs_teacher']:.0%} of teacher-only")
+              f"({cascade['step_escalation_rate']:.0%} of steps), cost "
+              + ("n/a (teacher unpriced)" if saving is None else f"{1 - saving:.0%} of teacher-only"))
 
 
 def main() -> None:

@@ -19,7 +19,10 @@ from distillery.world.models import TEACHER_DIR
 from distillery.world.tasks import FAMILIES, split_of
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 
-HAS_TEACHER = (TEACHER_DIR / "model.safetensors").is_file()
+# The quick demo runs on the bundled world teacher; DISTILLERY_DEMO_TEACHER=hf:DIR runs it on a
+# candidate checkpoint instead (what a world-teacher change should be checked with).
+TEACHER = os.environ.get("DISTILLERY_DEMO_TEACHER", "world:teacher")
+HAS_TEACHER = TEACHER != "world:teacher" or (TEACHER_DIR / "model.safetensors").is_file()
 needs_teacher = pytest.mark.skipif(not HAS_TEACHER, reason="the bundled world teacher is not in the tree yet")
 
 
@@ -133,7 +136,7 @@ def test_concurrent_calls_are_answered_by_one_batch_with_the_same_turns():
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    results = run_demo(DemoSettings.quick_settings(out=out))
+    results = run_demo(DemoSettings.quick_settings(out=out, teacher=TEACHER))
     return out, results
 
 
@@ -148,7 +151,8 @@ def test_quick_demo_writes_every_stage_artifact(quick_demo):
     for stage in ("collect", "build", "train", "calibrate", "queries", "evaluate"):
         assert (out / "stages" / f"{stage}.json").is_file()
     saved = json.loads((out / "results.json").read_text())
-    assert saved["world"] == "offline" and "stand-in" in saved["pricing"]
+    if TEACHER == "world:teacher":
+        assert saved["world"] == "offline" and "stand-in" in saved["pricing"]
     assert saved["stages"] == json.loads(json.dumps(results["stages"], default=str))
     # The JSONL is OpenAI's format: every line has messages and tools, arguments as JSON strings.
     first = json.loads((out / "data/train.jsonl").read_text().splitlines()[0])
@@ -161,14 +165,15 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     stages = results["stages"]
     assert stages["collect"]["ok"] > 0 and stages["build"]["examples"] > 0
     assert 0 < stages["build"]["sidecar"]["coverage"] <= 1
-    assert stages["train"]["signal"] == "sparse" and stages["train"]["steps"] == 80
+    assert stages["train"]["signal"] == "sparse" and stages["train"]["steps"] == 150
     assert 0.0 <= stages["calibrate"]["threshold"] <= 1.0
     rows = {row["name"]: row for row in stages["evaluate"]["rows"]}
     assert set(rows) == {"student alone", "teacher alone", "cascade"}
     for row in rows.values():
         assert 0.0 <= row["success"] <= 1.0 and row["cost_per_1k_usd"] >= 0.0
-    assert rows["teacher alone"]["cost_per_1k_usd"] > rows["student alone"]["cost_per_1k_usd"]
-    assert rows["teacher alone"]["saving_vs_teacher"] == pytest.approx(0.0)
+    if TEACHER == "world:teacher":  # priced as claude-opus-4-6 (stand-in); an hf: candidate is unpriced
+        assert rows["teacher alone"]["cost_per_1k_usd"] > rows["student alone"]["cost_per_1k_usd"]
+        assert rows["teacher alone"]["saving_vs_teacher"] == pytest.approx(0.0)
 
     # The cascade escalates at least once, and not always.
     cascade = [Trajectory.model_validate_json(line) for line in (out / "runs/cascade-test.jsonl").read_text().splitlines()]
@@ -191,7 +196,7 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
 @needs_teacher
 def test_a_rerun_reuses_every_finished_stage(quick_demo):
     out, first = quick_demo
-    again = run_demo(DemoSettings.quick_settings(out=out))
+    again = run_demo(DemoSettings.quick_settings(out=out, teacher=TEACHER))
     assert all(timing["cached"] for timing in again["timing"]["stages"].values())
     assert again["stages"] == json.loads(json.dumps(first["stages"], default=str))
 

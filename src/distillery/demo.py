@@ -112,7 +112,7 @@ class DemoSettings:
     n_test: int = 100  # held-out tasks for the summary table
     train_steps: int = 300
     batch_size: int = 16
-    learning_rate: float | None = None  # None: train_student's default for an untrained world student
+    learning_rate: float = 3e-3  # high, for a tiny student trained from scratch (as the world teacher was)
     alpha: float = 0.5  # L = alpha * CE + (1 - alpha) * T^2 * KD
     temperature: float = 2.0
     topk: int = 8  # teacher logprobs kept per token in the sidecar
@@ -126,7 +126,7 @@ class DemoSettings:
     @classmethod
     def quick_settings(cls, **overrides: Any) -> DemoSettings:
         """Tiny budgets for the test suite: every stage runs, on a handful of tasks and steps."""
-        values = dict(n_train=48, n_validation=24, n_test=24, train_steps=80, batch_size=8, quick=True)
+        values = dict(n_train=48, n_validation=24, n_test=24, train_steps=150, batch_size=8, quick=True)
         values.update(overrides)
         return cls(**values)
 

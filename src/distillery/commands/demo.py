@@ -17,7 +17,7 @@ def demo(
     fresh: bool = typer.Option(False, "--fresh", help="Delete the output directory first and run every stage again."),
     quick: bool = typer.Option(
         False, "--quick",
-        help="Tiny budgets (48 train tasks, 24 validation, 24 test, 80 training steps): checks that the pipeline "
+        help="Tiny budgets (48 train tasks, 24 validation, 24 test, 150 training steps): checks that the pipeline "
         "works in about a minute; the numbers are then only a smoke test.",
     ),
     teacher: str = typer.Option(
@@ -33,7 +33,10 @@ def demo(
     n_train: int = typer.Option(None, "--n-train", help="World train-split tasks the teacher solves for the training data (default 320; --quick 48)."),
     n_validation: int = typer.Option(None, "--n-validation", help="Validation tasks the threshold is calibrated on (default 100; --quick 24)."),
     n_test: int = typer.Option(None, "--n-test", help="Held-out test tasks for the summary table (default 100; --quick 24)."),
-    steps: int = typer.Option(None, "--steps", help="Training steps for the student (default 300; --quick 80)."),
+    steps: int = typer.Option(None, "--steps", help="Training steps for the student (default 300; --quick 150)."),
+    lr: float = typer.Option(
+        None, "--lr", help="Student learning rate (default 3e-3: a tiny, untrained world student learns fast)."
+    ),
     alpha: float = typer.Option(0.5, "--alpha", help="L = alpha*CE + (1-alpha)*T^2*KD: weight of the hard labels (1.0 = plain SFT)."),
     temperature: float = typer.Option(2.0, "--temperature", help="KD softening temperature T for teacher and student."),
     target: float = typer.Option(
@@ -59,7 +62,7 @@ def demo(
     from distillery.demo import DemoSettings, run_demo
 
     overrides = {
-        "n_train": n_train, "n_validation": n_validation, "n_test": n_test, "train_steps": steps,
+        "n_train": n_train, "n_validation": n_validation, "n_test": n_test, "train_steps": steps, "learning_rate": lr,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     common = dict(out=out, teacher=teacher, student=student, alpha=alpha, temperature=temperature, target=target,
