@@ -42,7 +42,7 @@ from distillery.models import load_model
 from distillery.models.base import ChatModel
 from distillery.store import TrajectoryStore, open_store
 from distillery.tasks import Task, load_tasks, task_id_for
-from distillery.tools import Tool, ToolBox
+from distillery.tools import Tool, ToolBox, load_tools
 from distillery.trajectory import Message, ToolSpec, Trajectory, Turn
 
 log = logging.getLogger("distillery.collect")
@@ -239,32 +239,6 @@ def as_tasks(queries: str | Path | Iterable[str | Task]) -> list[Task]:
     return tasks
 
 
-def resolve_tools(import_path: str, *, option: str = "tools") -> ToolBox:
-    """Tools from `module:attr`: a ToolBox, a list of Tools, a single Tool, or a factory of any of them."""
-    import importlib
-
-    module_name, sep, attr = import_path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"{option} {import_path!r}: expected module:attribute, e.g. mypkg.tools:TOOLS")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"{option} {import_path!r}: cannot import {module_name} ({exc})") from None
-    try:
-        value = getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"{option} {import_path!r}: {module_name} has no attribute {attr!r}") from None
-    if callable(value) and not isinstance(value, (Tool, ToolBox)):
-        value = value()
-    if isinstance(value, Tool):
-        value = [value]
-    if isinstance(value, ToolBox):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(t, Tool) for t in value):
-        return ToolBox(value)
-    raise ConfigError(f"{option} {import_path!r}: expected a ToolBox or a list of Tool, got {type(value).__name__}")
-
-
 def override_tool_specs(tools: ToolBox, specs: Sequence[ToolSpec], *, source: str = "tool_schemas") -> ToolBox:
     """Replace the schemas the model sees with `specs`, for tools of the same name.
 
@@ -312,7 +286,7 @@ def _run_shard(spec: dict[str, Any]) -> dict[str, Any]:
 
     spec = dict(spec)
     tools_path = spec.pop("tools_path")
-    tools = resolve_tools(tools_path) if tools_path else ToolBox()
+    tools = load_tools(tools_path) if tools_path else ToolBox()
     # The parent may have replaced schemas (tool_schemas): offer exactly what it offered.
     tools = override_tool_specs(tools, [ToolSpec.model_validate(s) for s in spec.pop("tool_specs")])
     store = SQLiteStore(spec.pop("store_path"), synchronous=spec.pop("synchronous"))
@@ -422,7 +396,7 @@ class TeacherCollector:
             _check_shardable(model, tools, store)
         self.model = _load(model, model_options or {}) if isinstance(model, str) else model
         if isinstance(tools, str):
-            tools = resolve_tools(tools)
+            tools = load_tools(tools)
         self.tools = tools if isinstance(tools, ToolBox) else ToolBox(tools)
         if tool_schemas:
             self.tools = override_tool_specs(self.tools, tool_schemas)

@@ -18,6 +18,7 @@ reads and can recover from.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib
 import inspect
 import json
 import re
@@ -34,6 +35,9 @@ from distillery.errors import ConfigError
 from distillery.trajectory import ToolCall, ToolResult, ToolSpec
 
 DEFAULT_TIMEOUT_S = 30.0
+
+# The tools a command uses when none are named: the offline world's shop.
+DEFAULT_TOOLS = "distillery.world.tools:TOOLS"
 
 # Tool functions run on a shared pool so a timeout can return without waiting for the function.
 # A timed-out function keeps its thread until it returns: Python cannot kill a thread.
@@ -290,3 +294,30 @@ def load_tool_specs(path: str | Path) -> list[ToolSpec]:
         check_schema(spec, source=f"{path} tool #{index}")
         specs.append(spec)
     return specs
+
+
+def load_tools(import_path: str, *, option: str = "tools") -> ToolBox:
+    """Tools from an import path `module:attr`: a ToolBox, a list of Tools, a Tool, or a factory of any of them.
+
+    This is how the CLI names tools (`--tools mypkg.tools:TOOLS`); `DEFAULT_TOOLS` is the offline world's.
+    """
+    module_name, sep, attr = import_path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{option} {import_path!r}: expected module:attribute, e.g. mypkg.tools:TOOLS")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{option} {import_path!r}: cannot import {module_name} ({exc})") from None
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"{option} {import_path!r}: {module_name} has no attribute {attr!r}") from None
+    if callable(value) and not isinstance(value, (Tool, ToolBox)):
+        value = value()
+    if isinstance(value, Tool):
+        value = [value]
+    if isinstance(value, ToolBox):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(t, Tool) for t in value):
+        return ToolBox(value)
+    raise ConfigError(f"{option} {import_path!r}: expected a ToolBox or a list of Tool, got {type(value).__name__}")

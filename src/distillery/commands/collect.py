@@ -16,7 +16,7 @@ from rich.table import Table
 from distillery.errors import ConfigError, DistilleryError
 from distillery.store import DEFAULT_STORE_PATH, SQLiteStore
 
-DEFAULT_TOOLS = "distillery.world.tools:TOOLS"
+from distillery.tools import DEFAULT_TOOLS, load_tools
 console = Console(stderr=True)
 
 
@@ -106,7 +106,7 @@ def collect_command(
     log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="PATH", help="Write logs to this file instead of stderr. API keys are redacted."),
 ) -> None:
     """Run the teacher agent over every query and store its trajectories (resumable)."""
-    from distillery.collect import TeacherCollector, override_tool_specs, resolve_tools
+    from distillery.collect import TeacherCollector, override_tool_specs
     from distillery.tasks import load_tasks
     from distillery.tools import load_tool_specs
 
@@ -114,7 +114,7 @@ def collect_command(
     task_list = load_tasks(queries)
     tools_path = tools or DEFAULT_TOOLS
     # Check tools and schemas here, so errors name the option and file, before anything starts.
-    toolbox = resolve_tools(tools_path, option="--tools")
+    toolbox = load_tools(tools_path, option="--tools")
     schemas = load_tool_specs(tool_schemas) if tool_schemas is not None else None
     if schemas:
         override_tool_specs(toolbox, schemas, source=str(tool_schemas))

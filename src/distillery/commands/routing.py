@@ -34,7 +34,7 @@ def _tasks_and_tools(tasks_path: Optional[Path], world_split: str, n: int, seed:
         from distillery.world.tasks import generate_tasks
 
         tasks = generate_tasks(world_split, n, seed)
-    from distillery.commands.collect import DEFAULT_TOOLS, load_tools
+    from distillery.tools import DEFAULT_TOOLS, load_tools
 
     return tasks, load_tools(tools_path or DEFAULT_TOOLS)
 
@@ -239,7 +239,7 @@ def cascade_run(
     as_json: bool = typer.Option(False, "--json", help="Print the whole trajectory as JSON."),
 ) -> None:
     """Answer one query through the cascade and show who produced each step, with what confidence."""
-    from distillery.commands.collect import DEFAULT_TOOLS, load_tools
+    from distillery.tools import DEFAULT_TOOLS, load_tools
     from distillery.routing.cascade import Cascade
 
     tools = load_tools(tools_path or DEFAULT_TOOLS)
