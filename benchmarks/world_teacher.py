@@ -2,7 +2,8 @@
 
     python benchmarks/world_teacher.py --student hf:runs/xs-sft --n 200
 
-Prints (1) seconds to load `world:teacher` and answer one easy test task, cold, in this process;
+Prints (1) seconds to load `world:teacher` (after torch/transformers are imported, which is timed
+separately) and answer one easy test task, in a fresh process;
 (2) success by tier for the teacher and the student on the same test tasks (greedy, same seed),
 with the student/teacher ratio per tier. All figures are offline-world figures.
 """
@@ -30,6 +31,13 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
+    from transformers import LlamaForCausalLM  # noqa: F401 - imports are timed apart from loading the weights
+
+    import distillery.models.hf  # noqa: F401
+
+    imported = time.perf_counter()
+    print(f"import torch + transformers + provider: {imported - started:.2f} s")
+    started = time.perf_counter()
     teacher = load_model("world:teacher")
     loaded = time.perf_counter()
     task = generate_tasks("test", 1, seed=args.seed, tiers=["easy"])[0]
@@ -38,6 +46,8 @@ def main() -> None:
     print(f"world:teacher load {loaded - started:.2f} s + one easy task {answered - loaded:.2f} s "
           f"= {answered - started:.2f} s (success={trajectory.outcome.success})")
 
+    if args.n <= 0:
+        return
     tasks = generate_tasks("test", args.n, seed=args.seed)
     results = {"load_s": loaded - started, "one_task_s": answered - loaded}
     models = [("teacher", teacher)] + ([("student", load_model(args.student))] if args.student else [])
