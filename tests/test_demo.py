@@ -175,11 +175,13 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
         assert rows["teacher alone"]["cost_per_1k_usd"] > rows["student alone"]["cost_per_1k_usd"]
         assert rows["teacher alone"]["saving_vs_teacher"] == pytest.approx(0.0)
 
-    # The cascade escalates at least once, and not always.
+    # The cascade escalates at least once, and not always: some tasks stay with the student.
     cascade = [Trajectory.model_validate_json(line) for line in (out / "runs/cascade-test.jsonl").read_text().splitlines()]
-    steps = [step for t in cascade for step in t.steps]
-    assert any(step.escalated for step in steps) and not all(step.escalated for step in steps)
-    assert 0 < rows["cascade"]["step_escalation_rate"] < 1
+    escalated = [any(step.escalated for step in t.steps) for t in cascade]
+    assert any(escalated) and not all(escalated)
+    assert 0 < rows["cascade"]["task_escalation_rate"] < 1
+    producers = {step.producer for t in cascade for step in t.steps}
+    assert producers == {"world:student-xs-kd", TEACHER}
 
     # Printed figures are recomputed from the saved runs, not read from a file of expected values.
     student = [Trajectory.model_validate_json(line) for line in (out / "runs/student-test.jsonl").read_text().splitlines()]

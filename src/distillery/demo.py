@@ -49,7 +49,6 @@ from distillery.trajectory import Message, Trajectory
 
 RESULTS_KIND = "distillery.demo"
 QUERY_TAG = "demo-query"
-SCORER = "logprob-mean"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,6 +116,8 @@ class DemoSettings:
     temperature: float = 2.0
     topk: int = 8  # teacher logprobs kept per token in the sidecar
     target: float = 0.95  # calibrate: cheapest threshold reaching target x teacher success on validation
+    scorer: str = "logprob-mean"  # the student's confidence (docs/routing.md)
+    escalate: str = "task"  # "task": once a step escalates, the teacher finishes the task; "step": only that step
     max_tokens: int = 192  # per model call; world answers and tool calls are far shorter
     concurrency: int = 32  # tasks in flight; local models batch their calls (BatchingModel)
     budget_usd: float | None = 5.0  # cap on a hosted teacher's collection spend (world: prices are stand-ins)
@@ -139,6 +140,8 @@ class DemoSettings:
             raise ConfigError(f"--alpha must be in [0, 1], got {self.alpha}")
         if not 0.0 < self.target <= 1.0:
             raise ConfigError(f"--target must be in (0, 1], got {self.target}")
+        if self.escalate not in ("task", "step"):
+            raise ConfigError(f"--escalate {self.escalate!r}: use task or step")
 
     @property
     def local_teacher(self) -> bool:
@@ -451,9 +454,9 @@ class Demo:
             "build": {"format": "openai", "topk": s.topk if s.local_teacher else None, "success_only": True},
             "train": {"student": s.student, "signal": s.signal, "steps": s.train_steps, "batch_size": s.batch_size,
                       "lr": s.learning_rate, "alpha": s.alpha, "temperature": s.temperature},
-            "calibrate": {"target": s.target, "scorer": SCORER},
-            "queries": {},
-            "evaluate": {},
+            "calibrate": {"target": s.target, "scorer": s.scorer},
+            "queries": {"escalate": s.escalate},
+            "evaluate": {"escalate": s.escalate},
         }[name]
 
     # -- 1. collect ----------------------------------------------------------------------------
@@ -577,9 +580,10 @@ class Demo:
         result = calibrate(runs, target=self.s.target)
         threshold = round(result.thresholds[0], 6)
         config = CascadeConfig(
-            tiers=[TierConfig(model=f"hf:{self.student_dir.resolve()}", threshold=threshold, scorer=SCORER,
+            tiers=[TierConfig(model=f"hf:{self.student_dir.resolve()}", threshold=threshold, scorer=self.s.scorer,
                               options={"max_new_tokens": self.s.max_tokens}),
                    TierConfig(model=self.s.teacher)],
+            escalate=self.s.escalate,
             calibration={"mode": result.mode, "goal": result.goal, "met": result.met, "n_tasks": len(tasks),
                          "predicted_success": result.chosen.success,
                          "predicted_task_escalation_rate": result.chosen.teacher_fraction,
@@ -588,7 +592,7 @@ class Demo:
         )
         write_cascade_config(config, self.config_path, header="written by `distillery demo`")
         return {
-            "threshold": threshold, "scorer": SCORER, "target": self.s.target, "met": result.met,
+            "threshold": threshold, "scorer": self.s.scorer, "target": self.s.target, "met": result.met,
             "n_tasks": len(tasks), "student_success": result.student_success,
             "teacher_success": result.teacher_success, "predicted_success": result.chosen.success,
             "predicted_task_escalation_rate": result.chosen.teacher_fraction,
@@ -612,14 +616,14 @@ class Demo:
     def run_alone(self, tasks: Sequence[Task], label: str) -> list[Trajectory]:
         from distillery.routing import Cascade
 
-        agent = Cascade([self.student], [], self.tools, scorer=[SCORER], max_tokens=self.s.max_tokens)
+        agent = Cascade([self.student], [], self.tools, scorer=[self.s.scorer], max_tokens=self.s.max_tokens)
         return self.run_agent(agent, tasks, label)
 
     def run_cascade(self, tasks: Sequence[Task], label: str) -> list[Trajectory]:
         from distillery.routing import StudentAgent
 
-        agent = StudentAgent(self.student, self.teacher, scorer=SCORER, threshold=self.threshold, tools=self.tools,
-                             max_tokens=self.s.max_tokens)
+        agent = StudentAgent(self.student, self.teacher, scorer=self.s.scorer, threshold=self.threshold,
+                             escalate=self.s.escalate, tools=self.tools, max_tokens=self.s.max_tokens)
         return self.run_agent(agent, tasks, label)
 
     def run_agent(self, agent: Any, tasks: Sequence[Task], label: str) -> list[Trajectory]:
@@ -745,24 +749,25 @@ class Demo:
             self.console.print(f"[bold]{number}. {row['query']}[/]", highlight=False)
             self.console.print(f"   {who}, student confidence {fmt(row['min_confidence'])}: {answer!r} -> {verdict}",
                                highlight=False)
-        self.console.print(f"[dim]confidence: the student's lowest step score ({SCORER}: geometric-mean probability "
-                           "of its action tokens)[/]")
+        self.console.print(f"[dim]confidence: the student's lowest step score ({self.s.scorer} over its action tokens)[/]")
 
     def print_summary(self, summary: dict[str, Any]) -> None:
         label = "offline world" if self.s.offline_world else self.s.teacher
         caption = (f"{summary['n_tasks']} held-out test tasks, {label}. Cost per 1,000 tasks from prices.toml"
                    + ("; stand-in prices: world:teacher priced as anthropic:claude-opus-4-6, the student as a "
                       "self-hosted small model" if self.s.offline_world else "")
-                   + ". Escalated = share of tasks (steps) with a step handed to the teacher.")
+                   + f". Escalated tasks: a student step scored below the threshold ({self.s.escalate}-level "
+                   "escalation); teacher steps: the share of the cascade's steps the teacher produced.")
         table = Table(title=f"Summary ({label})", caption=caption)
-        for column in ("", "success", "escalated tasks (steps)", "cost / 1k tasks", "cost vs teacher-only"):
-            table.add_column(column, justify="left" if not column else "right")
+        table.add_column("", no_wrap=True)
+        for column in ("success", "escalated tasks", "teacher steps", "$ / 1k tasks", "cost vs teacher"):
+            table.add_column(column, justify="right")
         for row in summary["rows"]:
-            escalated = "-" if row["name"] != "cascade" else (
-                f"{pct(row['task_escalation_rate'])} ({pct(row['step_escalation_rate'])})")
+            cascade = row["name"] == "cascade"
             saving = row["saving_vs_teacher"]
-            versus = "-" if saving is None else f"{100 * (1 - saving):.1f}%"
-            table.add_row(row["name"], pct(row["success"]), escalated, money(row["cost_per_1k_usd"]), versus)
+            table.add_row(row["name"], pct(row["success"]), pct(row["task_escalation_rate"]) if cascade else "-",
+                          pct(row["teacher_call_fraction"]) if cascade else "-", money(row["cost_per_1k_usd"]),
+                          "-" if saving is None else f"{100 * (1 - saving):.1f}%")
         self.console.print(table)
 
     def print_artifacts(self, results: dict[str, Any]) -> None:

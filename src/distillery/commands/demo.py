@@ -43,6 +43,16 @@ def demo(
         0.95, "--target",
         help="Calibration goal: the cheapest threshold whose validation success reaches TARGET x the teacher's.",
     ),
+    scorer: str = typer.Option(
+        "logprob-mean", "--scorer",
+        help="The student's confidence: logprob-mean (geometric-mean probability of its action tokens), "
+        "logprob-min (its least likely action token), agreement:5, ... (docs/routing.md).",
+    ),
+    escalate: str = typer.Option(
+        "task", "--escalate",
+        help="task: once a step is escalated the teacher finishes the task (what calibration simulates); "
+        "step: only the doubtful step goes to the teacher and the student continues.",
+    ),
     budget_usd: float = typer.Option(
         5.0, "--budget-usd",
         help="Cap, in dollars, on a hosted teacher's collection spend; no new task starts past it. Ignored for "
@@ -66,7 +76,7 @@ def demo(
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     common = dict(out=out, teacher=teacher, student=student, alpha=alpha, temperature=temperature, target=target,
-                  budget_usd=budget_usd, seed=seed)
+                  scorer=scorer, escalate=escalate, budget_usd=budget_usd, seed=seed)
     settings = DemoSettings.quick_settings(**common, **overrides) if quick else DemoSettings(**common, **overrides)
     run_demo(settings, fresh=fresh)
 
