@@ -12,6 +12,8 @@
    re-run with every stage cached. Prints both wall times, the per-stage seconds from
    results.json, the machine's core count and the load average before and after (the machine is
    shared: the load says how much of it the demo had).
+3. With --train-data (a demo's data/train.jsonl): the same 20 KD training steps on 1 and on 2
+   torch threads.
 """
 
 from __future__ import annotations
@@ -74,6 +76,29 @@ def demo(extra: list[str]) -> None:
               + ("n/a (teacher unpriced)" if saving is None else f"{1 - saving:.0%} of teacher-only"))
 
 
+def training_threads(data: str, steps: int = 20) -> None:
+    """The same KD training run on 1 and on 2 torch threads (the demo trains on 1)."""
+    import contextlib
+    import io
+
+    import torch
+
+    from distillery.demo import quiet_library_output, torch_threads
+    from distillery.distill.trainer import train_student
+
+    quiet_library_output()
+    seconds = {}
+    for threads in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp, torch_threads(threads), contextlib.redirect_stdout(io.StringIO()):
+            started = time.perf_counter()
+            train_student("world:student-xs", data, out=Path(tmp) / "s", signal="sparse", max_steps=steps,
+                          batch_size=16, learning_rate=3e-3, progress=False)
+            seconds[threads] = time.perf_counter() - started
+        print(f"  {threads} torch thread(s): {steps} steps in {seconds[threads]:5.1f}s "
+              f"({seconds[threads] / steps:.2f} s/step, torch reports {torch.get_num_threads()} after restore)")
+    print(f"  one thread is x{seconds[2] / seconds[1]:.2f} faster")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="world:teacher", help="local teacher URI")
@@ -81,6 +106,7 @@ def main() -> None:
     parser.add_argument("--skip-collection", action="store_true")
     parser.add_argument("--skip-demo", action="store_true")
     parser.add_argument("--demo-args", default="", help="extra arguments for `distillery demo`, e.g. '--quick'")
+    parser.add_argument("--train-data", help="a demo's data/train.jsonl (+ sidecar): time KD training on 1 vs 2 threads")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (offline world)")
     if not args.skip_collection:
@@ -89,6 +115,9 @@ def main() -> None:
     if not args.skip_demo:
         print(f"2. distillery demo {args.demo_args}".rstrip() + ":")
         demo(args.demo_args.split() + (["--teacher", args.teacher] if args.teacher != "world:teacher" else []))
+    if args.train_data:
+        print(f"3. KD training of world:student-xs on {args.train_data}, batch 16:")
+        training_threads(args.train_data)
 
 
 if __name__ == "__main__":
