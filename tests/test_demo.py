@@ -7,14 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from distillery.demo import BatchingModel, DemoSettings, Stages, demo_tasks, fingerprint, run_demo
+from distillery.demo import BatchingModel, DemoSettings, Stages, demo_tasks, fingerprint, read_trajectories, run_demo
 from distillery.errors import ConfigError
 from distillery.models.hf import HFModel
-from distillery.trajectory import Message, Trajectory
+from distillery.trajectory import Message
 from distillery.world.models import TEACHER_DIR
 from distillery.world.tasks import FAMILIES, split_of
 from tests.tiny_models import tiny_llama, tiny_tokenizer
@@ -176,7 +175,7 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
         assert rows["teacher alone"]["saving_vs_teacher"] == pytest.approx(0.0)
 
     # The cascade escalates at least once, and not always: some tasks stay with the student.
-    cascade = [Trajectory.model_validate_json(line) for line in (out / "runs/cascade-test.jsonl").read_text().splitlines()]
+    cascade = read_trajectories(out / "runs/cascade-test.jsonl")
     escalated = [any(step.escalated for step in t.steps) for t in cascade]
     assert any(escalated) and not all(escalated)
     assert 0 < rows["cascade"]["task_escalation_rate"] < 1
@@ -184,7 +183,7 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     assert producers == {"world:student-xs-kd", TEACHER}
 
     # Printed figures are recomputed from the saved runs, not read from a file of expected values.
-    student = [Trajectory.model_validate_json(line) for line in (out / "runs/student-test.jsonl").read_text().splitlines()]
+    student = read_trajectories(out / "runs/student-test.jsonl")
     assert rows["student alone"]["success"] == sum(bool(t.outcome.success) for t in student) / len(student)
     assert rows["cascade"]["success"] == sum(bool(t.outcome.success) for t in cascade) / len(cascade)
 

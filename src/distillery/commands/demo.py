@@ -62,11 +62,13 @@ def demo(
 ) -> None:
     """Run the whole pipeline on real (small) models: collect, build, train with KD, calibrate, route, evaluate.
 
-    Offline by default (the bundled world teacher, no API key). Example:
+    Offline by default (the bundled world teacher, no API key). Examples:
 
-        distillery demo                       # about 5 minutes on 2 cores; a re-run reuses finished stages
-        distillery demo --quick --out /tmp/d  # about a minute, tiny budgets
-        distillery demo --teacher anthropic:claude-opus-4-6   # Claude as the teacher (ANTHROPIC_API_KEY)
+    distillery demo    (2-4 minutes on 2 shared cores; a re-run reuses the finished stages)
+
+    distillery demo --quick --out /tmp/d    (under a minute, tiny budgets)
+
+    distillery demo --teacher anthropic:claude-opus-4-6    (Claude as the teacher, ANTHROPIC_API_KEY)
     """
     # Imported here so that `distillery --help` never pays for torch and transformers.
     from distillery.demo import DemoSettings, run_demo
