@@ -70,7 +70,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in OUT/checkpoints."),
     logging_steps: int = typer.Option(10, "--logging-steps", help="Log the loss and its components every N steps."),
     threads: int = typer.Option(
-        0, "--threads", help="CPU threads for torch (0 = default). On a busy or 2-core box, 1 is often fastest."
+        0, "--threads", help="CPU threads for torch. 0: one thread for a small model on a CPU (more only oversubscribe the cores), torch's default otherwise."
     ),
 ) -> None:
     """Train a student on what the teacher knows: its text, its logits, or its action distribution.
