@@ -5,7 +5,7 @@
 
 1. Teacher collection on the same world tasks, side by side: `TeacherCollector` over the plain
    `HFModel` (one conversation per call, calls serialised by the model's lock) against the same
-   model wrapped in `distillery.demo.BatchingModel` (concurrent calls answered by one
+   model wrapped in `distillery.models.batching.BatchingModel` (concurrent calls answered by one
    `generate_many` batch). Same tasks, same greedy decoding: prints both wall times and the ratio,
    and checks that both produced the same answers.
 2. The demo itself, in a subprocess as a user runs it: a first run into a fresh directory, then a
@@ -30,7 +30,8 @@ from pathlib import Path
 
 def collection(teacher: str, n_tasks: int) -> None:
     from distillery.collect import TeacherCollector
-    from distillery.demo import BatchingModel, world_split
+    from distillery.demo import world_split
+    from distillery.models.batching import BatchingModel
     from distillery.models import load_model
     from distillery.world import SYSTEM_PROMPT
     from distillery.world.tools import toolbox

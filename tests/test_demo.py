@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from distillery.demo import BatchingModel, DemoSettings, Stages, demo_tasks, fingerprint, read_trajectories, run_demo
+from distillery.demo import DemoSettings, Stages, demo_tasks, fingerprint, read_trajectories, run_demo
+from distillery.models.batching import BatchingModel
 from distillery.errors import ConfigError
 from distillery.models.hf import HFModel
 from distillery.trajectory import Message
