@@ -225,8 +225,8 @@ def main() -> None:
                 overhead_ms = (wall - ideal) * concurrency / args.tasks * 1000
                 print(f"{name:<18}{concurrency:>6}{wall:>9.2f}{ideal:>9.2f}{ideal / wall:>15.0%} "
                       f"{overhead_ms:>16.1f}{cpu / args.tasks * 1000:>19.2f}")
-        print(f"(ideal needs tasks/latency x concurrency requests per second; one event loop cannot exceed "
-              f"1000 / client-CPU-ms requests per second)")
+        print("(ideal needs tasks/latency x concurrency requests per second; one event loop cannot exceed "
+              "1000 / client-CPU-ms requests per second)")
         print()
         print("store writes (one transaction per trajectory, single-step trajectory):")
         for mode, (rate, cpu_ms) in store_write_rates().items():

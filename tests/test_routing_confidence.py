@@ -18,7 +18,7 @@ from distillery.routing.confidence import (
 )
 from distillery.routing.metrics import apgr, auroc, cpt, ece, oracle_router_curve, pgr, random_router_curve
 from distillery.trajectory import TokenLogprob, ToolCall, ToolSpec, Turn
-from tests.routing_fakes import answer_tokens, tool_call_tokens, turn_from_tokens
+from tests.routing_fakes import tool_call_tokens, turn_from_tokens
 
 STOCK = ToolSpec(
     name="get_stock",

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from distillery import chat_format
-from distillery.agent import Agent
 from distillery.models import load_model
 from distillery.tasks import Task, load_tasks
 from distillery.trajectory import Message, ToolCall
