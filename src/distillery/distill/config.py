@@ -63,8 +63,8 @@ class DistillationConfig(SFTConfig):
             "choices": list(TAIL_MODES),
         },
     )
-    # 256 rather than the loss's own default of 1024: measured at V=32k (BENCHMARKS.md, "KD training"),
-    # 1024 rows is most of a batch's assistant tokens, so the loss barely chunks; 256 halves its peak.
+    # 256 rows, as the loss's own default: measured at V=32k (BENCHMARKS.md, "KD training"), 1024
+    # rows is most of a batch's assistant tokens, so the loss barely chunks; 256 halves its peak.
     kd_chunk_size: int = field(
         default=256,
         metadata={"help": "Tokens per chunk inside the KD loss; extra memory is O(chunk x vocab). Does not change results."},

@@ -28,6 +28,11 @@ from torch.autograd.function import once_differentiable
 # Segments: what each token of an agent transcript is. Tokens the student should not be trained
 # on (system prompt, user turns, tool results) are SEGMENT_IGNORE.
 
+# Rows of (tokens x vocabulary) processed at once. Scratch memory is a few x chunk x V floats:
+# 256 rows keep a 32k-vocabulary loss to about a third of the dense formula's peak (BENCHMARKS.md,
+# "KD training"); with a ~150k vocabulary use 64-128.
+DEFAULT_CHUNK_SIZE = 256
+
 SEGMENT_IGNORE = 0
 SEGMENT_REASONING = 1
 SEGMENT_TOOL_CALL = 2
@@ -303,7 +308,7 @@ def hard_ce(
     *,
     ignore_index: int = -100,
     weights: torch.Tensor | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
     """Cross entropy on hard labels: (weighted) mean over tokens whose label != ignore_index.
 
@@ -334,7 +339,7 @@ def kd_loss(
     beta: float = 0.5,
     ignore_index: int = -100,
     token_weights: torch.Tensor | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     return_components: bool = False,
 ):
     """Dense KD loss: mean over kept tokens of alpha*CE + (1-alpha)*T^2*D(p_T^T || p_S^T).
@@ -398,7 +403,7 @@ def sparse_kd_loss(
     tail: str = "bucket",
     ignore_index: int = -100,
     token_weights: torch.Tensor | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     min_tail_mass: float = 1e-6,
     return_components: bool = False,
 ):
@@ -485,7 +490,7 @@ def sequence_logprob(
     labels: torch.Tensor,
     ignore_index: int = -100,
     *,
-    chunk_size: int = 1024,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> torch.Tensor:
     """Summed log-probability of each sequence's labels: (B, T, V), (B, T) -> (B,).
 
