@@ -162,7 +162,9 @@ class Step(Turn):
 
     @classmethod
     def from_turn(cls, turn: Turn, **extra: Any) -> Step:
-        return cls(**turn.model_dump(), **extra)
+        # Pass the turn's fields as they are: dumping and re-validating nested models cost more
+        # CPU per step than the rest of the agent loop (BENCHMARKS.md, "Collection throughput").
+        return cls(**{name: getattr(turn, name) for name in Turn.model_fields}, **extra)
 
 
 class Message(BaseModel):
