@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from distillery.errors import ConfigError
-from distillery.models import load_model
 from distillery.models.base import ChatModel
 from distillery.pricing import price_for
 from distillery.routing.calibrate import TierRun, deferral_curve, simulate
-from distillery.routing.cascade import Cascade, CascadeConfig, DEFAULT_SCORER
+from distillery.routing.cascade import DEFAULT_SCORER, Cascade, CascadeConfig, load_tier_models
 from distillery.routing.confidence import RandomScorer, action_key, get_scorer
 from distillery.routing.metrics import (
     apgr,
@@ -74,17 +73,6 @@ async def run_tasks(agent: Cascade, tasks: Sequence[Task], *, concurrency: int =
         return trajectory
 
     return list(await asyncio.gather(*(one(task) for task in tasks)))
-
-
-def load_tier_models(config: CascadeConfig) -> list[ChatModel]:
-    """Load every tier's model; an unknown model is a one-line error naming the tier."""
-    models = []
-    for index, tier in enumerate(config.tiers):
-        try:
-            models.append(load_model(tier.model, **tier.options))
-        except ConfigError as exc:
-            raise ConfigError(f"{config.source}: tiers[{index}].model: {exc}") from None
-    return models
 
 
 async def run_tiers_alone(models: Sequence[ChatModel], scorers: Sequence[Any], tasks: Sequence[Task], *,

@@ -255,7 +255,8 @@ async def acalibrate_cascade(
     """
     import copy
 
-    from distillery.evaluate import load_tier_models, reference_actions, run_tiers_alone, step_wrong, tier_scorers
+    from distillery.routing.cascade import load_tier_models
+    from distillery.evaluate import reference_actions, run_tiers_alone, step_wrong, tier_scorers
     from distillery.routing.confidence import LearnedScorer, get_scorer, step_features
 
     if len(config.tiers) < 2:

@@ -258,6 +258,17 @@ def write_cascade_config(config: CascadeConfig, path: str | Path, *, header: str
     Path(path).write_text("\n".join(lines))
 
 
+def load_tier_models(config: CascadeConfig) -> list[ChatModel]:
+    """Load every tier's model by URI; a failure is a one-line error naming the file and the tier."""
+    models = []
+    for index, tier in enumerate(config.tiers):
+        try:
+            models.append(load_model(tier.model, **tier.options))
+        except DistilleryError as exc:
+            raise ConfigError(f"{config.source}: tiers[{index}].model: {exc}") from None
+    return models
+
+
 # --------------------------------------------------------------------------------------------------
 # The runtime
 # --------------------------------------------------------------------------------------------------
@@ -355,12 +366,7 @@ class Cascade(Agent):
         """Build the cascade a `cascade.toml` describes (loading each tier's model by URI)."""
         if not isinstance(config, CascadeConfig):
             config = load_cascade_config(config)
-        models = []
-        for index, tier in enumerate(config.tiers):
-            try:
-                models.append(load_model(tier.model, **tier.options))
-            except DistilleryError as exc:
-                raise ConfigError(f"{config.source}: tiers[{index}].model: {exc}") from None
+        models = load_tier_models(config)
         scorers = [tier.scorer or (DEFAULT_SCORER if i < len(config.tiers) - 1 or len(config.tiers) == 1 else None)
                    for i, tier in enumerate(config.tiers)]
         try:
@@ -610,6 +616,7 @@ __all__ = [
     "TierConfig",
     "check_tier_order",
     "load_cascade_config",
+    "load_tier_models",
     "routing_summary",
     "run_student",
     "write_cascade_config",

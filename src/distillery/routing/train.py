@@ -50,7 +50,8 @@ def train_cascade(
     """Train every student tier (all but the last) top-down; returns one record per tier, cheapest first."""
     import copy
 
-    from distillery.evaluate import load_tier_models, run_tiers_alone, tier_scorers
+    from distillery.routing.cascade import load_tier_models
+    from distillery.evaluate import run_tiers_alone, tier_scorers
     from distillery.models import load_model
 
     train_student = _trainer()
