@@ -120,19 +120,26 @@ def train_teacher(
     threads: int = typer.Option(0, "--threads", help="torch CPU threads; 0 keeps torch's default."),
     bf16: bool = typer.Option(True, "--bf16/--fp32", help="bfloat16 autocast (faster on CPUs with AVX-512 BF16/AMX); weights stay float32."),
     init_from: Path = typer.Option(None, "--init-from", help="Continue from a saved world model folder instead of random weights (a second training phase)."),
+    copy_weight: float = typer.Option(1.0, "--copy-weight", help="Loss weight of tokens the model must find in the query or a tool result by content (a city, the first digit of a number); 1 = plain SFT."),
+    device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when torch sees one), cpu or cuda."),
+    workers: int = typer.Option(0, "--workers", help="Processes that build the training data; 0 = one per CPU core (at most 16)."),
+    max_minutes: float = typer.Option(0.0, "--max-minutes", help="Stop training after this many minutes and save what there is (reported); 0 = no limit."),
 ) -> None:
     """Train a world model from scratch by SFT on expert trajectories (seeded); prints wall time."""
     from distillery.world.train import TrainSettings, train_world_model
 
     settings = TrainSettings(config=config, out=str(out) if out else "", n_tasks=n_tasks, epochs=epochs,
                              max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                             threads=threads, bf16=bf16, init_from=str(init_from) if init_from else "")
+                             threads=threads, bf16=bf16, init_from=str(init_from) if init_from else "",
+                             copy_weight=copy_weight, device=device, workers=workers, max_minutes=max_minutes)
     report = train_world_model(settings, progress=True)
     console.print(
         f"trained {report['config']} ({report['parameters']:,} parameters) on {report['examples']} trajectories, "
-        f"{report['steps']} steps, final loss {report['final_loss']:.4f}; wall {report['wall_seconds']:.0f} s "
+        f"{report['steps']} steps, final loss {report['final_loss'] or report['train_loss']:.4f}; wall {report['wall_seconds']:.0f} s "
         f"(data {report['data_seconds']:.0f} s) on {report['machine']}"
     )
+    if report["stopped_by_deadline_at_step"] is not None:
+        console.print(f"[yellow]stopped by --max-minutes at step {report['stopped_by_deadline_at_step']}; the schedule did not finish[/]")
 
 
 @world_app.command("train-tokenizer")

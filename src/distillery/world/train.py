@@ -45,6 +45,10 @@ class TrainSettings:
     threads: int = 0  # torch threads; 0 = torch's default
     log_every: int = 20
     init_from: str = ""  # continue from a saved world model instead of random weights (a second phase)
+    copy_weight: float = 1.0  # loss weight of assistant tokens that copy a token from the query or a tool result
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    workers: int = 0  # processes that build the training data; 0 = one per CPU core, at most 16
+    max_minutes: float = 0.0  # stop training after this many minutes (the model is still saved); 0 = no limit
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,51 +66,167 @@ def encode_trajectory(tokenizer: Any, trajectory: Trajectory, max_length: int) -
     if len(ids) > max_length:
         return None
     labels = [token if keep else IGNORE_INDEX for token, keep in zip(ids, mask)]
-    return {"input_ids": ids, "labels": labels}
+    special = set(tokenizer.all_special_ids)
+    return {"input_ids": ids, "labels": labels, "copy_mask": copy_mask(ids, mask, tokenizer.eos_token_id, special)}
+
+
+def copy_mask(ids: list[int], assistant_mask: list[int], end_of_message: int, special_ids: set[int]) -> list[int]:
+    """1 for assistant tokens copied from a user or tool message that the model must find by content.
+
+    A token counts when it occurs in a user or tool message but never after the token that precedes
+    it here: the city after `"city": "` (the query said "in Cairo"), the first digit of a day
+    count. Continuing a copied run (the second digit of a SKU) is easy for a small model, finding
+    where the run starts is not, and each such token is one in a sequence of about 200, so the mean
+    loss hardly moves when the model never learns it: the first shipped teacher wrote the same city
+    into every call. `copy_weight` makes these tokens count more. The system message (with the
+    tool block) ends at the first end-of-message token and is not a source; special tokens never count.
+    """
+    system_end = ids.index(end_of_message) if end_of_message in ids else 0
+    sources: dict[int, set[int]] = {}  # token -> the tokens that precede it in user and tool messages
+    for position in range(max(system_end, 1), len(ids)):
+        if not assistant_mask[position] and ids[position] not in special_ids:
+            sources.setdefault(ids[position], set()).add(ids[position - 1])
+    return [
+        int(bool(keep) and position > 0 and token in sources and ids[position - 1] not in sources[token])
+        for position, (token, keep) in enumerate(zip(ids, assistant_mask))
+    ]
 
 
 class _PadCollator:
-    """Right-pads a batch: pad id for inputs, -100 for labels, zeros in the attention mask."""
+    """Right-pads a batch: pad id for inputs, -100 for labels, zeros in the attention (and copy) masks."""
 
-    def __init__(self, pad_id: int):
+    def __init__(self, pad_id: int, with_copy_mask: bool = False):
         self.pad_id = pad_id
+        self.with_copy_mask = with_copy_mask  # only the copy-weighted trainer consumes it; the model must not see it
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
 
         width = max(len(f["input_ids"]) for f in features)
-        ids, labels, attention = [], [], []
+        ids, labels, attention, copies = [], [], [], []
         for f in features:
             pad = width - len(f["input_ids"])
             ids.append(f["input_ids"] + [self.pad_id] * pad)
             labels.append(f["labels"] + [IGNORE_INDEX] * pad)
             attention.append([1] * len(f["input_ids"]) + [0] * pad)
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(attention)}
+            copies.append(f.get("copy_mask", [0] * len(f["input_ids"])) + [0] * pad)
+        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(attention)}
+        if self.with_copy_mask:
+            batch["copy_mask"] = torch.tensor(copies)
+        return batch
 
 
-def build_training_data(tokenizer: Any, n_tasks: int, seed: int, max_length: int) -> list[dict[str, list[int]]]:
-    """Expert trajectories for `n_tasks` train-split tasks, encoded for SFT."""
-    rows = []
-    for task in generate_tasks("train", n_tasks, seed=seed):
-        row = encode_trajectory(tokenizer, solve(task), max_length)
-        if row is not None:
-            rows.append(row)
-    return rows
+def weighted_lm_loss(logits: Any, labels: Any, copy_mask: Any, copy_weight: float) -> Any:
+    """Next-token cross-entropy over labelled tokens, copy tokens weighted `copy_weight`, others 1.
+
+    Normalised by the total weight, so with copy_weight=1 it is the ordinary mean token loss.
+    """
+    import torch.nn.functional as F
+
+    logits, labels, copy_mask = logits[:, :-1].float(), labels[:, 1:], copy_mask[:, 1:]
+    token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    weights = (labels != IGNORE_INDEX).float() * (1.0 + (copy_weight - 1.0) * copy_mask.float())
+    return (token_loss * weights).sum() / weights.sum().clamp(min=1.0)
 
 
-def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[str, Any]:
+def _copy_weighted_trainer(base: type, copy_weight: float) -> type:
+    """A transformers `Trainer` whose loss is `weighted_lm_loss`; nothing else is overridden."""
+
+    class CopyWeightedTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            copies = inputs.pop("copy_mask")
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = weighted_lm_loss(outputs.logits, labels, copies, copy_weight)
+            return (loss, outputs) if return_outputs else loss
+
+    return CopyWeightedTrainer
+
+
+def _deadline_callback(base: type, minutes: float) -> Any:
+    """Stops training once `minutes` have passed; the trainer then saves the model as usual."""
+
+    class Deadline(base):
+        def __init__(self):
+            self.stop_at = time.monotonic() + 60 * minutes
+            self.stopped_at_step: int | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() >= self.stop_at and self.stopped_at_step is None:
+                self.stopped_at_step = state.global_step
+                control.should_training_stop = True
+            return control
+
+    return Deadline()
+
+
+def _encode_chunk(job: tuple[list[Any], int]) -> list[dict[str, list[int]]]:
+    from distillery.world.models import load_world_tokenizer
+
+    tasks, max_length = job
+    tokenizer = load_world_tokenizer()
+    rows = (encode_trajectory(tokenizer, solve(task), max_length) for task in tasks)
+    return [row for row in rows if row is not None]
+
+
+def build_training_data(tokenizer: Any, n_tasks: int, seed: int, max_length: int, workers: int = 1) -> list[dict[str, list[int]]]:
+    """Expert trajectories for `n_tasks` train-split tasks, encoded for SFT, in task order.
+
+    Solving and rendering costs a few ms per task, so large sets are built by `workers` processes;
+    the rows are the same for any worker count.
+    """
+    tasks = generate_tasks("train", n_tasks, seed=seed)
+    if workers <= 1 or n_tasks < 2000:
+        rows = (encode_trajectory(tokenizer, solve(task), max_length) for task in tasks)
+        return [row for row in rows if row is not None]
+    import multiprocessing
+
+    chunk = -(-len(tasks) // (4 * workers))
+    jobs = [(tasks[i : i + chunk], max_length) for i in range(0, len(tasks), chunk)]
+    # spawn, not fork: the parent may already hold torch threads (and CUDA, on a GPU machine)
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return [row for part in pool.map(_encode_chunk, jobs) for row in part]
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"; asking for a missing GPU is an error."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: torch sees no CUDA GPU on this machine")
+    return device
+
+
+def train_world_model(settings: TrainSettings, *, progress: Any = None, rows: list[dict[str, list[int]]] | None = None) -> dict[str, Any]:
     """Train one world model from scratch and save it (fp16 weights, float32 config) with its tokenizer.
 
-    Returns the training report that is also written to `<out>/training.json`: data size, steps,
-    final loss, wall time and the settings.
+    `rows` skips building the data (e.g. several runs sharing one set built with the same
+    n_tasks and seed). Returns the training report that is also written to `<out>/training.json`:
+    data size, steps, final loss, wall time, the device and the settings.
     """
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Trainer, TrainingArguments, set_seed
+    from transformers import (
+        AutoModelForCausalLM,
+        LlamaConfig,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
 
-    from distillery.world.models import TEACHER_DIR, load_world_tokenizer, world_config_path
+    from distillery.world.models import (
+        TEACHER_DIR,
+        load_world_tokenizer,
+        world_config_path,
+    )
 
     out = Path(settings.out) if settings.out else TEACHER_DIR
     config_path = world_config_path(settings.config)
+    device = resolve_device(settings.device)
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     started = time.perf_counter()
@@ -115,7 +235,9 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[
     config = LlamaConfig.from_json_file(str(config_path))
     if config.vocab_size != len(tokenizer):
         raise ConfigError(f"{config_path}: vocab_size is {config.vocab_size} but the world tokenizer has {len(tokenizer)} tokens")
-    rows = build_training_data(tokenizer, settings.n_tasks, settings.seed, config.max_position_embeddings)
+    if rows is None:
+        workers = settings.workers or min(os.cpu_count() or 1, 16)
+        rows = build_training_data(tokenizer, settings.n_tasks, settings.seed, config.max_position_embeddings, workers)
     data_s = time.perf_counter() - started
 
     if settings.init_from:
@@ -144,17 +266,20 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[
         seed=settings.seed,
         data_seed=settings.seed,
         bf16=settings.bf16,
-        use_cpu=True,
+        use_cpu=device == "cpu",
         dataloader_num_workers=0,
         disable_tqdm=progress is None,
         remove_unused_columns=False,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=_PadCollator(tokenizer.pad_token_id))
+    trainer_class = _copy_weighted_trainer(Trainer, settings.copy_weight) if settings.copy_weight != 1.0 else Trainer
+    deadline = _deadline_callback(TrainerCallback, settings.max_minutes) if settings.max_minutes > 0 else None
+    trainer = trainer_class(model=model, args=args, train_dataset=rows, data_collator=_PadCollator(tokenizer.pad_token_id, settings.copy_weight != 1.0),
+                            callbacks=[deadline] if deadline else None)
     result = trainer.train()
     train_s = time.perf_counter() - started - data_s
 
     out.mkdir(parents=True, exist_ok=True)
-    model = trainer.model.to(torch.float16)  # halves the shipped file; loaded back as float32
+    model = trainer.model.to("cpu", torch.float16)  # halves the shipped file; loaded back as float32
     model.config.dtype = "float32"
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -177,8 +302,10 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[
         "data_seconds": round(data_s, 1),
         "train_seconds": round(train_s, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "stopped_by_deadline_at_step": deadline.stopped_at_step if deadline else None,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{os.cpu_count()} CPU cores",
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "machine": f"{os.cpu_count()} CPU cores" + (f", {torch.cuda.get_device_name()}" if device == "cuda" else ""),
         "settings": asdict(settings),
         "loss_log": [(e["step"], round(e["loss"], 4)) for e in trainer.state.log_history if "loss" in e],
     }

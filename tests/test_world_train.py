@@ -1,0 +1,98 @@
+"""Training world models: the copy-weighted loss, its token mask, the data builder and a tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distillery.errors import ConfigError
+from distillery.world.expert import solve
+from distillery.world.models import load_world_tokenizer
+from distillery.world.tasks import generate_tasks
+from distillery.world.train import (
+    IGNORE_INDEX,
+    TrainSettings,
+    build_training_data,
+    copy_mask,
+    encode_trajectory,
+    resolve_device,
+    train_world_model,
+    weighted_lm_loss,
+)
+
+END, SPECIAL = 99, {99}
+
+
+def test_copy_mask_marks_tokens_found_by_content_not_continuations():
+    # system [5 6 END] | user [7 8 9 END] | assistant [1 8 9 3 END]
+    ids = [5, 6, END, 7, 8, 9, END, 1, 8, 9, 3, 5, END]
+    assistant = [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    mask = copy_mask(ids, assistant, END, SPECIAL)
+    # 8 follows 1 here but 7 in the user turn: found by content. 9 follows 8 in both: a continuation.
+    # 3 occurs nowhere else, 5 only in the system message, END is special.
+    assert mask == [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
+
+
+def test_copy_mask_on_a_stock_task_picks_the_city_in_the_call():
+    tokenizer = load_world_tokenizer()
+    task = generate_tasks("train", 1, seed=4, families=["stock"])[0]
+    row = encode_trajectory(tokenizer, solve(task), 512)
+    city = task.metadata["entities"]["city"]
+    marked = [tokenizer.decode(row["input_ids"][i - 1 : i + 1]) for i, m in enumerate(row["copy_mask"]) if m]
+    assert any(text.endswith(f'"city": "{city}') for text in marked), marked
+    assert all(label != IGNORE_INDEX for label, m in zip(row["labels"], row["copy_mask"]) if m)  # assistant tokens only
+    assert 0 < sum(row["copy_mask"]) < sum(label != IGNORE_INDEX for label in row["labels"]) / 2
+
+
+def test_weighted_loss_is_the_mean_token_loss_at_weight_one_and_reweights_copies():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.tensor([[IGNORE_INDEX, 3, 4, 5, IGNORE_INDEX, IGNORE_INDEX], [IGNORE_INDEX, IGNORE_INDEX, 1, 2, 7, 8]])
+    copies = torch.tensor([[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0]])
+    plain = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    assert torch.allclose(weighted_lm_loss(logits, labels, copies, 1.0), plain)
+    token = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX, reduction="none")
+    kept = labels[:, 1:] != IGNORE_INDEX
+    weights = kept.float() * (1 + 4 * copies[:, 1:].float())
+    assert torch.allclose(weighted_lm_loss(logits, labels, copies, 5.0), (token * weights).sum() / weights.sum())
+    assert weights.sum() == kept.sum() + 4 * 2  # two copy tokens, each weighing 5
+
+
+def test_training_data_is_the_same_for_any_worker_count():
+    tokenizer = load_world_tokenizer()
+    serial = build_training_data(tokenizer, 2000, seed=3, max_length=512, workers=1)
+    parallel = build_training_data(tokenizer, 2000, seed=3, max_length=512, workers=2)
+    assert len(serial) == 2000 and serial == parallel
+
+
+def test_device_choice_is_checked():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="auto, cpu or cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_a_tiny_copy_weighted_run_saves_a_loadable_model_and_reports_itself(tmp_path):
+    from distillery.models import load_model
+
+    settings = TrainSettings(config="student-xs", out=str(tmp_path / "xs"), n_tasks=48, max_steps=4, batch_size=4,
+                             copy_weight=5.0, log_every=2, threads=1, bf16=False, device="cpu", workers=1)
+    report = train_world_model(settings)
+    assert report["steps"] == 4 and report["device"] == "cpu" and report["stopped_by_deadline_at_step"] is None
+    assert all(loss > 0 for _, loss in report["loss_log"])
+    assert json.loads((tmp_path / "xs" / "training.json").read_text())["settings"]["copy_weight"] == 5.0
+    model = load_model(f"hf:{tmp_path / 'xs'}")
+    assert model.model.num_parameters() == report["parameters"] == 129_264
+
+
+def test_max_minutes_stops_training_and_says_so(tmp_path):
+    settings = TrainSettings(config="student-xs", out=str(tmp_path / "xs"), n_tasks=48, max_steps=50, batch_size=4,
+                             threads=1, bf16=False, device="cpu", workers=1, max_minutes=1e-6)
+    report = train_world_model(settings)
+    assert report["stopped_by_deadline_at_step"] == 1 and report["steps"] == 1
