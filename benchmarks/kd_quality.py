@@ -53,8 +53,8 @@ def prepare_expert(out: Path, n_train: int) -> None:
         _write_rows(out / "expert.jsonl", chat_rows([solve(t) for t in generate_tasks("train", n_train, seed=11)]))
 
 
-def prepare_teacher(out: Path, n_train: int, teacher: str) -> None:
-    """The teacher's greedy trajectories on the same train tasks; the successful ones are kept."""
+def _teacher_chunk(job: tuple[str, list]) -> tuple[list[dict], int]:
+    """Runs the teacher over some tasks (one process); returns the successful ones as chat rows."""
     import torch
 
     torch.set_num_threads(1)
@@ -62,25 +62,41 @@ def prepare_teacher(out: Path, n_train: int, teacher: str) -> None:
     from distillery.distill.trainer import chat_rows
     from distillery.models import load_model
     from distillery.world import SYSTEM_PROMPT
-    from distillery.world.tasks import generate_tasks
     from distillery.world.tools import toolbox
 
-    if (out / "teacher.jsonl").exists():
-        return
-    tasks = generate_tasks("train", n_train, seed=11)
+    teacher, tasks = job
     agent = Agent(load_model(teacher), toolbox(), system=SYSTEM_PROMPT, max_steps=8)
     rows, solved = [], 0
-    started = time.perf_counter()
-    for index, task in enumerate(tasks):
+    for task in tasks:
         trajectory = agent.run(task)
         if trajectory.outcome and trajectory.outcome.success:
             solved += 1
             rows.extend(chat_rows([trajectory]))
-        if index % 50 == 0:
-            print(f"teacher data {index}/{len(tasks)} solved={solved} {time.perf_counter() - started:.0f}s", flush=True)
+    return rows, solved
+
+
+def prepare_teacher(out: Path, n_train: int, teacher: str, workers: int = 1) -> None:
+    """The teacher's greedy trajectories on the same train tasks; the successful ones are kept."""
+    import multiprocessing
+
+    from distillery.world.tasks import generate_tasks
+
+    if (out / "teacher.jsonl").exists():
+        return
+    tasks = generate_tasks("train", n_train, seed=11)
+    started = time.perf_counter()
+    chunk = -(-len(tasks) // max(workers, 1))
+    jobs = [(teacher, tasks[i : i + chunk]) for i in range(0, len(tasks), chunk)]
+    if len(jobs) == 1:
+        parts = [_teacher_chunk(jobs[0])]
+    else:
+        with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+            parts = pool.map(_teacher_chunk, jobs)
+    rows = [row for part, _ in parts for row in part]
+    solved = sum(n for _, n in parts)
     _write_rows(out / "teacher.jsonl", rows)
     meta = {"n_train_tasks": n_train, "teacher": teacher, "teacher_solved": solved,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 1), "workers": len(jobs)}
     (out / "data.json").write_text(json.dumps(meta, indent=2))
     print(meta, flush=True)
 
@@ -301,6 +317,9 @@ def main() -> None:
     parser.add_argument("--rescore", action="store_true", help="recompute teacher-forced figures, then report")
     parser.add_argument("--ablation", action="store_true", help="kd-offline with other alpha/T/divergence (seed 0)")
     parser.add_argument("--expert-only", action="store_true", help="only the sft-expert arm (needs no teacher)")
+    parser.add_argument("--workers", type=int, default=1, help="processes that collect the teacher's trajectories")
+    parser.add_argument("--parallel", action="store_true",
+                        help="train and score every (method, seed) run in its own process at once (a GPU or many cores)")
     args = parser.parse_args()
     if args.rescore:  # recompute the teacher-forced figures of finished runs (e.g. after adding one)
         for path in sorted((args.out / "runs").glob("*/eval.json")):
@@ -319,11 +338,18 @@ def main() -> None:
         for seed in args.seeds:
             run_one(args.out, "sft-expert", seed, args)
         return
-    prepare_teacher(args.out, args.n_train, args.teacher)
+    if "sft-teacher" in args.methods:
+        prepare_teacher(args.out, args.n_train, args.teacher, args.workers)
     evaluate_teacher(args.out, args)
-    for seed in args.seeds:
-        for method in args.methods:
-            run_one(args.out, method, seed, args)
+    jobs = [(args.out, method, seed, args) for seed in args.seeds for method in args.methods]
+    if args.parallel and len(jobs) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+            pool.starmap(run_one, jobs)
+    else:
+        for job in jobs:
+            run_one(*job)
     print(report(args.out))
 
 
