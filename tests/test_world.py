@@ -232,9 +232,12 @@ def test_student_uris_are_fresh_models_of_the_shipped_sizes():
 # ---- the bundled teacher -----------------------------------------------------------------------
 
 # Six fixed held-out tasks covering every tier (the first test-split task, seed 0, of each family).
-# The shipped teacher solved all six when it was committed; one miss is tolerated so that a
-# different CPU's float rounding under greedy decoding does not make the test flaky.
-TEACHER_SAMPLE = ["price", "order_status", "stock_by_name", "order_total", "order_weight_lb", "decline"]
+# The shipped teacher solved all nine when it was committed (stock, ship_date and
+# stock_after_order are the families the first teacher failed: they need a city or a day count
+# found in the query by content); one miss is tolerated so that a different CPU's float rounding
+# under greedy decoding does not make the test flaky.
+TEACHER_SAMPLE = ["price", "stock", "order_status", "stock_by_name", "ship_date", "order_total",
+                  "stock_after_order", "order_weight_lb", "decline"]
 
 
 @pytest.mark.skipif(not (TEACHER_DIR / "model.safetensors").is_file(), reason="bundled teacher not built")
@@ -243,7 +246,7 @@ def test_bundled_teacher_solves_a_fixed_held_out_sample_offline():
     teacher = load_model("world:teacher")
     report, trajectories = evaluate_model(teacher, tasks, max_steps=6)
     assert teacher.uri == "world:teacher"
-    assert report["success"] >= 5 / 6, [t.final_answer for t in trajectories]
+    assert report["success"] >= 8 / 9, [t.final_answer for t in trajectories]
     assert report["by_tier"]["none"]["success"] == 1.0
     for trajectory, task in zip(trajectories, tasks):
         if trajectory.outcome.success and task.metadata["tier"] != "none":
