@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--student", required=True, help="Smallest KD student, e.g. hf:runs/xs-kd")
     parser.add_argument("--middle", help="Optional middle tier for the three-tier cascade, e.g. hf:runs/s-kd")
     parser.add_argument("--scorer", default="logprob-mean")
-    parser.add_argument("--escalate", default="step", choices=["step", "task"])
+    parser.add_argument("--escalate", default="restart", choices=["step", "task", "restart"])
     parser.add_argument("--target", type=float, default=0.98)
     parser.add_argument("--n-val", type=int, default=200)
     parser.add_argument("--n-test", type=int, default=200)

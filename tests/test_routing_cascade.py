@@ -120,6 +120,40 @@ def test_task_mode_keeps_the_fallback_for_the_rest_of_the_task():
     assert [s.escalated for s in trajectory.steps] == [True, False]
 
 
+def test_restart_mode_starts_a_doubted_task_over_with_the_teacher_and_charges_the_abandoned_attempt():
+    # The student's first call names the wrong SKU with confidence; its answer step is then doubted.
+    student = ScriptedModel("world:student-xs", agent_script(-0.1, answer="30", sku="SKU-2"))
+    teacher = ScriptedModel("world:teacher", agent_script(-0.1))
+    agent = StudentAgent(student, teacher, scorer=FixedScorer([0.9, 0.1]), threshold=0.5, escalate="restart",
+                         tools=[get_stock])
+    trajectory = agent.run(TASK)
+    # Only the teacher's clean run is kept: it looked up SKU-1 from the query, not the student's SKU-2.
+    assert [s.producer for s in trajectory.steps] == ["world:teacher", "world:teacher"]
+    assert trajectory.steps[0].tool_calls[0].arguments == {"sku": "SKU-1"}
+    assert trajectory.outcome.success and "escalated" in trajectory.tags
+    assert len(student.calls) == 2 and len(teacher.calls) == 2  # the teacher was not asked mid-task
+    # The abandoned student steps are paid for by the first kept step.
+    student_cost = cost_usd("world:student-xs", Usage(input_tokens=1000, output_tokens=50))
+    teacher_cost = cost_usd("world:teacher", Usage(input_tokens=1000, output_tokens=50))
+    assert trajectory.cost_usd == pytest.approx(2 * student_cost + 2 * teacher_cost)
+    assert trajectory.steps[0].routing["abandoned_attempt"] == {"attempts": 1, "steps": 1, "cost_usd": pytest.approx(2 * student_cost)}
+    assert trajectory.metadata["restarted"]["abandoned_steps"] == 1
+    assert trajectory.metadata["routing"]["steps_by_tier"] == [0, 2]
+    assert trajectory.metadata["routing"]["cost_by_tier"] == pytest.approx([2 * student_cost, 2 * teacher_cost])
+    assert trajectory.usage.output_tokens == 50 * 4
+
+
+def test_restart_mode_does_not_restart_a_doubted_first_step():
+    student = ScriptedModel("world:student-xs", agent_script(-0.1))
+    teacher = ScriptedModel("world:teacher", agent_script(-0.1))
+    agent = StudentAgent(student, teacher, scorer=FixedScorer([0.1]), threshold=0.5, escalate="restart", tools=[get_stock])
+    trajectory = agent.run(TASK)
+    # Nothing to abandon: the teacher answers step 1 and, as in task mode, keeps the task.
+    assert [s.producer for s in trajectory.steps] == ["world:teacher", "world:teacher"]
+    assert len(student.calls) == 1 and "restarted" not in trajectory.metadata
+    assert [s.escalated for s in trajectory.steps] == [True, False]
+
+
 def test_three_tiers_climb_in_order():
     small = ScriptedModel("world:student-xs", agent_script(-0.1))
     medium = ScriptedModel("world:student-s", agent_script(-0.1))

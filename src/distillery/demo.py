@@ -100,6 +100,13 @@ def world_split(split: str, n: int, seed: int) -> list[Task]:
 # --------------------------------------------------------------------------------------------------
 
 
+ESCALATION_WORDS = {
+    "restart": "such a task starts over with the teacher; the student's abandoned steps are paid for, not kept",
+    "task": "the teacher takes over mid-task",
+    "step": "the teacher answers that step only",
+}
+
+
 @dataclass
 class DemoSettings:
     """What the demo runs. The defaults fit the 5-minute budget on 2 CPU cores (BENCHMARKS.md)."""
@@ -118,7 +125,7 @@ class DemoSettings:
     topk: int = 8  # teacher logprobs kept per token in the sidecar
     target: float = 0.95  # calibrate: cheapest threshold reaching target x teacher success on validation
     scorer: str = "logprob-mean"  # the student's confidence (docs/routing.md)
-    escalate: str = "task"  # "task": once a step escalates, the teacher finishes the task; "step": only that step
+    escalate: str = "restart"  # "restart": a doubted task starts over with the teacher; "task": the teacher takes over mid-task; "step": only that step
     max_tokens: int = 192  # per model call; world answers and tool calls are far shorter
     concurrency: int = 32  # tasks in flight; local models batch their calls (BatchingModel)
     budget_usd: float | None = 5.0  # cap on a hosted teacher's collection spend (world: prices are stand-ins)
@@ -141,8 +148,10 @@ class DemoSettings:
             raise ConfigError(f"--alpha must be in [0, 1], got {self.alpha}")
         if not 0.0 < self.target <= 1.0:
             raise ConfigError(f"--target must be in (0, 1], got {self.target}")
-        if self.escalate not in ("task", "step"):
-            raise ConfigError(f"--escalate {self.escalate!r}: use task or step")
+        from distillery.routing.cascade import ESCALATE_MODES
+
+        if self.escalate not in ESCALATE_MODES:
+            raise ConfigError(f"--escalate {self.escalate!r}: use restart, task or step")
 
     @property
     def local_teacher(self) -> bool:
@@ -684,8 +693,8 @@ class Demo:
         caption = (f"{summary['n_tasks']} held-out test tasks, {label}. Cost per 1,000 tasks from prices.toml"
                    + ("; stand-in prices: world:teacher priced as anthropic:claude-opus-4-6, the student as a "
                       "self-hosted small model" if self.s.offline_world else "")
-                   + f". Escalated tasks: a student step scored below the threshold ({self.s.escalate}-level "
-                   "escalation); teacher steps: the share of the cascade's steps the teacher produced.")
+                   + f". Escalated tasks: a student step scored below the threshold ({ESCALATION_WORDS[self.s.escalate]}); "
+                   "teacher steps: the share of the kept steps the teacher produced.")
         table = Table(title=f"Summary ({label})", caption=caption)
         table.add_column("", no_wrap=True)
         for column in ("success", "escalated tasks", "teacher steps", "$ / 1k tasks", "cost vs teacher"):

@@ -49,8 +49,9 @@ def demo(
         "logprob-min (its least likely action token), agreement:5, ... (docs/routing.md).",
     ),
     escalate: str = typer.Option(
-        "task", "--escalate",
-        help="task: once a step is escalated the teacher finishes the task (what calibration simulates); "
+        "restart", "--escalate",
+        help="restart: a task whose step is doubted starts over with the teacher, from the query (what calibration "
+        "simulates); task: the teacher takes over mid-task, keeping the student's earlier steps; "
         "step: only the doubtful step goes to the teacher and the student continues.",
     ),
     budget_usd: float = typer.Option(

@@ -4,9 +4,9 @@ Each tier is run *alone* on every validation task once (recording its per-step c
 and success); the teacher is the last tier. A setting of thresholds is then evaluated by
 *task-level* routing over those cached runs: a task starts at tier 1 and moves to the next tier
 at its first step whose confidence is below the tier's threshold; the costs of the steps spent
-before the hand-over are counted. This is exact for `escalate="task"` when the higher tier starts
-afresh, and an approximation for step-level escalation, whose conversation changes after a
-teacher step. The real cascade's figures therefore come from running it (`distillery eval`),
+before the hand-over are counted. This is exact for `escalate="restart"` (the higher tier starts
+afresh from the query), and an approximation for `"task"` (the higher tier continues the lower
+tier's conversation) and `"step"`, whose conversations change after a teacher step. The real cascade's figures therefore come from running it (`distillery eval`),
 which also reports how far its realised escalation rate lands from the calibrated prediction.
 
 Two ways to choose:

@@ -9,7 +9,15 @@
 A cascade is the shared `Agent` loop with one method overridden: `next_step` asks tier 1 for the
 step, scores it, and when the confidence is *below* the tier's threshold (`confidence < threshold`;
 exactly at the threshold is accepted) asks the next tier, up to the last tier, which is never
-questioned. With `escalate="task"` a task that escalated once stays with the higher tier.
+questioned. With `escalate="task"` a task that escalated once stays with the higher tier, which
+continues from the conversation so far, lower-tier steps included. With `escalate="restart"` a
+task whose step is rejected *after the first* starts over at the higher tier, from the query
+alone: the lower tier's earlier steps may already have gone wrong (a confident wrong call), and a
+teacher trained on clean trajectories does not recover from them. The abandoned attempt's cost is
+charged to the new first step (`routing["abandoned_attempt"]`), so `trajectory.cost_usd` stays
+what the task really cost; its steps are not kept. Restarting re-runs tools, so use it with tools
+that are safe to call twice (lookups), not with tools that act (send, pay, write). This is the
+routing that `calibrate` simulates.
 
 Every step records who produced it (`producer`), its confidence, whether a lower tier's proposal
 was rejected (`escalated`) and, in `routing`, each tier's confidence, the rejected proposals and
@@ -48,7 +56,8 @@ from distillery.trajectory import Message, Step, Trajectory, Turn, Usage
 
 log = logging.getLogger(__name__)
 
-EscalateMode = Literal["step", "task"]
+EscalateMode = Literal["step", "task", "restart"]
+ESCALATE_MODES = ("step", "task", "restart")
 FallbackPolicy = Literal["keep_flagged", "fail"]
 ESCALATED_TAG = "escalated"
 FALLBACK_FAILED_TAG = "fallback_failed"
@@ -93,8 +102,8 @@ class CascadeConfig:
         where = self.source
         if len(self.tiers) < 1:
             raise ConfigError(f"{where}: a cascade needs at least one [[tiers]] entry")
-        if self.escalate not in ("step", "task"):
-            raise ConfigError(f"{where}: escalate = {self.escalate!r}; use \"step\" or \"task\"")
+        if self.escalate not in ESCALATE_MODES:
+            raise ConfigError(f"{where}: escalate = {self.escalate!r}; use \"step\", \"task\" or \"restart\"")
         if self.on_fallback_error not in ("keep_flagged", "fail"):
             raise ConfigError(f"{where}: on_fallback_error = {self.on_fallback_error!r}; use \"keep_flagged\" or \"fail\"")
         if not _is_number(self.fallback_timeout_s) or self.fallback_timeout_s <= 0:
@@ -334,8 +343,8 @@ class Cascade(Agent):
         for index, value in enumerate(thresholds):
             if not _is_number(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"Cascade: thresholds[{index}] = {value!r} is outside [0, 1]")
-        if escalate not in ("step", "task"):
-            raise ConfigError(f"Cascade: escalate={escalate!r}; use 'step' or 'task'")
+        if escalate not in ESCALATE_MODES:
+            raise ConfigError(f"Cascade: escalate={escalate!r}; use 'step', 'task' or 'restart'")
         if on_fallback_error not in ("keep_flagged", "fail"):
             raise ConfigError(f"Cascade: on_fallback_error={on_fallback_error!r}; use 'keep_flagged' or 'fail'")
         if isinstance(scorer, (str, ConfidenceScorer)):
@@ -447,9 +456,10 @@ class Cascade(Agent):
     # -- routing ---------------------------------------------------------------------------------
 
     def _start_tier(self, trajectory: Trajectory) -> int:
-        if self.escalate != "task":
+        if self.escalate == "step":
             return 0
-        return max((step.routing.get("tier", 0) for step in trajectory.steps), default=0)
+        restarted_at = trajectory.metadata.get(RESTART_KEY, {}).get("tier", 0)
+        return max([restarted_at, *(step.routing.get("tier", 0) for step in trajectory.steps)])
 
     async def next_step(self, messages: Sequence[Message], trajectory: Trajectory) -> Step:
         started = time.perf_counter()
@@ -489,6 +499,8 @@ class Cascade(Agent):
                 entry["invalid"] = reason
             confidences.append(entry)
             if index < last and confidence is not None and confidence < tier.threshold:
+                if self.escalate == "restart" and trajectory.steps:
+                    raise _Restart(index + 1, trajectory, calls)
                 rejected.append((index, turn, confidence))
                 continue
             chosen = (index, turn, confidence)
@@ -519,7 +531,17 @@ class Cascade(Agent):
         return step
 
     async def arun(self, query: str | Task, **kwargs: Any) -> Trajectory:
-        trajectory = await super().arun(query, **kwargs)
+        abandoned: list[_Restart] = []
+        while True:
+            try:
+                trajectory = await super().arun(query, **kwargs)
+                break
+            except _Restart as restart:  # start over at the higher tier, from the query alone
+                abandoned.append(restart)
+                metadata = {**(kwargs.get("metadata") or {}), RESTART_KEY: {"tier": restart.tier}}
+                kwargs = {**kwargs, "metadata": metadata}
+        if abandoned:
+            _charge_abandoned(trajectory, abandoned)
         trajectory.metadata["routing"] = routing_summary(trajectory, len(self.tiers))
         if self.store is not None and ESCALATED_TAG in trajectory.tags:
             # Best effort: a full disk must not lose the answer the user is waiting for.
@@ -528,6 +550,37 @@ class Cascade(Agent):
             except DistilleryError as exc:
                 log.warning("could not store escalated trajectory %s: %s", trajectory.id, exc)
         return trajectory
+
+
+RESTART_KEY = "restarted"
+
+
+class _Restart(Exception):
+    """Raised out of the agent loop to start a task over at a higher tier (`escalate="restart"`)."""
+
+    def __init__(self, tier: int, trajectory: Trajectory, calls: list[dict[str, Any]]):
+        super().__init__(f"restart at tier {tier}")
+        self.tier = tier
+        self.steps = len(trajectory.steps)
+        # every model call of the abandoned attempt: its steps' calls and the rejected proposal
+        self.calls = [{**call, "abandoned": True}
+                      for call in [*(c for step in trajectory.steps for c in step.routing.get("calls", [])), *calls]]
+
+
+def _charge_abandoned(trajectory: Trajectory, abandoned: list[_Restart]) -> None:
+    """The first step of a restarted task carries the calls (and cost) of the abandoned attempts."""
+    calls = [call for attempt in abandoned for call in attempt.calls]
+    steps = sum(attempt.steps for attempt in abandoned)
+    cost = sum(call["cost_usd"] for call in calls)
+    trajectory.metadata[RESTART_KEY] = {"tier": abandoned[-1].tier, "abandoned_steps": steps, "abandoned_cost_usd": cost}
+    _add_tag(trajectory, ESCALATED_TAG)
+    if trajectory.steps:
+        first = trajectory.steps[0]
+        first.cost_usd += cost
+        first.usage = sum((Usage(**call["usage"]) for call in calls), first.usage or Usage())
+        first.escalated = True
+        first.routing.setdefault("calls", []).extend(calls)
+        first.routing["abandoned_attempt"] = {"attempts": len(abandoned), "steps": steps, "cost_usd": cost}
 
 
 def _add_tag(trajectory: Trajectory, tag: str) -> None:

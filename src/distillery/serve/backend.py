@@ -158,8 +158,8 @@ class CascadeBackend:
     concurrent requests must not share them); local models serialise their own generation with a
     lock and run in a worker thread, so the event loop stays free.
 
-    `escalate = "task"` cannot apply here: the gateway sees single steps, not tasks, so every
-    request starts at tier 1.
+    `escalate = "task"` and `"restart"` cannot apply here: the gateway sees single steps, not tasks,
+    so every request starts at tier 1.
     """
 
     def __init__(self, cascade: Cascade, *, source: str = "<cascade>"):
