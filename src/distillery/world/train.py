@@ -119,18 +119,20 @@ class _PadCollator:
 def weighted_lm_loss(logits: Any, labels: Any, copy_mask: Any, copy_weight: float) -> Any:
     """Next-token cross-entropy over labelled tokens, copy tokens weighted `copy_weight`, others 1.
 
-    Normalised by the total weight, so with copy_weight=1 it is the ordinary mean token loss.
+    Normalised by the total weight (the losses module's weighted `hard_ce`), so with
+    copy_weight=1 it is the ordinary mean token loss.
     """
-    import torch.nn.functional as F
+    from distillery.distill.losses import hard_ce
 
-    logits, labels, copy_mask = logits[:, :-1].float(), labels[:, 1:], copy_mask[:, 1:]
-    token_loss = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-    weights = (labels != IGNORE_INDEX).float() * (1.0 + (copy_weight - 1.0) * copy_mask.float())
-    return (token_loss * weights).sum() / weights.sum().clamp(min=1.0)
+    weights = 1.0 + (copy_weight - 1.0) * copy_mask[:, 1:].float()
+    return hard_ce(logits[:, :-1], labels[:, 1:], ignore_index=IGNORE_INDEX, weights=weights)
 
 
 def _copy_weighted_trainer(base: type, copy_weight: float) -> type:
-    """A transformers `Trainer` whose loss is `weighted_lm_loss`; nothing else is overridden."""
+    """A transformers `Trainer` whose loss is `weighted_lm_loss`; nothing else is overridden.
+
+    Built in a function, like the deadline callback below, because transformers is imported lazily.
+    """
 
     class CopyWeightedTrainer(base):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
