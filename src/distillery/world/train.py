@@ -6,7 +6,9 @@
 The recipe is ordinary supervised fine-tuning with the real stack: transformers' `Trainer` over
 token ids from the tokenizer's own chat template, with the loss on assistant tokens only (the
 template's `{% generation %}` markers give the mask through `return_assistant_tokens_mask`).
-Everything is seeded: the task sample, the initial weights, the data order.
+With `copy_weight` != 1 the tokens the model must find in the query by content (`copy_mask`)
+weigh more in that loss. Everything is seeded: the task sample, the initial weights, the data
+order. It runs on a CUDA GPU when torch sees one (`device="auto"`), else on the CPU.
 """
 
 from __future__ import annotations
