@@ -164,13 +164,17 @@ def _deadline_callback(base: type, minutes: float) -> Any:
     return Deadline()
 
 
+def _encode_tasks(tokenizer: Any, tasks: list[Any], max_length: int) -> list[dict[str, list[int]]]:
+    rows = (encode_trajectory(tokenizer, solve(task), max_length) for task in tasks)
+    return [row for row in rows if row is not None]
+
+
 def _encode_chunk(job: tuple[list[Any], int]) -> list[dict[str, list[int]]]:
+    """One worker process's share: it loads its own tokenizer (spawned processes share nothing)."""
     from distillery.world.models import load_world_tokenizer
 
     tasks, max_length = job
-    tokenizer = load_world_tokenizer()
-    rows = (encode_trajectory(tokenizer, solve(task), max_length) for task in tasks)
-    return [row for row in rows if row is not None]
+    return _encode_tasks(load_world_tokenizer(), tasks, max_length)
 
 
 def build_training_data(tokenizer: Any, n_tasks: int, seed: int, max_length: int, workers: int = 1) -> list[dict[str, list[int]]]:
@@ -181,8 +185,7 @@ def build_training_data(tokenizer: Any, n_tasks: int, seed: int, max_length: int
     """
     tasks = generate_tasks("train", n_tasks, seed=seed)
     if workers <= 1 or n_tasks < 2000:
-        rows = (encode_trajectory(tokenizer, solve(task), max_length) for task in tasks)
-        return [row for row in rows if row is not None]
+        return _encode_tasks(tokenizer, tasks, max_length)
     import multiprocessing
 
     chunk = -(-len(tasks) // (4 * workers))
@@ -205,12 +208,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def train_world_model(settings: TrainSettings, *, progress: Any = None, rows: list[dict[str, list[int]]] | None = None) -> dict[str, Any]:
+def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[str, Any]:
     """Train one world model from scratch and save it (fp16 weights, float32 config) with its tokenizer.
 
-    `rows` skips building the data (e.g. several runs sharing one set built with the same
-    n_tasks and seed). Returns the training report that is also written to `<out>/training.json`:
-    data size, steps, final loss, wall time, the device and the settings.
+    Returns the training report that is also written to `<out>/training.json`: data size, steps,
+    final loss, wall time, the device and the settings.
     """
     import torch
     from transformers import (
@@ -239,9 +241,8 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None, rows: li
     config = LlamaConfig.from_json_file(str(config_path))
     if config.vocab_size != len(tokenizer):
         raise ConfigError(f"{config_path}: vocab_size is {config.vocab_size} but the world tokenizer has {len(tokenizer)} tokens")
-    if rows is None:
-        workers = settings.workers or min(os.cpu_count() or 1, 16)
-        rows = build_training_data(tokenizer, settings.n_tasks, settings.seed, config.max_position_embeddings, workers)
+    workers = settings.workers or min(os.cpu_count() or 1, 16)
+    rows = build_training_data(tokenizer, settings.n_tasks, settings.seed, config.max_position_embeddings, workers)
     data_s = time.perf_counter() - started
 
     if settings.init_from:
