@@ -2,11 +2,13 @@
 
 A local OpenAI-compatible server runs in a separate process and answers every chat completion
 with a final answer after sleeping `--latency-ms` (asyncio.sleep, so it serves any number of
-requests at once). `TeacherCollector` sends `--tasks` single-step tasks through the real `openai`
-SDK provider (`openai:gpt-4o` with `base_url` pointing at the server) into a SQLite store in a temp
-dir, at each `--concurrency`. Side by side, in the same run: the raw SDK alone (AsyncOpenAI plus
-a semaphore) and distillery's OpenAI provider alone (no agent, no store), so the gap can be put
-where it belongs: the SDK and HTTP stack, the provider's translation, or the agent and store.
+requests at once; uvicorn with httptools and uvloop when installed, as `uvicorn[standard]` does).
+`TeacherCollector` sends `--tasks` single-step tasks through the real `openai` SDK provider
+(`openai:gpt-4o` with `base_url` pointing at the server; aiohttp transport, the provider's default)
+into a SQLite store in a temp dir, at each `--concurrency`. Side by side, in the same run: the raw
+SDK alone (AsyncOpenAI's typed `create` plus a semaphore, on its default httpx2 transport and on
+aiohttp) and distillery's OpenAI provider alone (no agent, no store), so the gap can be put where it
+belongs: the SDK and HTTP stack, the provider's translation, or the agent and store.
 
     python benchmarks/collect_throughput.py                      # 500 tasks, 100 ms, concurrency 16/64/128
     python benchmarks/collect_throughput.py --tasks 2000 --latency-ms 50 --concurrency 64
@@ -118,11 +120,13 @@ def run_collector(base_url: str, tasks: int, concurrency: int, progress: bool, p
     return wall, cpu, result.ok
 
 
-def run_raw_sdk(base_url: str, tasks: int, concurrency: int) -> tuple[float, float, int]:
+def run_raw_sdk(base_url: str, tasks: int, concurrency: int, aiohttp: bool = False) -> tuple[float, float, int]:
+    """The typed `chat.completions.create` with a semaphore: the SDK's default httpx2 client, or aiohttp."""
     import openai
 
     async def main() -> int:
-        client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
+        http_client = openai.DefaultAioHttpClient() if aiohttp else None
+        client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0, http_client=http_client)
         gate = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
@@ -214,7 +218,8 @@ def main() -> None:
         for concurrency in args.concurrency:
             ideal = args.tasks * latency / concurrency
             clients = [
-                ("raw openai SDK", lambda: run_raw_sdk(base_url, args.tasks, concurrency)),
+                ("raw SDK, httpx2", lambda: run_raw_sdk(base_url, args.tasks, concurrency)),
+                ("raw SDK, aiohttp", lambda: run_raw_sdk(base_url, args.tasks, concurrency, aiohttp=True)),
                 ("provider only", lambda: run_provider(base_url, args.tasks, concurrency)),
                 ("TeacherCollector", lambda: run_collector(base_url, args.tasks, concurrency, args.progress)),
             ]

@@ -233,6 +233,51 @@ def test_repeated_runs_do_not_leak_store_connections(store):
     assert len(store._connections) == 1  # the writer thread closes its own connection each run
 
 
+class ThreadRecordingStore(SQLiteStore):
+    """A real SQLite store that notes which thread each put ran on, and can fail one task's put."""
+
+    def __init__(self, path, *, fail_task=None, **options):
+        super().__init__(path, **options)
+        self.put_threads: list[str] = []
+        self.fail_task = fail_task
+
+    def put(self, trajectory, **options):
+        import threading
+
+        self.put_threads.append(threading.current_thread().name)
+        if trajectory.task_id == self.fail_task:
+            from distillery.store import StoreError
+
+            raise StoreError(f"{self.path}: disk full")
+        return super().put(trajectory, **options)
+
+
+@pytest.mark.parametrize(("synchronous", "thread"), [("NORMAL", "MainThread"), ("FULL", "distillery-store_0")])
+def test_quick_stores_are_written_from_the_loop_and_fsyncing_ones_from_a_thread(tmp_path, synchronous, thread):
+    store = ThreadRecordingStore(tmp_path / "store.db", synchronous=synchronous)
+    assert store.put_is_quick == (synchronous == "NORMAL")
+    result = collector(FakeModel(delay=0.01), store=store, concurrency=8).collect(queries(40))
+    assert result.ok == 40 and store.count(status="ok") == 40
+    assert set(store.put_threads) == {thread} and len(store.put_threads) == 40
+    store.close()
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+def test_a_store_failure_stops_the_collection_with_its_error_and_keeps_what_was_written(tmp_path, synchronous):
+    from distillery.store import StoreError
+    from distillery.tasks import task_id_for
+
+    failing = task_id_for("question 10")
+    store = ThreadRecordingStore(tmp_path / "store.db", synchronous=synchronous, fail_task=failing)
+    with pytest.raises(StoreError, match="disk full"):
+        collector(FakeModel(delay=0.005), store=store, concurrency=4).collect(queries(40))
+    written = store.count()
+    assert 0 < written < 40 and store.get_by_key(TrajectoryKey(failing, "fake:teacher")) is None
+    result = collector(FakeModel(), store=SQLiteStore(tmp_path / "store.db")).collect(queries(40))
+    assert (result.resumed, result.ok) == (written, 40 - written)  # a re-run resumes: nothing lost
+    store.close()
+
+
 def test_resume_is_per_model(store):
     collector(FakeModel(uri="fake:a"), store=store).collect(queries(3))
     other = FakeModel(uri="fake:b")

@@ -72,7 +72,8 @@ def expected_cost(usage: dict) -> float:
     ) / 1e6
 
 
-def test_text_reply_maps_request_and_response(server):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_text_reply_maps_request_and_response(server, transport):
     reply = message(
         [text_block("Berlin has "), text_block("17 units.")],
         input_tokens=120,
@@ -81,7 +82,7 @@ def test_text_reply_maps_request_and_response(server):
         cache_read_input_tokens=400,
     )
     server.enqueue(reply)
-    model = make_model(server)
+    model = make_model(server, http_transport=transport)
     [turn] = model.generate(
         [Message(role="system", content="Be brief."), Message(role="user", content="Stock of SKU-1042 in Berlin?")],
         max_tokens=256,
@@ -430,11 +431,13 @@ def test_server_may_veto_a_retry(server):
     assert not isinstance(caught.value, TransientModelError)
 
 
-def test_connection_refused_is_transient():
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_connection_refused_is_transient(transport):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
-    model = AnthropicModel(MODEL, api_key=PLANTED_KEY, base_url=f"http://127.0.0.1:{dead_port}", timeout_s=5)
+    model = AnthropicModel(MODEL, api_key=PLANTED_KEY, base_url=f"http://127.0.0.1:{dead_port}", timeout_s=5,
+                           http_transport=transport)
     with pytest.raises(TransientModelError, match="connection failed") as caught:
         model.generate([Message(role="user", content="q")])
     assert caught.value.status is None

@@ -355,3 +355,83 @@ def test_agent_end_to_end_trajectory_usage_cost_and_no_key(server):
     dumped = trajectory.model_dump_json()
     assert PLANTED_KEY not in dumped
     assert Trajectory.model_validate_json(dumped) == trajectory
+
+
+def test_the_body_on_the_wire_is_what_the_typed_sdk_call_sends(server):
+    # agenerate posts `build_request`'s JSON through the SDK's low-level `post` (skipping the
+    # typed call's per-request TypedDict walk); the server must not be able to tell the difference.
+    import openai
+
+    model = make_model(server, extra_body={"top_k": 20})
+    messages = [
+        Message(role="system", content="Convert."),
+        Message(role="user", content="10 EUR in USD and GBP?"),
+        Message(role="assistant", content="", tool_calls=[
+            ToolCall(id="call_1", name="convert", arguments={"amount": 10, "currency": "USD"}),
+            ToolCall(id="call_2", name="convert", raw_arguments='{"amount": 10,', parse_error="invalid JSON"),
+        ]),
+        Message(role="tool", tool_call_id="call_1", content="11.0"),
+        Message(role="tool", tool_call_id="call_2", content="error: invalid JSON"),
+    ]
+    options = dict(n=2, temperature=0.7, max_tokens=64, logprobs=True, top_logprobs=3, seed=7,
+                   tool_choice="auto", chat_template_kwargs={"enable_thinking": False})
+    server.enqueue(chat_completion([choice("ours", index=0), choice("ours too", index=1)]))
+    model.generate(messages, [convert.spec], **options)
+    server.enqueue(chat_completion([choice("typed", index=0)]))
+
+    async def typed_call():
+        async with openai.AsyncOpenAI(api_key=PLANTED_KEY, base_url=server.base_url, max_retries=0) as typed:
+            await typed.chat.completions.create(**model.build_request(messages, [convert.spec], **options))
+
+    asyncio.run(typed_call())
+    ours, theirs = server.requests
+    assert ours.path == theirs.path == "/v1/chat/completions"
+    assert ours.json == theirs.json
+    assert ours.json["top_k"] == 20 and ours.json["chat_template_kwargs"] == {"enable_thinking": False}
+    for header in ("authorization", "content-type", "user-agent"):
+        assert ours.headers[header] == theirs.headers[header]
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_either_http_transport_gives_the_same_turns_and_errors(server, transport):
+    model = make_model(server, http_transport=transport)
+    assert model.http_transport == transport
+    server.enqueue(chat_completion([choice("via " + transport)], usage_=usage(20, 2)))
+    [turn] = model.generate([Message(role="user", content="q")])
+    assert (turn.text, turn.usage.input_tokens, turn.usage.output_tokens) == ("via " + transport, 20, 2)
+    server.enqueue(error_body(429, "slow down", {"retry-after": "2"}))
+    with pytest.raises(TransientModelError) as caught:
+        model.generate([Message(role="user", content="q")])
+    assert (caught.value.status, caught.value.retry_after) == (429, 2.0)
+
+    async def slow(request):
+        await asyncio.sleep(2.0)
+        return chat_completion([choice("too late")])
+
+    server.enqueue(slow)
+    impatient = make_model(server, http_transport=transport, timeout_s=0.3)
+    with pytest.raises(TransientModelError, match="timed out"):
+        impatient.generate([Message(role="user", content="q")])
+    assert server.pending == 0
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_connection_refused_is_transient_on_either_transport(transport):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    model = OpenAIModel(MODEL, api_key=PLANTED_KEY, base_url=f"http://127.0.0.1:{dead_port}/v1",
+                        timeout_s=5, http_transport=transport)
+    with pytest.raises(TransientModelError, match="connection failed") as caught:
+        model.generate([Message(role="user", content="q")])
+    assert caught.value.status is None and PLANTED_KEY not in str(caught.value)
+
+
+def test_unknown_http_transport_is_a_config_error(server):
+    from distillery.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="http_transport='requests' is not one of auto, aiohttp, httpx"):
+        make_model(server, http_transport="requests")
+    assert make_model(server).http_transport == "aiohttp"  # installed with the project: "auto" takes it

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import email.utils
+import importlib.util
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from distillery.errors import ModelError, TransientModelError
+from distillery.errors import ConfigError, ModelError, TransientModelError
 from distillery.models.base import AsyncChatModel
 from distillery.trajectory import Turn
 
@@ -31,6 +32,12 @@ T = TypeVar("T")
 # lock timeout (409), rate limit (429) and every server error (5xx, including Anthropic's 529
 # "overloaded").
 TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+# How the SDK client talks HTTP. Both SDKs default to httpx2; their `DefaultAioHttpClient` keeps
+# the SDK's whole request/response/error path and swaps only the transport for aiohttp, which costs
+# about half the client CPU per request (benchmarks/collect_throughput.py). At 64 requests in
+# flight that CPU is what limits a collection, so "auto" takes aiohttp whenever it is installed.
+HTTP_TRANSPORTS = ("auto", "aiohttp", "httpx")
 
 # Keep error lines readable: a provider's error body can be long (validation details, HTML pages).
 MAX_MESSAGE_CHARS = 500
@@ -65,6 +72,33 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = 
         when = when.replace(tzinfo=timezone.utc)
     now_dt = datetime.fromtimestamp(now if now is not None else time.time(), tz=timezone.utc)
     return max(0.0, (when - now_dt).total_seconds())
+
+
+def check_http_transport(uri: str, transport: str) -> str:
+    """`transport` resolved to "aiohttp" or "httpx"; a one-line ConfigError for anything else."""
+    if transport not in HTTP_TRANSPORTS:
+        raise ConfigError(f"{uri}: http_transport={transport!r} is not one of {', '.join(HTTP_TRANSPORTS)}")
+    has_aiohttp = importlib.util.find_spec("aiohttp") is not None
+    if transport == "aiohttp" and not has_aiohttp:
+        raise ConfigError(f"{uri}: http_transport='aiohttp' needs the aiohttp package: pip install aiohttp")
+    if transport == "auto":
+        return "aiohttp" if has_aiohttp else "httpx"
+    return transport
+
+
+def http_client(sdk: Any, transport: str, timeout_s: float) -> Any | None:
+    """The `http_client=` argument for an `anthropic`/`openai` async client (None: the SDK default).
+
+    An SDK release without aiohttp support falls back to its default client under "auto"
+    (`check_http_transport` resolved it to "aiohttp" because the package is installed).
+    """
+    if transport != "aiohttp":
+        return None
+    try:
+        return sdk.DefaultAioHttpClient(timeout=timeout_s)
+    except (AttributeError, ImportError, RuntimeError):
+        log.warning("%s %s has no aiohttp transport; using its default httpx client", sdk.__name__, sdk.__version__)
+        return None
 
 
 def one_line(text: str, *, secrets: Iterable[str | None] = ()) -> str:
@@ -115,10 +149,11 @@ def to_model_error(exc: Exception, sdk: Any, provider: str, *, secrets: Iterable
         if transient:
             return TransientModelError(message, status=status, retry_after=parse_retry_after(headers))
         return ModelError(message)
-    if isinstance(exc, sdk.APITimeoutError):
+    refused = _connection_failure(exc)
+    if isinstance(exc, sdk.APITimeoutError) and refused is None:
         return TransientModelError(one_line(f"{provider}: request timed out", secrets=secrets))
     if isinstance(exc, sdk.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
+        cause = refused or exc.__cause__ or exc.__context__
         reason = f"{type(cause).__name__}: {cause}" if cause else exc.message
         url = getattr(getattr(exc, "request", None), "url", None)
         where = f" to {url.scheme}://{url.host}:{url.port or ''}" if url is not None else ""
@@ -127,6 +162,23 @@ def to_model_error(exc: Exception, sdk: Any, provider: str, *, secrets: Iterable
         problem = f"{provider}: response did not match the API schema: {exc.message}"
         return ModelError(one_line(problem, secrets=secrets))
     return ModelError(one_line(f"{provider}: {type(exc).__name__}: {exc}", secrets=secrets))
+
+
+def _connection_failure(exc: BaseException) -> OSError | None:
+    """The socket error (refused, reset, unreachable) under an SDK exception, if there is one.
+
+    The SDKs' aiohttp transport reports every aiohttp connection error, a refused connection
+    included, as httpx's `ConnectTimeout`, so the SDK calls it a timeout. The cause chain still
+    holds the real error; a user chasing a wrong port deserves "connection failed", not "timed out".
+    """
+    seen = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 async def gather_or_cancel(awaitables: Iterable[Awaitable[T]]) -> list[T]:

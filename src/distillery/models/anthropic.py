@@ -21,7 +21,14 @@ from typing import Any
 import anthropic
 
 from distillery.errors import ConfigError, MissingAPIKeyError
-from distillery.models._hosted import HostedChatModel, gather_or_cancel, log, to_model_error
+from distillery.models._hosted import (
+    HostedChatModel,
+    check_http_transport,
+    gather_or_cancel,
+    http_client,
+    log,
+    to_model_error,
+)
 from distillery.pricing import cost_usd
 from distillery.trajectory import Message, ThinkingBlock, ToolCall, ToolSpec, Turn, Usage
 
@@ -60,6 +67,8 @@ class AnthropicModel(HostedChatModel):
         max_tokens: The default output limit per call (the API requires one).
         timeout_s: Per-request timeout.
         extra_headers: Sent with every request (e.g. `anthropic-beta` flags).
+        http_transport: "auto" (aiohttp when installed, else httpx), "aiohttp" or "httpx": the
+            transport under the official SDK client.
     """
 
     provider = "anthropic"
@@ -75,6 +84,7 @@ class AnthropicModel(HostedChatModel):
         max_tokens: int = 4096,
         timeout_s: float = 600,
         extra_headers: dict[str, str] | None = None,
+        http_transport: str = "auto",
     ):
         super().__init__()
         if thinking not in THINKING_MODES:
@@ -96,6 +106,7 @@ class AnthropicModel(HostedChatModel):
         self.extra_headers = dict(extra_headers or {})
         api_version = {k.lower(): v for k, v in self.extra_headers.items()}.get("anthropic-version")
         self.sends_temperature = api_version in SAMPLING_API_VERSIONS
+        self.http_transport = check_http_transport(self.uri, http_transport)
 
     def _make_client(self) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
@@ -104,6 +115,7 @@ class AnthropicModel(HostedChatModel):
             max_retries=0,  # the collector owns retries
             timeout=self.timeout_s,
             default_headers=self.extra_headers or None,
+            http_client=http_client(anthropic, self.http_transport, self.timeout_s),
         )
 
     # --- request --------------------------------------------------------------------------
