@@ -103,3 +103,17 @@ def test_tool_call_accuracy_argument_level():
     assert result == {"exact": 0.0, "arguments": 0.5, "steps": 1}
     wrong_tool = [{"key": "x", "tool_calls": [{"name": "get_order", "arguments": {"order_id": "O-1"}}]}]
     assert tool_call_accuracy([trajectory], [wrong_tool])["arguments"] == 0.0
+
+
+@pytest.mark.parametrize("escalate", ["step", "task", "restart"])
+def test_step_escalation_counts_every_step_the_student_did_not_answer_in_any_mode(escalate):
+    # The unsure half of the tasks ends with both steps from the teacher in every mode: rejected
+    # one by one (step), handed over after the first (task), or redone from the start (restart).
+    # Only the first is a rejected proposal, yet both count as escalated steps.
+    student, teacher, config = setup()
+    config.escalate = escalate
+    results = evaluate(TASKS, config, tools=ToolBox([get_stock]), models=[student, teacher], concurrency=2)
+    cascade = next(row for row in results["rows"] if row["name"].startswith("cascade"))
+    assert cascade["success"] == 1.0
+    assert cascade["step_escalation_rate"] == 0.5 == cascade["teacher_call_fraction"]
+    assert cascade["task_escalation_rate"] == 0.5

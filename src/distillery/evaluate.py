@@ -16,7 +16,9 @@ What is run, and what is simulated (both are labelled in the JSON):
   oracle router (escalates exactly the tasks the student fails and the teacher solves).
 
 "Teacher-call fraction" is the share of steps produced by the last tier for run rows, and the
-share of tasks handed to it for simulated rows; both are reported per row.
+share of tasks handed to it for simulated rows; both are reported per row. "Step escalation rate"
+is the share of kept steps the first tier did not answer alone, whatever the escalation mode
+(under `task` and `restart` every step after the hand-off counts, not only the hand-off).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from distillery.routing.metrics import (
 )
 from distillery.tasks import Task, normalize_text
 from distillery.tools import ToolBox
-from distillery.trajectory import Message, Trajectory, step_messages
+from distillery.trajectory import Message, Step, Trajectory, step_messages
 
 CPT_LEVELS = (0.5, 0.8, 0.95)
 Progress = Callable[[str, int, int], None]
@@ -171,6 +173,18 @@ def _answer(trajectory: Trajectory) -> str | None:
     return normalize_text(answer) if answer is not None else None
 
 
+def _escalated(step: Step) -> bool:
+    """A kept step the first tier did not answer alone, whatever the escalation mode.
+
+    Under `step` that is a step whose student proposal was rejected; under `task` it is also
+    every later step of the task, which goes straight to the higher tier; under `restart` it is
+    every step of a restarted task. A step whose fallback failed and kept the student's answer
+    counts too: a higher tier was asked. (The abandoned steps of a restart are not kept steps;
+    their calls are in the cost.)
+    """
+    return step.escalated or step.routing.get("tier", 0) > 0
+
+
 def run_row(name: str, trajectories: Sequence[Trajectory], n_tiers: int, teacher: Sequence[Trajectory],
             student_success: float, teacher_success: float, teacher_cost: float) -> dict[str, Any]:
     """Figures for one set of trajectories that were actually run."""
@@ -199,7 +213,7 @@ def run_row(name: str, trajectories: Sequence[Trajectory], n_tiers: int, teacher
         "saving_vs_teacher": (1 - cost / teacher_cost) if teacher_cost else None,
         "latency_p50_s": percentile(latencies, 50),
         "latency_p95_s": percentile(latencies, 95),
-        "step_escalation_rate": sum(s.escalated for s in steps) / len(steps) if steps else 0.0,
+        "step_escalation_rate": sum(_escalated(s) for s in steps) / len(steps) if steps else 0.0,
         "task_escalation_rate": sum(any(s.escalated for s in t.steps) for t in trajectories) / n,
         "escalation_rate_by_tier": [escalated_from[i] / asked[i] if asked[i] else None for i in range(last)],
         "steps_by_tier": [c / len(steps) if steps else 0.0 for c in by_tier],
