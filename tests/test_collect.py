@@ -349,6 +349,16 @@ def test_collect_works_inside_a_running_event_loop():
     assert asyncio.run(notebook_cell()).ok == 3
 
 
+def test_repeated_collects_in_a_notebook_do_not_leak_store_connections(store):
+    async def notebook_cell(k):
+        return collector(FakeModel(), store=store, concurrency=2).collect(queries(k))
+
+    for k in (2, 4, 6):
+        assert asyncio.run(notebook_cell(k)).ok == 2
+    assert store.count() == 6
+    assert len(store._connections) == 1  # only the connection the test thread opened
+
+
 def test_logprob_options_reach_the_model():
     model = FakeModel()
     collector(model, top_logprobs=5).collect(queries(1))

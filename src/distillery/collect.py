@@ -30,6 +30,7 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -148,6 +149,9 @@ class RetryingModel:
         return run_blocking(lambda: self.agenerate(messages, tools, **kwargs))
 
 
+RUN_THREAD_PREFIX = "distillery-run"
+
+
 def run_blocking(make_coroutine: Callable[[], Awaitable[Any]]) -> Any:
     """Run a coroutine to the end from blocking code, also where a loop already runs (a notebook
     cell): asyncio.run cannot nest, so then it runs on a fresh loop in a worker thread."""
@@ -155,7 +159,7 @@ def run_blocking(make_coroutine: Callable[[], Awaitable[Any]]) -> Any:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(make_coroutine())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillery-run") as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=RUN_THREAD_PREFIX) as pool:
         return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
@@ -636,6 +640,10 @@ class TeacherCollector:
                 aclose = getattr(self.model, "aclose", None)
                 if aclose is not None:
                     await aclose()
+                # Inside a running loop (a notebook) this ran on a throwaway thread of run_blocking;
+                # the store connection that thread opened would outlive it.
+                if self.store is not None and threading.current_thread().name.startswith(RUN_THREAD_PREFIX):
+                    self.store.release_thread()
 
         return run_blocking(collect_then_close)
 
