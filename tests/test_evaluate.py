@@ -117,3 +117,18 @@ def test_step_escalation_counts_every_step_the_student_did_not_answer_in_any_mod
     assert cascade["success"] == 1.0
     assert cascade["step_escalation_rate"] == 0.5 == cascade["teacher_call_fraction"]
     assert cascade["task_escalation_rate"] == 0.5
+
+
+def test_a_result_with_any_offline_world_part_is_labelled_offline_world():
+    def run(student_uri, teacher_uri, tasks):
+        student = ScriptedModel(student_uri, make_script({"SKU-1", "SKU-2"}))
+        teacher = ScriptedModel(teacher_uri, make_script(set(STOCK)))
+        config = CascadeConfig(tiers=[TierConfig(student_uri, threshold=0.5), TierConfig(teacher_uri)])
+        results = evaluate(tasks, config, tools=ToolBox([get_stock]), models=[student, teacher], concurrency=2,
+                           reference_labels=False, random_router=False)
+        return results["meta"]["offline_world"]
+
+    world_tasks = [task.model_copy(update={"id": f"world-test-0-{i:05d}"}) for i, task in enumerate(TASKS[:4])]
+    assert run("hf:runs/xs", "world:teacher", TASKS[:4])  # a world-trained student saved to a folder
+    assert run("hf:runs/xs", "openai:gpt-4o", world_tasks)  # the world's simulated tasks
+    assert not run("hf:runs/xs", "openai:gpt-4o", TASKS[:4])

@@ -389,7 +389,10 @@ async def aevaluate(
             "seed": seed,
             "prices_per_mtok": prices,
             "stand_in_prices": any(p and p["stand_in_for"] for p in prices.values()),
-            "offline_world": all(t.model.startswith("world:") for t in config.tiers),
+            # Any world part makes the whole result an offline-world one: a student trained in the
+            # world and saved as `hf:runs/...`, or the world's simulated tasks under a hosted teacher.
+            "offline_world": any(t.model.startswith("world:") for t in config.tiers)
+            or any(task.id.startswith("world-") for task in tasks),
             "wall_s": time.time() - started,
             "machine": f"{platform.machine()} {platform.system()}",
         },
