@@ -117,6 +117,13 @@ def test_step_escalation_counts_every_step_the_student_did_not_answer_in_any_mod
     assert cascade["success"] == 1.0
     assert cascade["step_escalation_rate"] == 0.5 == cascade["teacher_call_fraction"]
     assert cascade["task_escalation_rate"] == 0.5
+    # The student's proposals that were doubted: under `step` both of an unsure task's; under
+    # `task` and `restart` only the first (rejected in place; the task then stays up).
+    doubted = {"step": 12 / 24, "task": 6 / 18, "restart": 6 / 18}[escalate]
+    assert cascade["escalation_rate_by_tier"] == [pytest.approx(doubted)]
+    assert results["calibration"]["realised"]["first_tier_doubt_rate"] == pytest.approx(doubted)
+    random_row = next(row for row in results["rows"] if row["name"].startswith("random router"))
+    assert random_row["thresholds"] == [pytest.approx(doubted)]  # the random router doubts as often
 
 
 def test_a_result_with_any_offline_world_part_is_labelled_offline_world():
@@ -132,3 +139,30 @@ def test_a_result_with_any_offline_world_part_is_labelled_offline_world():
     assert run("hf:runs/xs", "world:teacher", TASKS[:4])  # a world-trained student saved to a folder
     assert run("hf:runs/xs", "openai:gpt-4o", world_tasks)  # the world's simulated tasks
     assert not run("hf:runs/xs", "openai:gpt-4o", TASKS[:4])
+
+
+def test_restart_counts_the_doubts_that_ended_abandoned_attempts():
+    # The student looks up the right SKU with confidence every time, then doubts its answer for
+    # SKU-3 and SKU-4: those tasks start over at the teacher. The student was asked 24 times
+    # (twice per task) and doubted 6 times, though no kept step shows a rejected proposal.
+    def script(messages, call_index, n, temperature):
+        sku = sku_of(messages)
+        usage = Usage(input_tokens=500, output_tokens=20)
+        if n_tool_messages(messages) == 0:
+            tokens = tool_call_tokens("get_stock", f'{{"sku": "{sku}"}}', lp_name=-0.05, lp_args=-0.05)
+        else:
+            value = next(m.content for m in messages if m.role == "tool")
+            tokens = answer_tokens(f"There are {value} units.", -0.05 if sku in ("SKU-1", "SKU-2") else -2.0)
+        return [turn_from_tokens(tokens, usage=usage)] * n
+
+    student, teacher, config = setup()
+    student = ScriptedModel("world:student-xs", script)
+    config.escalate = "restart"
+    results = evaluate(TASKS, config, tools=ToolBox([get_stock]), models=[student, teacher], concurrency=2,
+                       reference_labels=False, seed=1)  # seed 1: the random router's first draw is below 0.25
+    cascade = next(row for row in results["rows"] if row["name"].startswith("cascade"))
+    assert cascade["escalation_rate_by_tier"] == [pytest.approx(6 / 24)]
+    assert cascade["step_escalation_rate"] == 0.5 and cascade["task_escalation_rate"] == 0.5
+    assert results["calibration"]["step_escalation_gap"] == pytest.approx(6 / 24 - 0.4)
+    random_row = next(row for row in results["rows"] if row["name"].startswith("random router"))
+    assert random_row["thresholds"] == [pytest.approx(6 / 24)] and random_row["task_escalation_rate"] > 0

@@ -136,7 +136,10 @@ def test_restart_mode_starts_a_doubted_task_over_with_the_teacher_and_charges_th
     student_cost = cost_usd("world:student-xs", Usage(input_tokens=1000, output_tokens=50))
     teacher_cost = cost_usd("world:teacher", Usage(input_tokens=1000, output_tokens=50))
     assert trajectory.cost_usd == pytest.approx(2 * student_cost + 2 * teacher_cost)
-    assert trajectory.steps[0].routing["abandoned_attempt"] == {"attempts": 1, "steps": 1, "cost_usd": pytest.approx(2 * student_cost)}
+    # The student was asked twice (its kept-then-abandoned tool call, its doubted answer), and doubted once.
+    assert trajectory.steps[0].routing["abandoned_attempt"] == {
+        "attempts": 1, "steps": 1, "cost_usd": pytest.approx(2 * student_cost), "asked_tiers": [0, 0], "doubted_tiers": [0],
+    }
     assert trajectory.metadata["restarted"]["abandoned_steps"] == 1
     assert trajectory.metadata["routing"]["steps_by_tier"] == [0, 2]
     assert trajectory.metadata["routing"]["cost_by_tier"] == pytest.approx([2 * student_cost, 2 * teacher_cost])

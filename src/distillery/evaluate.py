@@ -201,6 +201,13 @@ def run_row(name: str, trajectories: Sequence[Trajectory], n_tiers: int, teacher
             asked[entry["tier"]] += 1
         for rejected in step.routing.get("rejected", []):
             escalated_from[rejected["tier"]] += 1
+        # Under `restart` the proposals of abandoned attempts, and the doubts that ended them,
+        # are not in the kept steps; the first kept step lists them.
+        abandoned = step.routing.get("abandoned_attempt") or {}
+        for tier in abandoned.get("asked_tiers", []):
+            asked[tier] += 1
+        for tier in abandoned.get("doubted_tiers", []):
+            escalated_from[tier] += 1
     by_tier = [sum(1 for s in steps if s.routing.get("tier", 0) == i) for i in range(n_tiers)]
     agree = [(_answer(t) is not None and _answer(t) == _answer(ref)) for t, ref in zip(trajectories, teacher)]
     return {
@@ -363,17 +370,21 @@ async def aevaluate(
         "cpt_random": {f"{round(level * 100)}%": cpt(random_curve, level, student_success, teacher_success) for level in CPT_LEVELS},
     }
     simulated_here = simulate(runs, config.thresholds)
+    first_tier_doubts = cascade_row["escalation_rate_by_tier"][0] if n_tiers > 1 else None
     calibration = {
         "calibrated": config.calibration or None,
         "simulated_on_this_split": simulated_here.as_dict(),
         "realised": {"task_escalation_rate": cascade_row["task_escalation_rate"],
                      "step_escalation_rate": cascade_row["step_escalation_rate"],
+                     "first_tier_doubt_rate": first_tier_doubts,
                      "success": cascade_row["success"]},
     }
     if config.calibration.get("predicted_task_escalation_rate") is not None:
         calibration["task_escalation_gap"] = cascade_row["task_escalation_rate"] - config.calibration["predicted_task_escalation_rate"]
-    if config.calibration.get("predicted_step_escalation_rate") is not None:
-        calibration["step_escalation_gap"] = cascade_row["step_escalation_rate"] - config.calibration["predicted_step_escalation_rate"]
+    if config.calibration.get("predicted_step_escalation_rate") is not None and first_tier_doubts is not None:
+        # The prediction is the share of the first tier's steps below its threshold, so it is
+        # compared with the share of the first tier's proposals the cascade doubted.
+        calibration["step_escalation_gap"] = first_tier_doubts - config.calibration["predicted_step_escalation_rate"]
 
     prices = {}
     for model in models:

@@ -500,7 +500,7 @@ class Cascade(Agent):
             confidences.append(entry)
             if index < last and confidence is not None and confidence < tier.threshold:
                 if self.escalate == "restart" and trajectory.steps:
-                    raise _Restart(index + 1, trajectory, calls)
+                    raise _Restart(index + 1, trajectory, calls, confidences)
                 rejected.append((index, turn, confidence))
                 continue
             chosen = (index, turn, confidence)
@@ -558,10 +558,18 @@ RESTART_KEY = "restarted"
 class _Restart(Exception):
     """Raised out of the agent loop to start a task over at a higher tier (`escalate="restart"`)."""
 
-    def __init__(self, tier: int, trajectory: Trajectory, calls: list[dict[str, Any]]):
+    def __init__(self, tier: int, trajectory: Trajectory, calls: list[dict[str, Any]],
+                 confidences: list[dict[str, Any]]):
         super().__init__(f"restart at tier {tier}")
         self.tier = tier
         self.steps = len(trajectory.steps)
+        # Which tiers were asked for a proposal in this attempt, and which of them doubted it (the
+        # last one is the doubt that ended the attempt): the abandoned part of the per-tier
+        # escalation rates, which the kept steps alone would understate.
+        self.asked_tiers = [entry["tier"] for step in trajectory.steps for entry in step.routing.get("confidences", [])]
+        self.asked_tiers += [entry["tier"] for entry in confidences]
+        self.doubted_tiers = [r["tier"] for step in trajectory.steps for r in step.routing.get("rejected", [])]
+        self.doubted_tiers.append(tier - 1)
         # every model call of the abandoned attempt: its steps' calls and the rejected proposal
         self.calls = [{**call, "abandoned": True}
                       for call in [*(c for step in trajectory.steps for c in step.routing.get("calls", [])), *calls]]
@@ -580,7 +588,11 @@ def _charge_abandoned(trajectory: Trajectory, abandoned: list[_Restart]) -> None
         first.usage = sum((Usage(**call["usage"]) for call in calls), first.usage or Usage())
         first.escalated = True
         first.routing.setdefault("calls", []).extend(calls)
-        first.routing["abandoned_attempt"] = {"attempts": len(abandoned), "steps": steps, "cost_usd": cost}
+        first.routing["abandoned_attempt"] = {
+            "attempts": len(abandoned), "steps": steps, "cost_usd": cost,
+            "asked_tiers": [t for attempt in abandoned for t in attempt.asked_tiers],
+            "doubted_tiers": [t for attempt in abandoned for t in attempt.doubted_tiers],
+        }
 
 
 def _add_tag(trajectory: Trajectory, tag: str) -> None:
