@@ -30,9 +30,11 @@ def run(tiers: list[str], name: str, args) -> dict:
     ).validate()
     val = generate_tasks("validation", args.n_val, args.seed)
     test = generate_tasks("test", args.n_test, args.seed)
-    calibrated, result, _ = calibrate_cascade(config, val, tools=toolbox(), target=args.target,
-                                              concurrency=args.concurrency, system=SYSTEM_PROMPT)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fit_scorer = str(out / f"{name}.scorer.json") if args.fit_scorer else None
+    calibrated, result, _ = calibrate_cascade(config, val, tools=toolbox(), target=args.target, fit_scorer=fit_scorer,
+                                              concurrency=args.concurrency, system=SYSTEM_PROMPT)
     write_cascade_config(calibrated, out / f"{name}.toml", header="benchmarks/routing_world.py")
     results = evaluate(test, calibrated, tools=toolbox(), system=SYSTEM_PROMPT, concurrency=args.concurrency,
                        seed=args.seed)
@@ -47,6 +49,8 @@ def main() -> None:
     parser.add_argument("--student", required=True, help="Smallest KD student, e.g. hf:runs/xs-kd")
     parser.add_argument("--middle", help="Optional middle tier for the three-tier cascade, e.g. hf:runs/s-kd")
     parser.add_argument("--scorer", default="logprob-mean")
+    parser.add_argument("--fit-scorer", action="store_true",
+                        help="fit a learned (logistic-regression) scorer for tier 1 on the validation split and route with it")
     parser.add_argument("--escalate", default="restart", choices=["step", "task", "restart"])
     parser.add_argument("--target", type=float, default=0.98)
     parser.add_argument("--n-val", type=int, default=200)
