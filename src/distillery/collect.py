@@ -683,13 +683,15 @@ class _StoreWriter:
         await done
 
     async def __aenter__(self) -> _StoreWriter:
-        self.task = asyncio.create_task(self._run())
+        if not self.inline:
+            self.task = asyncio.create_task(self._run())
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        self.closing = True
-        self.wake.set()
-        await asyncio.shield(self.task)
+        if self.task is not None:  # let the thread commit what is queued, even after an error
+            self.closing = True
+            self.wake.set()
+            await asyncio.shield(self.task)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
