@@ -49,6 +49,7 @@ from distillery.routing.metrics import (
 from distillery.tasks import Task, normalize_text
 from distillery.tools import ToolBox
 from distillery.trajectory import Message, Step, Trajectory, step_messages
+from distillery.world.tasks import is_world_task
 
 CPT_LEVELS = (0.5, 0.8, 0.95)
 Progress = Callable[[str, int, int], None]
@@ -403,7 +404,7 @@ async def aevaluate(
             # Any world part makes the whole result an offline-world one: a student trained in the
             # world and saved as `hf:runs/...`, or the world's simulated tasks under a hosted teacher.
             "offline_world": any(t.model.startswith("world:") for t in config.tiers)
-            or any(task.id.startswith("world-") for task in tasks),
+            or any(is_world_task(task) for task in tasks),
             "wall_s": time.time() - started,
             "machine": f"{platform.machine()} {platform.system()}",
         },
