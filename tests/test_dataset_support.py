@@ -126,25 +126,25 @@ def varied_trajectories(count: int, *, start: int = 0, **overrides) -> list[Traj
 def teacher_logprobs(trajectory: Trajectory, tokenizer, *, k: int = 4, seed: int = 0) -> Trajectory:
     """Give each step the logprobs a teacher with `tokenizer` would have returned for its text.
 
-    The generated ids are the step's assistant span as the chat template renders it; each token
-    gets k alternatives (the token itself first) with made-up but normalised-looking logprobs.
+    The generated ids are the step's completion as a server generates it after its prompt
+    (`chat_tokens.completion_text`, encoded on its own); each token gets k alternatives (the token
+    itself first) with made-up but normalised-looking logprobs.
     """
+    from distillery.chat_tokens import completion_text, encode
     from distillery.dataset.render import training_messages
-    from distillery.dataset.sidecar import _spans
     from distillery.dataset.stats import template_messages
     from distillery.trajectory import DistillationSample
 
     messages, _ = training_messages(DistillationSample.from_trajectory(trajectory))
+    messages = template_messages(messages)
     tools = [{"type": "function", "function": s.model_dump()} for s in trajectory.tools]
-    encoded = tokenizer.apply_chat_template(
-        template_messages(messages), tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    ids = list(encoded["input_ids"])
     rng = random.Random(seed)
     vocab = len(tokenizer)
-    for (start, end), step in zip(_spans(list(encoded["assistant_masks"])), trajectory.steps):
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    for turn, step in zip(turns, trajectory.steps):
+        _, completion = completion_text(tokenizer, messages, turn, tools)
         entries = []
-        for token_id in ids[start:end]:
+        for token_id in encode(tokenizer, completion):
             alternatives = [token_id] + rng.sample([t for t in range(vocab) if t != token_id], k - 1)
             raw = sorted((rng.uniform(-6.0, -0.01) for _ in range(k)), reverse=True)
             norm = math.log(sum(math.exp(x) for x in raw))

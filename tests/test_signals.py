@@ -13,8 +13,8 @@ from distillery.distill.signals import (
     SparseTopKSignal,
     _action_message,
     same_vocabulary,
-    tokenize_chat,
 )
+from distillery.chat_tokens import completion_text, encode
 from distillery.distill.trainer import chat_rows
 from distillery.trajectory import ToolCall
 from tests.tiny_models import tiny_tokenizer
@@ -67,8 +67,13 @@ def test_action_batches_score_only_the_new_assistant_turn():
     assert '"Rome"' in decoded[1] and "What is the weather" not in decoded[1]
     # The second state's prefix holds the first assistant turn, which is context, not a target.
     assert decoded[2] == "21<|im_end|>"
-    prefix = tokenize_chat(tokenizer, json.loads(json.dumps(rows[1]["messages"][:3])), rows[1]["tools"])
-    assert batch["action_labels"][2, : len(prefix["input_ids"])].eq(-100).all()
+    messages = [{k: v for k, v in m.items() if v is not None} for m in rows[1]["messages"]]
+    second = [i for i, m in enumerate(messages) if m["role"] == "assistant"][1]
+    prompt, _ = completion_text(tokenizer, messages, second, rows[1]["tools"])
+    prompt_ids = encode(tokenizer, prompt)
+    # Exactly the inference prompt's tokens come first, all context.
+    assert batch["action_input_ids"][2, : len(prompt_ids)].tolist() == prompt_ids
+    assert batch["action_labels"][2, : len(prompt_ids)].eq(-100).all()
 
 
 def test_same_vocabulary():

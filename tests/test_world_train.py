@@ -39,7 +39,7 @@ def test_copy_mask_marks_tokens_found_by_content_not_continuations():
 def test_copy_mask_on_a_stock_task_picks_the_city_in_the_call():
     tokenizer = load_world_tokenizer()
     task = generate_tasks("train", 1, seed=4, families=["stock"])[0]
-    row = encode_trajectory(tokenizer, solve(task), 512)
+    [row] = encode_trajectory(tokenizer, solve(task), 512)
     city = task.metadata["entities"]["city"]
     marked = [tokenizer.decode(row["input_ids"][i - 1 : i + 1]) for i, m in enumerate(row["copy_mask"]) if m]
     assert any(text.endswith(f'"city": "{city}') for text in marked), marked

@@ -142,6 +142,13 @@ def print_report(report) -> None:
         )
     for name, rows in report.action_rows.items():
         console.print(f"action distributions ({name}): {rows:,} states", highlight=False)
+    for name, (conversations, sequences) in report.sequences.items():
+        split = f"; {sequences - conversations:,} extra where a turn's history re-tokenizes differently" if sequences > conversations else ""
+        console.print(
+            f"prefix check ({name}): every assistant turn of {conversations:,} conversations is trained after exactly "
+            f"its inference prompt's tokens ({sequences:,} training sequences{split})",
+            highlight=False,
+        )
     for line in report.skipped[:20]:
         console.print(f"[yellow]skipped[/] {line}", highlight=False, soft_wrap=True)
     if len(report.skipped) > 20:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distillery.chat_tokens import check_prefix_property, tokenize_rows
 from distillery.dataset import filters as F
 from distillery.dataset.formats import FORMATS, StagedFiles, check_format, write_jsonl, write_records
 from distillery.dataset.render import (
@@ -47,7 +48,7 @@ from distillery.dataset.sidecar import (
 )
 from distillery.dataset.sources import DatasetInputError, Example, as_examples, structural_problems
 from distillery.dataset.splits import SPLIT_NAMES, split_examples
-from distillery.dataset.stats import CostEstimate, TokenCounter, TokenStats, estimate_cost
+from distillery.dataset.stats import CostEstimate, TokenCounter, TokenStats, estimate_cost, template_messages
 from distillery.dataset.validate import DEFAULT_TOKEN_LIMIT, MIN_EXAMPLES, validate_records
 from distillery.errors import ConfigError
 from distillery.trajectory import DistillationSample, Trajectory
@@ -76,6 +77,8 @@ class BuildReport:
     cost: CostEstimate | None = None
     topk: dict[str, TopKReport] = field(default_factory=dict)
     action_rows: dict[str, int] = field(default_factory=dict)
+    # Per split, with --tokenizer: (conversations, training sequences) after the prefix check.
+    sequences: dict[str, tuple[int, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -106,6 +109,7 @@ class BuildReport:
                 for name, r in self.topk.items()
             },
             "action_rows": self.action_rows,
+            "sequences": {name: {"conversations": c, "training_sequences": n} for name, (c, n) in self.sequences.items()},
             "warnings": self.warnings,
         }
 
@@ -283,6 +287,15 @@ class DatasetBuilder:
                 f"train has {len(examples)} examples; OpenAI fine-tuning needs at least {self.min_examples}"
             )
 
+    def _check_prefix(self, examples: list[Example]) -> tuple[int, int]:
+        """Tokenize every example as the trainer will, and prove each assistant turn's inference
+        prompt is a prefix of its training sequence (`distillery.chat_tokens`)."""
+        rows = [{"messages": template_messages(e.messages), "tools": tool_dicts(e.sample)} for e in examples]
+        names = [e.origin for e in examples]
+        sequences = tokenize_rows(self.tokenizer, rows, names=names)
+        check_prefix_property(self.tokenizer, rows, sequences, names=names)
+        return len(rows), len(sequences)
+
     # -- the whole build --------------------------------------------------------------------
 
     def build(self, items: Iterable[Any], out_dir: str | Path) -> BuildReport:
@@ -312,6 +325,8 @@ class DatasetBuilder:
                 report.warnings.append(f"{name} split is empty")
                 continue
             self._validate(name, examples, report)
+            if self.tokenizer is not None:
+                report.sequences[name] = self._check_prefix(examples)
             report.splits[name] = TokenStats.of([e.tokens for e in examples], self.counter.method)
             all_tokens += report.splits[name].total if name == "train" else 0
             base = bases[name]

@@ -6,15 +6,16 @@ Top-k logprobs (`<split>.topk.parquet` + `<split>.topk.json`)
     vocabulary (same vocab, merges and added tokens), so the builder compares tokenizer
     fingerprints and refuses otherwise.
 
-    Alignment. The example is rendered and tokenized with the student tokenizer's chat template;
-    its `{% generation %}` spans are the assistant messages. For each step, the teacher's generated
+    Alignment. The example is tokenized with the student tokenizer exactly as the trainer does it
+    (`distillery.chat_tokens`: each assistant turn after its own inference prompt). For each step, the teacher's generated
     token ids are compared with the ids of that span, and only positions where they agree get a
     target ("exact": only while the whole context so far is what the teacher generated; "matched":
     any shared token, see `align_topk`). Positions where the training text differs from what the
     teacher generated (dropped reasoning, re-rendered JSON) have no target, and the coverage says
     how many assistant tokens got one.
 
-    Layout. One Parquet row per example: `example` (row in the split file, int32), `seq_len`
+    Layout. One Parquet row per training sequence: `example` (the sequence's number when the split
+    file is tokenized in order; usually one per line, more where a conversation splits, int32), `seq_len`
     (int32), `positions` (list<int32>), `ids` (list<int32>, positions x k, -1 = no alternative)
     and `logprobs` (list<float16>, positions x k, -inf for padding). Row t's targets are the
     teacher's distribution for the token *at* position t, so they pair with the student's logits
@@ -42,12 +43,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distillery.chat_tokens import tokenize_conversation, trained_spans
 from distillery.dataset.sources import Example
 from distillery.dataset.stats import template_messages
 from distillery.errors import ConfigError
 from distillery.trajectory import Step, Trajectory, canonical_json
 
-TOPK_FORMAT = "distillery.topk/1"
+# /2: one row per training sequence (`chat_tokens`), tokenized turn by turn as inference does.
+TOPK_FORMAT = "distillery.topk/2"
 TOPK_SCHEMA = pa.schema(
     [
         ("example", pa.int32()),
@@ -110,18 +113,6 @@ def _token_id(entry: Any) -> int | None:
     return None
 
 
-def _spans(mask: list[int]) -> list[tuple[int, int]]:
-    """[start, end) runs of 1s in an assistant mask."""
-    spans, start = [], None
-    for i, bit in enumerate(mask + [0]):
-        if bit and start is None:
-            start = i
-        elif not bit and start is not None:
-            spans.append((start, i))
-            start = None
-    return spans
-
-
 @dataclass
 class AlignedTargets:
     seq_len: int
@@ -143,9 +134,11 @@ def _common_prefix(a: list[int | None], b: list[int]) -> int:
     return n
 
 
-def align_topk(example: Example, tokenizer: Any, k: int, alignment: str = "exact") -> AlignedTargets:
-    """Attach the teacher's top-k to the positions of the student-tokenized sequence it generated.
+def align_topk(example: Example, tokenizer: Any, k: int, alignment: str = "exact") -> list[AlignedTargets]:
+    """Attach the teacher's top-k to the positions of the student's training sequences for `example`.
 
+    The sequences are `chat_tokens.tokenize_conversation`'s pieces, exactly what the trainer
+    trains on (usually one; more where the history re-tokenizes differently), one result each.
     "exact": a position gets a target only when everything before it is what the teacher saw and
     generated, so the target is the teacher's distribution in the student's very context: within
     each step, the prefix the teacher's tokens share with the training text; after the first step
@@ -156,35 +149,27 @@ def align_topk(example: Example, tokenizer: Any, k: int, alignment: str = "exact
     if alignment not in ALIGNMENTS:
         raise ConfigError(f"unknown top-k alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
     tools = [{"type": "function", "function": s.model_dump()} for s in example.sample.tools] or None
-    encoded = tokenizer.apply_chat_template(
-        template_messages(example.messages),
-        tools=tools,
-        tokenize=True,
-        return_dict=True,
-        return_assistant_tokens_mask=True,
-    )
-    input_ids = list(encoded["input_ids"])
-    mask = list(encoded.get("assistant_masks") or [])
-    if 1 not in mask:
-        raise SidecarError(
-            "--sidecar topk: the student tokenizer's chat template has no {% generation %} markers, so "
-            "assistant tokens cannot be located; use a template with them (e.g. HERMES_CHAT_TEMPLATE)"
-        )
-    spans = _spans(mask)
+    messages = template_messages(example.messages)
+    pieces = tokenize_conversation(tokenizer, messages, tools)
     steps: list[Step] = example.trajectory.steps if example.trajectory is not None else []
-    positions: list[int] = []
-    rows_ids: list[list[int]] = []
-    rows_lp: list[list[float]] = []
+    assistant_turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    # Otherwise the rendering merged or split steps: no safe alignment.
+    step_of_turn = dict(zip(assistant_turns, steps)) if len(assistant_turns) == len(steps) else {}
     context_intact = True  # exact: every earlier assistant span is what the teacher generated
-    if len(spans) == len(steps):  # otherwise the template merged or split turns: no safe alignment
-        for (start, end), step in zip(spans, steps):
-            if alignment == "exact" and not context_intact:
-                break
+    out = []
+    for piece in pieces:
+        positions: list[int] = []
+        rows_ids: list[list[int]] = []
+        rows_lp: list[list[float]] = []
+        for (start, end), turn in zip(trained_spans(piece.loss_mask), piece.turns):
+            step = step_of_turn.get(turn)
+            if step is None or (alignment == "exact" and not context_intact):
+                continue
             if not step.logprobs:
                 context_intact = False  # unknown teacher text: later contexts cannot be vouched for
                 continue
             teacher_ids = [_token_id(entry) for entry in step.logprobs]
-            span_ids = input_ids[start:end]
+            span_ids = piece.input_ids[start:end]
             if alignment == "exact":
                 shared = _common_prefix(teacher_ids, span_ids)
                 blocks = [(0, 0, shared)]
@@ -207,13 +192,14 @@ def align_topk(example: Example, tokenizer: Any, k: int, alignment: str = "exact
                     positions.append(start + b + offset)
                     rows_ids.append([i for i, _ in alternatives] + [-1] * pad)
                     rows_lp.append([lp for _, lp in alternatives] + [float("-inf")] * pad)
-    return AlignedTargets(
-        seq_len=len(input_ids),
-        positions=positions,
-        ids=np.array(rows_ids, dtype=np.int32).reshape(-1, k),
-        logprobs=np.array(rows_lp, dtype=np.float16).reshape(-1, k),
-        assistant_tokens=sum(mask),
-    )
+        out.append(AlignedTargets(
+            seq_len=len(piece.input_ids),
+            positions=positions,
+            ids=np.array(rows_ids, dtype=np.int32).reshape(-1, k),
+            logprobs=np.array(rows_lp, dtype=np.float16).reshape(-1, k),
+            assistant_tokens=sum(piece.loss_mask),
+        ))
+    return out
 
 
 @dataclass
@@ -246,15 +232,18 @@ def build_topk_sidecar(
         raise ConfigError(f"--top-k must be at least 1, got {k}")
     rows: dict[str, list[Any]] = {name: [] for name in TOPK_SCHEMA.names}
     targeted = assistant = 0
-    for index, example in enumerate(examples):
-        aligned = align_topk(example, tokenizer, k, alignment)
-        rows["example"].append(index)
-        rows["seq_len"].append(aligned.seq_len)
-        rows["positions"].append(np.array(aligned.positions, dtype=np.int32))
-        rows["ids"].append(aligned.ids.reshape(-1))
-        rows["logprobs"].append(aligned.logprobs.reshape(-1))
-        targeted += len(aligned.positions)
-        assistant += aligned.assistant_tokens
+    sequences = 0
+    for example in examples:
+        for aligned in align_topk(example, tokenizer, k, alignment):
+            # Rows are numbered by training sequence, in the order the trainer tokenizes the split.
+            rows["example"].append(sequences)
+            sequences += 1
+            rows["seq_len"].append(aligned.seq_len)
+            rows["positions"].append(np.array(aligned.positions, dtype=np.int32))
+            rows["ids"].append(aligned.ids.reshape(-1))
+            rows["logprobs"].append(aligned.logprobs.reshape(-1))
+            targeted += len(aligned.positions)
+            assistant += aligned.assistant_tokens
     table = pa.Table.from_pydict(rows, schema=TOPK_SCHEMA)
     report = TopKReport(Path(path), k, len(examples), targeted, assistant, 0)
     header = {
@@ -263,6 +252,7 @@ def build_topk_sidecar(
         "k": k,
         "alignment": alignment,
         "examples": len(examples),
+        "sequences": sequences,
         "target_positions": targeted,
         "assistant_tokens": assistant,
         "coverage": round(report.coverage, 6),

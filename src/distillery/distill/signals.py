@@ -12,10 +12,11 @@ A signal decides what the trainer puts next to the student's logits:
 - `ActionSignal`: per assistant step, the teacher's distribution over canonical actions
   (estimated from k samples); the loss is sum_a p_T(a) * NLL_S(a).
 
-Signals travel through TRL's data pipeline as one integer column, `kd_row` (the example's row
-in the original dataset). TRL tokenizes, filters and shuffles rows as it likes; the collator then
-looks up each row's targets by `kd_row`, so sidecar data can never be attached to the wrong
-example.
+Signals travel through TRL's data pipeline as one integer column, `kd_row`: the number of the
+training sequence (`distillery.chat_tokens` tokenizes each conversation into one sequence, or
+several where its history re-tokenizes differently, in row order). TRL truncates, filters and
+shuffles sequences as it likes; the collator then looks up each sequence's targets by `kd_row`,
+so sidecar data can never be attached to the wrong example.
 
 Positions. Every per-token target here is indexed like the labels: the sidecar's row t is the
 teacher's distribution for the token at position t of `input_ids` (the teacher saw
@@ -40,20 +41,18 @@ from distillery.errors import ConfigError
 KD_ROW = "kd_row"  # the one column signals keep through TRL's dataset preparation
 
 
-def attach_row_ids(dataset):
-    """Add the `kd_row` column (0..n-1) that ties each tokenized example back to its source row."""
-    if KD_ROW in dataset.column_names:
-        return dataset
-    return dataset.add_column(KD_ROW, list(range(len(dataset))))
+def tokenize_rows_dataset(dataset, tokenizer):
+    """Chat rows (`messages`, `tools`) -> training sequences, as `chat_tokens.tokenize_rows` makes
+    them: `input_ids`, `labels`, `source_row`, `turns`, and `kd_row` (the sequence's number, the
+    key signals look their targets up by)."""
+    from datasets import Dataset
 
+    from distillery.chat_tokens import tokenize_rows
 
-def tokenize_chat(tokenizer, messages: list[dict], tools: Any = None) -> dict[str, list[int]]:
-    """Token ids and assistant mask of one conversation, exactly as TRL's SFTTrainer tokenizes it."""
-    tools = json.loads(tools) if isinstance(tools, str) else tools
-    out = tokenizer.apply_chat_template(
-        messages, tools=tools, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    return {"input_ids": list(out["input_ids"]), "assistant_masks": list(out["assistant_masks"])}
+    sequences = tokenize_rows(tokenizer, dataset.to_list())
+    for number, sequence in enumerate(sequences):
+        sequence[KD_ROW] = number
+    return Dataset.from_list(sequences)
 
 
 def same_vocabulary(tokenizer_a, tokenizer_b) -> bool:
@@ -68,8 +67,11 @@ class TeacherSignal:
     name = "sequence"
 
     def collate(self, batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
-        """Add this signal's tensors for the examples `rows` to a collated batch."""
+        """Add this signal's tensors for the training sequences `rows` (their `kd_row`) to a batch."""
         return batch
+
+    def bind_sequences(self, sequences) -> None:
+        """Told which conversation and turns each training sequence holds (`source_row`, `turns`)."""
 
     def describe(self) -> dict[str, Any]:
         return {"signal": self.name}
@@ -351,36 +353,49 @@ class ActionSignal(TeacherSignal):
         self.tokenizer = tokenizer
         self.max_actions = max_actions_per_state
         self.max_length = max_length
+        self.sequences: dict[int, tuple[int, set[int]]] | None = None  # kd_row -> (source row, turns)
+
+    def bind_sequences(self, sequences) -> None:
+        self.sequences = {int(row): (int(source), set(turns)) for row, source, turns in
+                          zip(sequences[KD_ROW], sequences["source_row"], sequences["turns"])}
 
     def _states(self, row: int) -> list[tuple[list[dict], dict[str, float]]]:
-        example = self.dataset[int(row)]
+        """(conversation before the turn, the teacher's action distribution) for each turn that
+        training sequence `row` trains and that has a distribution."""
+        source, turns = self.sequences[int(row)] if self.sequences is not None else (int(row), None)
+        example = self.dataset[source]
         distributions = example["action_distributions"]
         if isinstance(distributions, str):
             distributions = json.loads(distributions)
         if not distributions:
             return []
-        messages = example["messages"]
+        messages = [{k: v for k, v in m.items() if v is not None} for m in example["messages"]]
         assistant_at = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         states = []
         for index, distribution in zip(assistant_at, distributions, strict=False):
-            if distribution:
+            if distribution and (turns is None or index in turns):
                 states.append((messages[:index], distribution))
         return states
 
     def collate(self, batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+        from distillery.chat_tokens import completion_text, encode
+
         sequences, labels, state_of, probs = [], [], [], []
         tools_column = "tools" in self.dataset.column_names
         num_states = 0
         for row in rows:
-            tools = self.dataset[int(row)]["tools"] if tools_column else None
+            source = self.sequences[int(row)][0] if self.sequences is not None else int(row)
+            tools = self.dataset[source]["tools"] if tools_column else None
             for prefix, distribution in self._states(row):
                 top = sorted(distribution.items(), key=lambda kv: -kv[1])[: self.max_actions]
-                prefix_ids = tokenize_chat(self.tokenizer, prefix, tools)["input_ids"] if prefix else []
                 for action, p in top:
-                    full = tokenize_chat(self.tokenizer, [*prefix, _action_message(action)], tools)
-                    ids, mask = full["input_ids"], full["assistant_masks"]
-                    # Only the new assistant turn counts: earlier assistant turns are context here.
-                    seq_labels = [t if (m and i >= len(prefix_ids)) else -100 for i, (t, m) in enumerate(zip(ids, mask))]
+                    # The action's tokens after the state's inference prompt, as the trainer
+                    # tokenizes every turn (`distillery.chat_tokens`).
+                    conversation = [*prefix, _action_message(action)]
+                    prompt, completion = completion_text(self.tokenizer, conversation, len(prefix), tools)
+                    prompt_ids, completion_ids = encode(self.tokenizer, prompt), encode(self.tokenizer, completion)
+                    ids = prompt_ids + completion_ids
+                    seq_labels = [-100] * len(prompt_ids) + completion_ids
                     if self.max_length is not None:
                         ids, seq_labels = ids[-self.max_length :], seq_labels[-self.max_length :]
                     sequences.append(ids)

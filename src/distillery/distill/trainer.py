@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from trl import SFTTrainer
 
+from distillery.chat_tokens import check_prefix_property
 from distillery.distill.config import DistillationConfig
 from distillery.distill.losses import action_distribution_loss, kd_loss, sequence_logprob, sparse_kd_loss
 from distillery.distill.signals import (
@@ -40,8 +41,8 @@ from distillery.distill.signals import (
     SequenceSignal,
     SparseTopKSignal,
     TeacherSignal,
-    attach_row_ids,
     teacher_topk,
+    tokenize_rows_dataset,
     write_teacher_topk,
 )
 from distillery.errors import ConfigError
@@ -86,10 +87,25 @@ class DistillationTrainer(SFTTrainer):
         if not isinstance(args, DistillationConfig):
             raise TypeError("DistillationTrainer needs a DistillationConfig")
         self.signal = signal if signal is not None else SequenceSignal()
-        if train_dataset is not None:
-            train_dataset = attach_row_ids(train_dataset)
+        tokenizer = kwargs.get("processing_class")
+        rows = None
+        if train_dataset is not None and "messages" in train_dataset.column_names:
+            if tokenizer is None:
+                raise ConfigError("DistillationTrainer needs processing_class (the student's tokenizer) for chat data")
+            # Tokenized here, turn by turn as inference does (`distillery.chat_tokens`), not by
+            # TRL's whole-conversation chat template, whose merges across turn boundaries would
+            # train tokens the student is never asked to continue.
+            rows, train_dataset = train_dataset, tokenize_rows_dataset(train_dataset, tokenizer)
+            args.assistant_only_loss = False  # the labels already mark the assistant turns
+        eval_dataset = kwargs.get("eval_dataset")
+        if eval_dataset is not None and "messages" in eval_dataset.column_names:
+            kwargs["eval_dataset"] = tokenize_rows_dataset(eval_dataset, tokenizer).remove_columns(KD_ROW)
         super().__init__(model, args=args, train_dataset=train_dataset, **kwargs)
         self.data_collator = _SignalCollator(self.data_collator, self.signal)
+        if rows is not None:
+            # TRL truncated and filtered the sequences: check what it will really train on.
+            check_prefix_property(tokenizer, rows.to_list(), self.train_dataset.to_list())
+            self.signal.bind_sequences(self.train_dataset)
         self._place_teacher()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -98,6 +114,8 @@ class DistillationTrainer(SFTTrainer):
         """Swap the teacher signal (e.g. once a sidecar has been computed from this trainer's data)."""
         self.signal = signal
         self.data_collator.signal = signal
+        if "source_row" in self.train_dataset.column_names:
+            signal.bind_sequences(self.train_dataset)
         self._place_teacher()
 
     def _place_teacher(self) -> None:

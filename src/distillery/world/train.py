@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery.chat_format import to_hf_messages, to_hf_tools
+from distillery.chat_tokens import tokenize_conversation
 from distillery.errors import ConfigError
 from distillery.trajectory import Trajectory
 from distillery.world.expert import solve
@@ -54,22 +55,22 @@ class TrainSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def encode_trajectory(tokenizer: Any, trajectory: Trajectory, max_length: int) -> dict[str, list[int]] | None:
-    """Token ids and labels (assistant tokens only) for one trajectory; None when it is too long."""
-    encoded = tokenizer.apply_chat_template(
-        to_hf_messages(trajectory.messages()),
-        tools=to_hf_tools(trajectory.tools),
-        tokenize=True,
-        return_dict=True,
-        return_assistant_tokens_mask=True,
-    )
-    ids = list(encoded["input_ids"])
-    mask = list(encoded["assistant_masks"])
-    if len(ids) > max_length:
-        return None
-    labels = [token if keep else IGNORE_INDEX for token, keep in zip(ids, mask)]
+def encode_trajectory(tokenizer: Any, trajectory: Trajectory, max_length: int) -> list[dict[str, list[int]]]:
+    """Training sequences for one trajectory: token ids, labels (assistant tokens only) and the
+    copy mask. Each assistant turn is tokenized after exactly its inference prompt
+    (`distillery.chat_tokens`), so usually one sequence, more where the history re-tokenizes
+    differently; sequences longer than `max_length` are dropped."""
     special = set(tokenizer.all_special_ids)
-    return {"input_ids": ids, "labels": labels, "copy_mask": copy_mask(ids, mask, tokenizer.eos_token_id, special)}
+    out = []
+    for piece in tokenize_conversation(tokenizer, to_hf_messages(trajectory.messages()), to_hf_tools(trajectory.tools)):
+        if len(piece.input_ids) > max_length:
+            continue
+        out.append({
+            "input_ids": piece.input_ids,
+            "labels": piece.labels(),
+            "copy_mask": copy_mask(piece.input_ids, piece.loss_mask, tokenizer.eos_token_id, special),
+        })
+    return out
 
 
 def copy_mask(ids: list[int], assistant_mask: list[int], end_of_message: int, special_ids: set[int]) -> list[int]:
@@ -165,8 +166,7 @@ def _deadline_callback(base: type, minutes: float) -> Any:
 
 
 def _encode_tasks(tokenizer: Any, tasks: list[Any], max_length: int) -> list[dict[str, list[int]]]:
-    rows = (encode_trajectory(tokenizer, solve(task), max_length) for task in tasks)
-    return [row for row in rows if row is not None]
+    return [row for task in tasks for row in encode_trajectory(tokenizer, solve(task), max_length)]
 
 
 def _encode_chunk(job: tuple[list[Any], int]) -> list[dict[str, list[int]]]:
