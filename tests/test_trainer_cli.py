@@ -26,12 +26,17 @@ def test_train_command_writes_a_model_and_reports_the_loss(tmp_path):
     result = run_cli(
         "train", "--student", student, "--data", data, "--teacher", teacher, "--signal", "online",
         "--alpha", "0.3", "--temperature", "1.5", "--max-steps", "2", "--batch-size", "2", "--logging-steps", "1",
-        "--lr", "1e-3", "--out", out,
+        "--lr", "1e-3", "--out", out, "--self-check", "4",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "loss_soft" in result.stdout and "signal=online" in result.stdout
     summary = json.loads((out / "distillation.json").read_text())
     assert summary["alpha"] == 0.3 and summary["global_step"] == 2
+    # Two steps teach a random model nothing: the self-check says so, in the run record too.
+    assert "self-check on 4 training turns" in result.stdout and "cannot reproduce its own training data" in result.stdout
+    assert summary["self_check"]["ok"] is False and summary["self_check"]["examples"] == 4
+    # Not world data: the closing hint points to a cascade, not to `world eval`.
+    assert "cascade.toml" in result.stdout and "world eval" not in result.stdout
     assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
 
 

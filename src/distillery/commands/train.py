@@ -72,6 +72,11 @@ def train(
     threads: int = typer.Option(
         0, "--threads", help="CPU threads for torch. 0: one thread for a small model on a CPU (more only oversubscribe the cores), torch's default otherwise."
     ),
+    self_check: int = typer.Option(
+        32, "--self-check", min=0, help="After training, replay this many training turns greedily and report whether the "
+        "student reproduces them (valid tool-call format, exact calls, exact answers); it warns when it cannot, and "
+        "serve / cascade check warn again. 0 skips it."
+    ),
 ) -> None:
     """Train a student on what the teacher knows: its text, its logits, or its action distribution.
 
@@ -119,11 +124,12 @@ def train(
         resume=resume,
         logging_steps=logging_steps,
         threads=threads,
+        self_check=self_check,
     )
-    _print_summary(result)
+    _print_summary(result, data)
 
 
-def _print_summary(out: Path) -> None:
+def _print_summary(out: Path, data: Path) -> None:
     import json
 
     summary = json.loads((out / "distillation.json").read_text())
@@ -144,9 +150,45 @@ def _print_summary(out: Path) -> None:
     console.print(
         f"signal={summary['signal']} alpha={summary['alpha']} T={summary['temperature']} "
         f"divergence={summary['divergence']} steps={summary['global_step']}"
-        + (f" in {runtime:.0f}s" if runtime else "")
-        + f"\nload it with: distillery world eval --model hf:{out}   (or vLLM: vllm serve {out})"
+        + (f" in {runtime:.0f}s" if runtime else ""),
+        highlight=False,
     )
+    check = summary.get("self_check")
+    if check:
+        from distillery.distill.self_check import SelfCheck
+
+        check = SelfCheck(**check)
+        console.print(check.describe(), highlight=False)
+        if check.warning:
+            console.print(f"[bold yellow]warning:[/] {check.warning}", highlight=False, soft_wrap=True)
+            for failure in check.failures:
+                console.print(f"  {failure}", highlight=False, soft_wrap=True, markup=False)
+    console.print(_next_step_hint(out, data), highlight=False, soft_wrap=True)
+
+
+def _next_step_hint(out: Path, data: Path) -> str:
+    """What to run next, for the data this student was trained on."""
+    if _trained_on_world_tasks(data):
+        return f"evaluate it on the offline world: distillery world eval --model hf:{out} --split validation"
+    return (
+        f"next: put it in a cascade.toml as the first tier ([[tiers]] model = \"hf:{out}\"), then distillery calibrate "
+        "and distillery eval on your validation tasks (docs/routing.md, docs/own-agent.md); on a GPU, vllm serve "
+        f"{out} serves it as an openai: tier"
+    )
+
+
+def _trained_on_world_tasks(data: Path) -> bool:
+    """True when every row of a JSONL training file names an offline-world task."""
+    import json
+
+    from distillery.world.tasks import TASK_ID_PREFIX
+
+    path = data if data.is_file() else next(iter(sorted(data.glob("train*.jsonl"))), None) if data.is_dir() else None
+    if path is None or path.suffix != ".jsonl":
+        return False
+    with open(path, encoding="utf-8") as handle:
+        ids = [json.loads(line).get("task_id") or "" for line in handle if line.strip()]
+    return bool(ids) and all(str(i).startswith(TASK_ID_PREFIX) for i in ids)
 
 
 def register(app: typer.Typer) -> None:

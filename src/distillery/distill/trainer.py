@@ -471,6 +471,7 @@ def train_student(
     progress: bool = True,
     callbacks: list | None = None,
     threads: int = 0,
+    self_check: int = 32,
     **config_overrides: Any,
 ) -> Path:
     """Train a student and write a standard Hugging Face model directory to `out`; returns `out`.
@@ -491,6 +492,8 @@ def train_student(
     threads: CPU threads for torch. 0 (the default) means one thread for a small model (under
         `SMALL_MODEL_PARAMS`) on a CPU, where more threads only oversubscribe the cores, and torch's
         own default otherwise.
+    self_check: after training, replay this many training turns greedily and record whether the
+        student reproduces them (`distillery.distill.self_check`); 0 skips it.
 
     Writes `out/config.json` + `model.safetensors` + tokenizer files (with the chat template),
     loadable by `load_model("hf:<out>")` and vLLM, and `out/distillation.json` (the settings and
@@ -610,6 +613,14 @@ def train_student(
     if trainer.accelerator.is_main_process:
         final.save_pretrained(out)
         tokenizer.save_pretrained(out)
+        check = None
+        if self_check > 0:
+            from distillery.distill.self_check import run_self_check
+
+            check = run_self_check(final, tokenizer, dataset.to_list(), samples=self_check, seed=seed)
+            logger.info(check.describe())
+            if check.warning:
+                logger.warning(check.warning)
         summary = {
             "student": str(student) if isinstance(student, (str, Path)) else type(model).__name__,
             "teacher": str(teacher) if isinstance(teacher, (str, Path)) else (None if teacher is None else "object"),
@@ -626,6 +637,7 @@ def train_student(
             "resumed_from": last,
             "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
             "train_runtime_s": result.metrics.get("train_runtime"),
+            "self_check": check.to_dict() if check is not None else None,
             "log_history": trainer.state.log_history,
         }
         (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from distillery import chat_format
+from distillery import chat_format, chat_tokens
 from distillery.errors import ConfigError, ModelError
 from distillery.models.base import SyncChatModel
 from distillery.pricing import cost_usd
@@ -160,8 +160,8 @@ class HFModel(SyncChatModel):
         return completion[:end] if end >= 0 else completion
 
     def encode(self, text: str) -> list[int]:
-        # Chat templates write their own special tokens, so the tokenizer must not add a BOS.
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # The one encoding training uses too (`chat_tokens`), so prompts match training tokens.
+        return chat_tokens.encode(self.tokenizer, text)
 
     # ------------------------------------------------------------------ generation
 
