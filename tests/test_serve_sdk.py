@@ -176,7 +176,8 @@ def test_per_request_overrides_threshold_and_tier(oai):
         extra_body={"distillery": {"threshold": 0.0}})
     assert raw.headers["x-distillery-tier"] == STUDENT_URI
     raw = oai.chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": HARD}], extra_headers={"x-distillery-threshold": "0.01"})
+        model="gpt-4o", messages=[{"role": "user", "content": HARD}], tools=[STOCK_TOOL_OPENAI],
+        extra_headers={"x-distillery-threshold": "0.01"})
     assert raw.headers["x-distillery-tier"] == STUDENT_URI  # 0.05 >= 0.01: accepted
     raw = oai.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "user", "content": EASY}], extra_headers={"x-distillery-tier": "1"})

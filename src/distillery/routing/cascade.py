@@ -38,244 +38,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import tomllib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from distillery.agent import DEFAULT_MAX_STEPS, Agent
 from distillery.errors import ConfigError, DistilleryError, ModelError
-from distillery.models import load_model, split_uri
 from distillery.models.base import ChatModel
-from distillery.pricing import cost_usd, price_for
-from distillery.routing.confidence import ConfidenceScorer, action_key, get_scorer, invalid_reason
+from distillery.pricing import cost_usd
+from distillery.routing.confidence import ConfidenceScorer, action_key, get_scorer, invalid_reason, score_action
+from distillery.routing.config import (  # the config file lives in routing/config.py; re-exported here
+    DEFAULT_FALLBACK_TIMEOUT_S,
+    DEFAULT_SCORER,
+    ESCALATE_MODES,
+    CascadeConfig,
+    EscalateMode,
+    FallbackPolicy,
+    TierConfig,
+    check_tier_order,
+    is_number,
+    load_cascade_config,
+    load_tier_models,
+    write_cascade_config,
+)
 from distillery.tasks import Task
 from distillery.tools import Tool, ToolBox
 from distillery.trajectory import Message, Step, Trajectory, Turn, Usage
 
 log = logging.getLogger(__name__)
 
-EscalateMode = Literal["step", "task", "restart"]
-ESCALATE_MODES = ("step", "task", "restart")
-FallbackPolicy = Literal["keep_flagged", "fail"]
 ESCALATED_TAG = "escalated"
 FALLBACK_FAILED_TAG = "fallback_failed"
-DEFAULT_SCORER = "logprob-mean"
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_FALLBACK_TIMEOUT_S = 120.0
-
-
-# --------------------------------------------------------------------------------------------------
-# The config file (cascade.toml)
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TierConfig:
-    """One tier as a config file names it. `options` are passed to `load_model(model, **options)`."""
-
-    model: str
-    threshold: float | None = None
-    scorer: str | None = None
-    timeout_s: float | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CascadeConfig:
-    """A cascade as written in `cascade.toml`: tiers cheapest first, the teacher last."""
-
-    tiers: list[TierConfig]
-    escalate: EscalateMode = "step"
-    on_fallback_error: FallbackPolicy = "keep_flagged"
-    fallback_timeout_s: float = DEFAULT_FALLBACK_TIMEOUT_S
-    calibration: dict[str, Any] = field(default_factory=dict)
-    source: str = "<config>"
-
-    @property
-    def thresholds(self) -> list[float]:
-        return [tier.threshold for tier in self.tiers[:-1]]  # type: ignore[misc]
-
-    def validate(self) -> CascadeConfig:
-        """Check every field; raise a one-line `ConfigError` naming the file and field."""
-        where = self.source
-        if len(self.tiers) < 1:
-            raise ConfigError(f"{where}: a cascade needs at least one [[tiers]] entry")
-        if self.escalate not in ESCALATE_MODES:
-            raise ConfigError(f"{where}: escalate = {self.escalate!r}; use \"step\", \"task\" or \"restart\"")
-        if self.on_fallback_error not in ("keep_flagged", "fail"):
-            raise ConfigError(f"{where}: on_fallback_error = {self.on_fallback_error!r}; use \"keep_flagged\" or \"fail\"")
-        if not _is_number(self.fallback_timeout_s) or self.fallback_timeout_s <= 0:
-            raise ConfigError(f"{where}: fallback_timeout_s must be a positive number of seconds")
-        last = len(self.tiers) - 1
-        for index, tier in enumerate(self.tiers):
-            field_name = f"tiers[{index}]"
-            if not isinstance(tier.model, str) or not tier.model:
-                raise ConfigError(f"{where}: {field_name}.model is missing")
-            try:
-                split_uri(tier.model)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: {field_name}.model: {exc}") from None
-            if index < last or len(self.tiers) == 1:
-                if tier.threshold is None and len(self.tiers) > 1:
-                    raise ConfigError(f"{where}: {field_name}.threshold is missing (every tier but the last needs one)")
-            elif tier.threshold is not None:
-                raise ConfigError(
-                    f"{where}: {field_name}.threshold: the last tier is the fallback of last resort and takes no threshold"
-                )
-            if tier.threshold is not None and (not _is_number(tier.threshold) or not 0.0 <= tier.threshold <= 1.0):
-                raise ConfigError(f"{where}: {field_name}.threshold = {tier.threshold!r} is outside [0, 1]")
-            if tier.scorer is not None:
-                try:
-                    _check_scorer_name(tier.scorer)
-                except ConfigError as exc:
-                    raise ConfigError(f"{where}: {field_name}.scorer: {exc}") from None
-            if tier.timeout_s is not None and (not _is_number(tier.timeout_s) or tier.timeout_s <= 0):
-                raise ConfigError(f"{where}: {field_name}.timeout_s must be a positive number of seconds")
-        check_tier_order([tier.model for tier in self.tiers], where=where)
-        return self
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_scorer_name(spec: str) -> None:
-    # Learned scorers load a file; check only the name here so a config validates before fitting.
-    if spec.startswith("learned:"):
-        return
-    get_scorer(spec)
-
-
-def _price_per_mtok(uri: str) -> float | None:
-    """Input + output list price per million tokens, for ordering tiers; None when the table has none."""
-    price = price_for(uri)
-    return (price.input + price.output) if price else None
-
-
-def check_tier_order(models: Sequence[str], *, where: str = "cascade") -> None:
-    """Tiers must go cheapest first: a priced tier cheaper than an earlier priced tier is a mistake.
-
-    Models the price table does not know (your own `hf:` checkpoints) cannot be ordered by price,
-    so they are skipped rather than guessed at.
-    """
-    priced = [(i, m, _price_per_mtok(m)) for i, m in enumerate(models)]
-    priced = [(i, m, p) for i, m, p in priced if p is not None]
-    for (i0, m0, p0), (i1, m1, p1) in zip(priced, priced[1:]):
-        if p1 < p0:
-            raise ConfigError(
-                f"{where}: tiers[{i1}] ({m1}, ${p1:g}/Mtok in+out) is cheaper than tiers[{i0}] "
-                f"({m0}, ${p0:g}/Mtok); order tiers cheapest first, teacher last"
-            )
-
-
-def load_cascade_config(path: str | Path) -> CascadeConfig:
-    """Read and validate `cascade.toml`. Errors are one line naming the file and the field."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such cascade config (write one with `distillery calibrate`)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    known = {"tiers", "escalate", "on_fallback_error", "fallback_timeout_s", "calibration"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    tiers_raw = raw.get("tiers")
-    if not isinstance(tiers_raw, list) or not tiers_raw:
-        raise ConfigError(f"{path}: no [[tiers]] entries; list the models cheapest first, teacher last")
-    tiers = []
-    tier_fields = {"model", "threshold", "scorer", "timeout_s", "options"}
-    for index, entry in enumerate(tiers_raw):
-        extra = sorted(set(entry) - tier_fields)
-        if extra:
-            raise ConfigError(f"{path}: tiers[{index}]: unknown key(s) {', '.join(extra)}; known: {', '.join(sorted(tier_fields))}")
-        if not isinstance(entry.get("options", {}), dict):
-            raise ConfigError(f"{path}: tiers[{index}].options must be a table")
-        tiers.append(TierConfig(
-            model=entry.get("model", ""),
-            threshold=entry.get("threshold"),
-            scorer=entry.get("scorer"),
-            timeout_s=entry.get("timeout_s"),
-            options=dict(entry.get("options", {})),
-        ))
-    config = CascadeConfig(
-        tiers=tiers,
-        escalate=raw.get("escalate", "step"),
-        on_fallback_error=raw.get("on_fallback_error", "keep_flagged"),
-        fallback_timeout_s=raw.get("fallback_timeout_s", DEFAULT_FALLBACK_TIMEOUT_S),
-        calibration=dict(raw.get("calibration", {})),
-        source=str(path),
-    )
-    return config.validate()
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if value is None:
-        raise ValueError("TOML has no null")
-    return _toml_value(str(value))
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
-
-
-def write_cascade_config(config: CascadeConfig, path: str | Path, *, header: str = "") -> None:
-    """Write a config `load_cascade_config` reads back unchanged (thresholds as calibrated)."""
-    config.validate()
-    lines = [f"# {line}" for line in header.splitlines()] if header else []
-    lines += [
-        "# Tiers go cheapest first; the last tier (the teacher) takes no threshold.",
-        "# A step escalates when its confidence < threshold.",
-        f"escalate = {_toml_value(config.escalate)}",
-        f"on_fallback_error = {_toml_value(config.on_fallback_error)}",
-        f"fallback_timeout_s = {_toml_value(float(config.fallback_timeout_s))}",
-        "",
-    ]
-    for tier in config.tiers:
-        lines.append("[[tiers]]")
-        lines.append(f"model = {_toml_value(tier.model)}")
-        if tier.threshold is not None:
-            lines.append(f"threshold = {_toml_value(float(tier.threshold))}")
-        if tier.scorer is not None:
-            lines.append(f"scorer = {_toml_value(tier.scorer)}")
-        if tier.timeout_s is not None:
-            lines.append(f"timeout_s = {_toml_value(float(tier.timeout_s))}")
-        if tier.options:
-            lines.append(f"options = {_toml_value(tier.options)}")
-        lines.append("")
-    if config.calibration:
-        lines.append("[calibration]")
-        for key, value in config.calibration.items():
-            if value is not None:
-                lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-        lines.append("")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("\n".join(lines))
-
-
-def load_tier_models(config: CascadeConfig) -> list[ChatModel]:
-    """Load every tier's model by URI; a failure is a one-line error naming the file and the tier."""
-    models = []
-    for index, tier in enumerate(config.tiers):
-        try:
-            models.append(load_model(tier.model, **tier.options))
-        except DistilleryError as exc:
-            raise ConfigError(f"{config.source}: tiers[{index}].model: {exc}") from None
-    return models
 
 
 # --------------------------------------------------------------------------------------------------
@@ -341,7 +136,7 @@ class Cascade(Agent):
                 f"Cascade: {len(tiers)} tiers need {len(tiers) - 1} threshold(s) (none for the last tier), got {len(thresholds)}"
             )
         for index, value in enumerate(thresholds):
-            if not _is_number(value) or not 0.0 <= value <= 1.0:
+            if not is_number(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"Cascade: thresholds[{index}] = {value!r} is outside [0, 1]")
         if escalate not in ESCALATE_MODES:
             raise ConfigError(f"Cascade: escalate={escalate!r}; use 'step', 'task' or 'restart'")
@@ -440,18 +235,25 @@ class Cascade(Agent):
             raise ModelError(f"{getattr(model, 'uri', model)}: returned no turns")
         return turns
 
-    def _score(self, index: int, turn: Turn, samples: list[Turn]) -> tuple[float | None, str | None]:
+    def _score(self, index: int, turn: Turn, samples: list[Turn]) -> tuple[float | None, str | None, str | None]:
+        """(confidence, score error, invalid reason) of a tier's proposal.
+
+        The tools offered are known here (possibly none), so a call to any other tool is invalid.
+        An unscored tier (the teacher) still gets its invalid reason recorded.
+        """
         scorer = self.tiers[index].scorer
+        tools = self.tools.specs
         if scorer is None:
-            return None, None
+            return None, None, invalid_reason(turn, tools)
         try:
-            return scorer(turn, tools=self.tools.specs or None, samples=samples), None
+            confidence, reason = score_action(scorer, turn, tools=tools, samples=samples)
+            return confidence, None, reason
         except DistilleryError as exc:
             # Cannot score (e.g. no logprobs): never pretend to be sure. The step escalates.
             if scorer.name not in self._warned:
                 self._warned.add(scorer.name)
                 log.warning("scorer %s cannot score %s: %s; such steps escalate", scorer.name, self.tiers[index].name, exc)
-            return 0.0, str(exc)
+            return 0.0, str(exc), invalid_reason(turn, tools)
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -488,13 +290,12 @@ class Cascade(Agent):
                     if rejected or index > 0 else str(exc)
                 ) from None
             calls.extend(records)
-            confidence, score_error = self._score(index, turn, samples)
+            confidence, score_error, reason = self._score(index, turn, samples)
             entry: dict[str, Any] = {"tier": index, "model": tier.name, "confidence": confidence}
             if tier.threshold is not None:
                 entry["threshold"] = tier.threshold
             if score_error:
                 entry["score_error"] = score_error
-            reason = invalid_reason(turn, self.tools.specs or None)
             if reason:
                 entry["invalid"] = reason
             confidences.append(entry)

@@ -10,12 +10,14 @@ only dilute the statistics); for a final answer they are the answer text.
     confidence = scorer(turn, tools=specs)       #    "schema", "learned:path/to/scorer.json"
 
 Every scorer gives zero confidence to an invalid action (unparseable or schema-violating tool call,
-unknown tool, empty answer): escalating it is always right. Scorers are registered by name so a
+unknown tool, tool-call markup in an answer, empty answer): escalating it is always right. The gate
+is applied once, in `score_action`, for every scorer (the random-router baseline alone opts out). Scorers are registered by name so a
 cascade config can name them; `ConfidenceScorer` has one abstract method, `score`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -30,7 +32,7 @@ import jsonschema
 from distillery.chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from distillery.errors import ConfigError, DistilleryError
 from distillery.tasks import normalize_text
-from distillery.trajectory import ToolSpec, Turn
+from distillery.trajectory import ToolSpec, Turn, canonical_json
 
 SPECIAL_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "</s>", "<eos>")
 
@@ -161,11 +163,24 @@ def action_key(turn: Turn) -> str:
 
 
 def invalid_reason(turn: Turn, tools: Sequence[ToolSpec] | None = None) -> str | None:
-    """Why the turn's action cannot be right (None when it is well-formed)."""
+    """Why the turn's action cannot be right (None when it is well-formed).
+
+    Invalid: an error, `max_tokens` or refusal stop; an empty final answer; tool-call markup
+    (`<tool_call>`, `</tool_call>`) left in the visible text, i.e. a broken call the parser could
+    not recover (a final answer that is really a garbled call); a tool call that did not parse;
+    and, when `tools` is given (the schemas offered, possibly none), a call to a tool not offered
+    or with arguments that violate that tool's JSON schema. `tools=None` means "not known": names
+    and arguments are then not checked.
+    """
     if turn.stop_reason in ("error", "max_tokens", "refusal"):
         return f"stop_reason={turn.stop_reason}"
+    text = turn.text or ""
+    markup = next((tag for tag in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE) if tag in text), None)
+    if markup is not None:
+        kind = "answer" if not turn.tool_calls else "text before the tool call"
+        return f"tool-call markup {markup} in the {kind} (a tool call that did not parse)"
     if not turn.tool_calls:
-        return None if (turn.text or "").strip() else "empty answer"
+        return None if text.strip() else "empty answer"
     by_name = {spec.name: spec for spec in tools or []}
     for call in turn.tool_calls:
         if call.parse_error is not None:
@@ -174,11 +189,38 @@ def invalid_reason(turn: Turn, tools: Sequence[ToolSpec] | None = None) -> str |
             continue
         spec = by_name.get(call.name)
         if spec is None:
-            return f"unknown tool {call.name!r}"
-        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(spec.parameters).iter_errors(call.arguments))
+            offered = ", ".join(sorted(by_name)) or "none"
+            return f"unknown tool {call.name!r} (offered: {offered})"
+        try:
+            error = jsonschema.exceptions.best_match(_validator(canonical_json(spec.parameters)).iter_errors(call.arguments))
+        except jsonschema.exceptions.SchemaError:
+            continue  # a broken schema is the tool's fault, not the action's (ToolBox refuses such tools)
         if error is not None:
-            return f"tool call {call.name}: {error.message}"
+            where = "/".join(str(part) for part in error.absolute_path)
+            return f"tool call {call.name}: arguments{'.' + where if where else ''}: {error.message}"
     return None
+
+
+@functools.lru_cache(maxsize=512)
+def _validator(parameters_json: str) -> jsonschema.Draft202012Validator:
+    """The validator of a tool's parameters schema, the dialect `Tool` validates calls with (cached:
+    agents offer the same tools at every step)."""
+    return jsonschema.Draft202012Validator(json.loads(parameters_json))
+
+
+def score_action(scorer: ConfidenceScorer, turn: Turn, *, tools: Sequence[ToolSpec] | None = None,
+                 samples: Sequence[Turn] = ()) -> tuple[float, str | None]:
+    """The one place a proposal is scored: (confidence in [0, 1], why the action is invalid or None).
+
+    The validity gate lives here, not in the scorers: an invalid action (see `invalid_reason`)
+    scores 0 whatever the scorer would have said, the learned scorer and any registered one
+    included, and the scorer is not consulted. Only a scorer with `checks_validity = False` (the
+    random-router baseline, which must ignore the action) is asked anyway.
+    """
+    reason = invalid_reason(turn, tools)
+    if reason is not None and scorer.checks_validity:
+        return 0.0, reason
+    return min(1.0, max(0.0, float(scorer.score(turn, tools=tools, samples=samples)))), reason
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,15 +239,14 @@ class ConfidenceScorer(ABC):
     needs_logprobs: bool = False
     samples_needed: int = 0
     sample_temperature: float = 1.0
+    checks_validity: bool = True  # False only for baselines that must ignore the action (random)
 
     @abstractmethod
     def score(self, turn: Turn, *, tools: Sequence[ToolSpec] | None = None, samples: Sequence[Turn] = ()) -> float:
         """Confidence in [0, 1] that `turn`'s action is right."""
 
     def __call__(self, turn: Turn, *, tools: Sequence[ToolSpec] | None = None, samples: Sequence[Turn] = ()) -> float:
-        if invalid_reason(turn, tools) is not None:
-            return 0.0
-        return min(1.0, max(0.0, float(self.score(turn, tools=tools, samples=samples))))
+        return score_action(self, turn, tools=tools, samples=samples)[0]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -268,6 +309,8 @@ class RandomScorer(ConfidenceScorer):
     The baseline router: a real scorer must beat it at the same escalation rate.
     """
 
+    checks_validity = False  # no validity gate: the random router ignores the action entirely
+
     def __init__(self, seed: int = 0):
         self.seed = seed
         self.name = f"random:{seed}"
@@ -275,9 +318,6 @@ class RandomScorer(ConfidenceScorer):
 
     def score(self, turn, *, tools=None, samples=()):
         return self._rng.random()
-
-    def __call__(self, turn, *, tools=None, samples=()):
-        return self.score(turn)  # no validity gate: the random router ignores the action entirely
 
 
 # Features the learned scorer may use, in a fixed order.
@@ -427,5 +467,6 @@ __all__ = [
     "invalid_reason",
     "logprob_features",
     "register_scorer",
+    "score_action",
     "step_features",
 ]
