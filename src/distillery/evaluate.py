@@ -187,8 +187,13 @@ def _escalated(step: Step) -> bool:
 
 
 def run_row(name: str, trajectories: Sequence[Trajectory], n_tiers: int, teacher: Sequence[Trajectory],
-            student_success: float, teacher_success: float, teacher_cost: float) -> dict[str, Any]:
-    """Figures for one set of trajectories that were actually run."""
+            student_success: float, teacher_success: float, teacher_cost: float, *,
+            last_is_teacher: bool = True) -> dict[str, Any]:
+    """Figures for one set of trajectories that were actually run.
+
+    `last_is_teacher=False` for a run that never involved the teacher (the student alone): its
+    teacher-call share is 0, not the share of steps its own (only) tier produced.
+    """
     n = len(trajectories)
     steps = [s for t in trajectories for s in t.steps]
     success = sum(bool(t.outcome and t.outcome.success) for t in trajectories) / n
@@ -225,7 +230,7 @@ def run_row(name: str, trajectories: Sequence[Trajectory], n_tiers: int, teacher
         "task_escalation_rate": sum(any(s.escalated for s in t.steps) for t in trajectories) / n,
         "escalation_rate_by_tier": [escalated_from[i] / asked[i] if asked[i] else None for i in range(last)],
         "steps_by_tier": [c / len(steps) if steps else 0.0 for c in by_tier],
-        "teacher_call_fraction": by_tier[last] / len(steps) if steps else 0.0,
+        "teacher_call_fraction": by_tier[last] / len(steps) if steps and last_is_teacher else 0.0,
         "agreement_with_teacher": sum(agree) / n,
         "fallback_failures": sum("fallback_failed" in s.routing for s in steps),
         "errors": sum(t.status == "error" for t in trajectories),
@@ -312,7 +317,8 @@ async def aevaluate(
     cascaded = await run_tasks(cascade, tasks, concurrency=concurrency, label="cascade", progress=progress)
 
     rows = []
-    student_row = run_row(f"student alone ({models[0].uri})", student, 1, teacher, student_success, teacher_success, teacher_cost)
+    student_row = run_row(f"student alone ({models[0].uri})", student, 1, teacher, student_success, teacher_success,
+                          teacher_cost, last_is_teacher=False)
     teacher_row = run_row(f"teacher alone ({models[-1].uri})", teacher, 1, teacher, student_success, teacher_success, teacher_cost)
     cascade_row = run_row("cascade (calibrated)", cascaded, n_tiers, teacher, student_success, teacher_success, teacher_cost)
     cascade_row["thresholds"] = config.thresholds

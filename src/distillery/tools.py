@@ -21,7 +21,9 @@ import concurrent.futures
 import importlib
 import inspect
 import json
+import os
 import re
+import sys
 import time
 import types
 import typing
@@ -38,6 +40,16 @@ DEFAULT_TIMEOUT_S = 30.0
 
 # The tools a command uses when none are named: the offline world's shop.
 DEFAULT_TOOLS = "distillery.world.tools:TOOLS"
+
+
+def default_system(system: str | None, tools_path: str | None) -> str | None:
+    """The system prompt a command runs tasks with: `system` when given; with the default (world)
+    tools, the world's shop-assistant prompt; otherwise none. A task's own `system` wins over both."""
+    if system is not None or tools_path not in (None, DEFAULT_TOOLS):
+        return system
+    from distillery.world import SYSTEM_PROMPT
+
+    return SYSTEM_PROMPT
 
 # Tool functions run on a shared pool so a timeout can return without waiting for the function.
 # A timed-out function keeps its thread until it returns: Python cannot kill a thread.
@@ -296,6 +308,31 @@ def load_tool_specs(path: str | Path) -> list[ToolSpec]:
     return specs
 
 
+def _import_user_module(module_name: str, where: str) -> types.ModuleType:
+    """Import a module the user named, finding it in the current directory as `python -m` does.
+
+    The `distillery` script's sys.path starts at its own bin directory, not the directory it runs
+    in, so `--tools my_tools:TOOLS` beside your files would not import; the current directory is
+    put first on sys.path (and kept there: the module may import its siblings later, and
+    `--processes` workers resolve the same path). Any failure is one line naming the module.
+    """
+    cwd = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        sys.path.insert(0, cwd)
+    importlib.invalidate_caches()  # a module written since the last import in this process
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ConfigError(
+                f"{where}: cannot import {module_name}: no module named {exc.name!r} "
+                f"(looked in the current directory {cwd} and the installed packages)"
+            ) from None
+        raise ConfigError(f"{where}: cannot import {module_name}: {exc}") from None
+    except Exception as exc:  # the module itself is broken: a syntax error, a failing import-time call
+        raise ConfigError(f"{where}: cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+
+
 def load_tools(import_path: str, *, option: str = "tools") -> ToolBox:
     """Tools from an import path `module:attr`: a ToolBox, a list of Tools, a Tool, or a factory of any of them.
 
@@ -304,14 +341,11 @@ def load_tools(import_path: str, *, option: str = "tools") -> ToolBox:
     module_name, sep, attr = import_path.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{option} {import_path!r}: expected module:attribute, e.g. mypkg.tools:TOOLS")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"{option} {import_path!r}: cannot import {module_name} ({exc})") from None
+    module = _import_user_module(module_name, f"{option} {import_path!r}")
     try:
         value = getattr(module, attr)
     except AttributeError:
-        raise ConfigError(f"{option} {import_path!r}: {module_name} has no attribute {attr!r}") from None
+        raise ConfigError(f"{option} {import_path!r}: module {module_name} has no attribute {attr!r}") from None
     if callable(value) and not isinstance(value, (Tool, ToolBox)):
         value = value()
     if isinstance(value, Tool):

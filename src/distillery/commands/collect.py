@@ -15,8 +15,8 @@ from rich.table import Table
 
 from distillery.errors import ConfigError, DistilleryError
 from distillery.store import DEFAULT_STORE_PATH, SQLiteStore
+from distillery.tools import DEFAULT_TOOLS, default_system, load_tools
 
-from distillery.tools import DEFAULT_TOOLS, load_tools
 console = Console(stderr=True)
 
 
@@ -118,10 +118,7 @@ def collect_command(
     schemas = load_tool_specs(tool_schemas) if tool_schemas is not None else None
     if schemas:
         override_tool_specs(toolbox, schemas, source=str(tool_schemas))
-    if system is None and tools is None:
-        from distillery.world import SYSTEM_PROMPT
-
-        system = SYSTEM_PROMPT
+    system = default_system(system, tools)
     store = SQLiteStore(store_path)
     model_options: dict[str, Any] = {}
     if base_url:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from distillery.errors import ConfigError
 
@@ -17,12 +20,44 @@ console = Console()
 err_console = Console(stderr=True)
 GATE_EXIT_CODE = 3
 
-CONFIG_HELP = ("The cascade config (TOML): [[tiers]] cheapest first, teacher last; each with model = URI, "
-               "threshold (all but the last), scorer. See docs/routing.md.")
+# Help text goes through rich markup (typer's default), where `[tiers]` is a style tag and vanishes:
+# everything with brackets is escaped. Paragraphs after the first keep their line breaks.
+CONFIG_HELP = escape("The cascade config (TOML): [[tiers]] cheapest first, teacher last; each with model = URI, "
+                     "threshold (all but the last), scorer, options. Example: `distillery cascade --help`; docs/routing.md.")
 TASKS_HELP = ("Tasks file (JSONL with query/expected/checker, or plain text). Evaluation needs a checker per task. "
               "Leave out to use the offline world's tasks (--world-split).")
 WORLD_SPLIT_HELP = "Offline-world split to draw tasks from when --tasks is not given: train, validation or test."
-TOOLS_HELP = "Tools as module:attribute (a ToolBox or list of @tool). Default: the offline world's tools."
+TOOLS_HELP = ("Tools as module:attribute (a ToolBox or list of @tool), e.g. my_tools:TOOLS for my_tools.py in the "
+              "current directory. Default: the offline world's tools.")
+SYSTEM_HELP = ("System prompt for every task that does not carry its own 'system' field (as in `distillery collect`; "
+               "use the one your teacher collected with). Default with the world's tools: the world's prompt.")
+
+CASCADE_TOML_EXAMPLE = """\
+An example cascade.toml (tiers cheapest first, the teacher last):
+
+    escalate = "step"
+    [[tiers]]
+    model = "hf:runs/student"
+    threshold = 0.6
+    scorer = "logprob-mean"
+    options = { max_new_tokens = 256 }
+    [[tiers]]
+    model = "openai:gpt-4o"
+    base_url = "https://api.openai.com/v1"
+
+Every tier but the last needs a threshold: `distillery calibrate` chooses them and adds a [calibration] table.
+More in docs/routing.md."""
+
+
+def cascade_help(summary: str | None) -> str:
+    """A command's help: its docstring, then the cascade.toml example, line by line."""
+    return f"{inspect.cleandoc(summary or '')}\n\n{escape(CASCADE_TOML_EXAMPLE)}"
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Warnings to stderr, one per line, never re-wrapped (so they can be grepped and read whole)."""
+    for warning in warnings:
+        err_console.print(Text.assemble(("warning: ", "bold yellow"), warning), soft_wrap=True)
 
 
 def _tasks_and_tools(tasks_path: Optional[Path], world_split: str, n: int, seed: int, tools_path: Optional[str]):
@@ -36,7 +71,7 @@ def _tasks_and_tools(tasks_path: Optional[Path], world_split: str, n: int, seed:
         tasks = generate_tasks(world_split, n, seed)
     from distillery.tools import DEFAULT_TOOLS, load_tools
 
-    return tasks, load_tools(tools_path or DEFAULT_TOOLS)
+    return tasks, load_tools(tools_path or DEFAULT_TOOLS, option="--tools")
 
 
 def _progress() -> tuple[Progress, Any]:
@@ -112,6 +147,7 @@ def calibrate_command(
     n: int = typer.Option(200, "--n", help="How many validation tasks to use (0 = all in --tasks)."),
     seed: int = typer.Option(0, "--seed", help="Seed for drawing world tasks."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
+    system: Optional[str] = typer.Option(None, "--system", help=SYSTEM_HELP),
     fit_scorer: Optional[Path] = typer.Option(
         None, "--fit-scorer", help="Also fit a learned (logistic-regression) scorer for tier 1 on validation steps "
         "labelled by the teacher's action at the same state; save it here and use it in the config."),
@@ -120,19 +156,22 @@ def calibrate_command(
 ) -> None:
     """Choose escalation thresholds on a validation split and write them into the cascade config."""
     from distillery.routing.calibrate import calibrate_cascade
-    from distillery.routing.cascade import load_cascade_config, write_cascade_config
+    from distillery.routing.config import config_warnings, load_cascade_config, write_cascade_config
+    from distillery.tools import default_system
 
     if target is not None and budget is not None:
         raise ConfigError("give --target or --budget, not both")
     if target is None and budget is None:
         target = 0.98
     config = load_cascade_config(config_path)
+    print_warnings(config_warnings(config, calibration=False))
     tasks, tools = _tasks_and_tools(tasks_path, world_split, n, seed, tools_path)
     progress, update = _progress()
     with progress:
         new_config, result, details = calibrate_cascade(
             config, tasks, tools=tools, target=target, budget_per_task=None if budget is None else budget / 1000,
             fit_scorer=str(fit_scorer) if fit_scorer else None, concurrency=concurrency, progress=update,
+            system=default_system(system, tools_path),
         )
     destination = out or config_path
     where = tasks_path or f"world split {world_split!r} (n={len(tasks)}, seed={seed})"
@@ -172,6 +211,7 @@ def eval_command(
     n: int = typer.Option(200, "--n", help="How many held-out tasks (0 = all in --tasks)."),
     seed: int = typer.Option(0, "--seed", help="Seed for world tasks and the random router."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
+    system: Optional[str] = typer.Option(None, "--system", help=SYSTEM_HELP),
     concurrency: int = typer.Option(4, "--concurrency", help="Tasks run at once per model."),
     no_reference: bool = typer.Option(
         False, "--no-reference", help="Skip asking the teacher for its action at each student state (saves one "
@@ -188,13 +228,16 @@ def eval_command(
     if from_json is not None:
         results = load_results(from_json)
     else:
-        from distillery.routing.cascade import load_cascade_config
+        from distillery.routing.config import config_warnings, load_cascade_config
+        from distillery.tools import default_system
 
         config = load_cascade_config(config_path)
+        print_warnings(config_warnings(config))
         tasks, tools = _tasks_and_tools(tasks_path, world_split, n, seed, tools_path)
         progress, update = _progress()
         with progress:
-            results = evaluate(tasks, config, tools=tools, concurrency=concurrency, reference_labels=not no_reference,
+            results = evaluate(tasks, config, tools=tools, system=default_system(system, tools_path),
+                               concurrency=concurrency, reference_labels=not no_reference,
                                random_router=not no_random_run, seed=seed, progress=update)
         results["meta"]["tasks"] = str(tasks_path) if tasks_path else f"world:{world_split} n={len(tasks)} seed={seed}"
         json_path, png_path = save_results(results, out)
@@ -208,17 +251,22 @@ def eval_command(
         raise typer.Exit(GATE_EXIT_CODE)
 
 
-cascade_app = typer.Typer(help="Run, check and train multi-tier cascades (tier 1 -> tier 2 -> ... -> teacher).",
+cascade_app = typer.Typer(help=cascade_help("Run, check and train multi-tier cascades (tier 1 -> tier 2 -> ... -> teacher)."),
                           no_args_is_help=True)
 
 
 @cascade_app.command("check")
 def cascade_check(config_path: Path = typer.Argument(Path("cascade.toml"), help=CONFIG_HELP)) -> None:
-    """Validate a cascade config and show its tiers (loads no model)."""
+    """Validate a cascade config and show its tiers (loads no model).
+
+    Warns when the config was never calibrated, and when a local (hf:) student's distillation.json
+    says it failed its self-check (it cannot reproduce its own training data).
+    """
     from distillery.pricing import price_for
-    from distillery.routing.cascade import load_cascade_config
+    from distillery.routing.config import config_warnings, load_cascade_config
 
     config = load_cascade_config(config_path)
+    print_warnings(config_warnings(config))
     table = Table(title=f"{config_path}: escalate={config.escalate}, on_fallback_error={config.on_fallback_error}")
     for column in ("tier", "model", "threshold", "scorer", "$/Mtok in/out"):
         table.add_column(column)
@@ -235,19 +283,15 @@ def cascade_run(
     query: str = typer.Argument(..., help="The question to answer."),
     config_path: Path = typer.Option(Path("cascade.toml"), "--config", "-c", help=CONFIG_HELP),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt. Default with the world's tools: the world's prompt."),
+    system: Optional[str] = typer.Option(None, "--system", help=SYSTEM_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the whole trajectory as JSON."),
 ) -> None:
     """Answer one query through the cascade and show who produced each step, with what confidence."""
-    from distillery.tools import DEFAULT_TOOLS, load_tools
     from distillery.routing.cascade import Cascade
+    from distillery.tools import DEFAULT_TOOLS, default_system, load_tools
 
-    tools = load_tools(tools_path or DEFAULT_TOOLS)
-    if system is None and tools_path is None:
-        from distillery.world import SYSTEM_PROMPT
-
-        system = SYSTEM_PROMPT
-    trajectory = Cascade.from_config(config_path, tools, system=system).run(query)
+    tools = load_tools(tools_path or DEFAULT_TOOLS, option="--tools")
+    trajectory = Cascade.from_config(config_path, tools, system=default_system(system, tools_path)).run(query)
     if as_json:
         console.print_json(trajectory.model_dump_json())
         return
@@ -270,6 +314,7 @@ def cascade_train(
     n: int = typer.Option(500, "--n", help="Training tasks."),
     seed: int = typer.Option(0, "--seed", help="Seed for world tasks and training."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
+    system: Optional[str] = typer.Option(None, "--system", help=SYSTEM_HELP),
     signal: str = typer.Option("sequence", "--signal", help="Teacher signal for each tier: sequence (SFT on the tier above's "
                                "trajectories) or online (logit KD from the tier above; needs a shared tokenizer)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps per tier (default: one epoch)."),
@@ -278,15 +323,17 @@ def cascade_train(
                                                  "calibrate it next."),
 ) -> None:
     """Distil each tier from the one above it, on the tasks that reach it (cascade distillation)."""
-    from distillery.routing.cascade import load_cascade_config
+    from distillery.routing.config import load_cascade_config
     from distillery.routing.train import train_cascade
+    from distillery.tools import default_system
 
     config = load_cascade_config(config_path)
     tasks, tools = _tasks_and_tools(tasks_path, world_split, n, seed, tools_path)
     progress, update = _progress()
     with progress:
         trained = train_cascade(config, tasks, tools=tools, out=out, signal=signal, max_steps=max_steps,
-                                concurrency=concurrency, seed=seed, progress=update, write_config=write_config)
+                                concurrency=concurrency, seed=seed, progress=update, write_config=write_config,
+                                system=default_system(system, tools_path))
     for index, info in enumerate(trained):
         console.print(f"tier {index + 1}: {info['model']} <- {info['source']} on {info['n_trajectories']} trajectories "
                       f"({info['n_tasks']} tasks reaching it)")
@@ -295,6 +342,6 @@ def cascade_train(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("calibrate")(calibrate_command)
-    app.command("eval")(eval_command)
+    app.command("calibrate", help=cascade_help(calibrate_command.__doc__))(calibrate_command)
+    app.command("eval", help=cascade_help(eval_command.__doc__))(eval_command)
     app.add_typer(cascade_app, name="cascade")

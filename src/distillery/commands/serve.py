@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from distillery.commands.routing import cascade_help, print_warnings
 from distillery.errors import ConfigError
 
 err_console = Console(stderr=True)
@@ -29,8 +30,9 @@ def _parse_map(entries: list[str]) -> dict[str, str | int]:
 
 
 def serve(
-    cascade: Path = typer.Option(..., "--cascade", "-c", help="The cascade config (cascade.toml): tiers cheapest first, "
-                                 "teacher last, with thresholds. Every request is routed through it, one model step per request."),
+    cascade: Path = typer.Option(..., "--cascade", "-c", help="The cascade config (cascade.toml; example above): tiers cheapest "
+                                 "first, teacher last, with calibrated thresholds. Every request is routed through it, one "
+                                 "model step per request."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on. Anything but loopback needs an API key "
                              "(--api-key or DISTILLERY_API_KEY)."),
     port: int = typer.Option(8000, help="Port to listen on. Clients use base_url http://HOST:PORT/v1 (OpenAI SDK) "
@@ -64,6 +66,7 @@ def serve(
     """
     import uvicorn
 
+    from distillery.routing.config import config_warnings, load_cascade_config
     from distillery.serve.app import GatewaySettings, create_app
     from distillery.serve.auth import check_bind, keys_from
     from distillery.serve.backend import CascadeBackend
@@ -71,7 +74,9 @@ def serve(
     keys = keys_from(api_key)
     check_bind(host, keys)
     mapping = _parse_map(model_map)
-    backend = CascadeBackend.from_config(cascade)
+    config = load_cascade_config(cascade)
+    print_warnings(config_warnings(config))  # before loading models, which can take a while
+    backend = CascadeBackend.from_config(config)
     for name, target in mapping.items():
         if isinstance(target, int) and target >= len(backend.tier_names):
             raise ConfigError(f"--map {name}={target}: {cascade} has tiers 0..{len(backend.tier_names) - 1}")
@@ -95,4 +100,4 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve", help=cascade_help(serve.__doc__))(serve)
