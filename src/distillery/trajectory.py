@@ -21,7 +21,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def _new_id() -> str:
@@ -38,8 +38,13 @@ def canonical_json(value: Any) -> str:
 
 
 class ToolSpec(BaseModel):
-    """A tool as offered to a model: a name, a description, and a JSON Schema for its arguments."""
+    """A tool as offered to a model: a name, a description, and a JSON Schema for its arguments.
 
+    Other keys of a function definition (`strict`, a `response` schema, vendor extensions) are kept
+    as they came, so a stored tool is the tool the teacher saw.
+    """
+
+    model_config = ConfigDict(extra="allow")
     name: str
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})

@@ -39,6 +39,7 @@ def build_command(
     from_jsonl: Optional[Path] = typer.Option(None, "--from-jsonl", help="Read trajectories from a JSONL export instead (one Trajectory per line, e.g. `distillery store export`)."),
     format: str = typer.Option("openai", "--format", "-f", help="openai: chat fine-tuning JSONL for OpenAI's API; hf: messages+tools JSONL for TRL's SFTTrainer; parquet: the hf columns as Parquet, for large sets."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory. Gets train/validation/test files, sidecars and build.json (the stats)."),
+    status: str = typer.Option("ok", "--status", help="Which runs to use. ok (default): completed runs that end on a final answer. error: only failed, cut-off (max steps/tokens) or unfinished runs, to inspect them. all: both; examples may then end on a tool call or an error. Left-out runs are counted in the output."),
     success_only: bool = typer.Option(False, "--success-only", help="Keep only trajectories the task's checker judged correct (rejection sampling, as in FireAct/AgentTuning)."),
     tag: Optional[list[str]] = typer.Option(None, "--tag", help="Keep trajectories with this tag; repeat for any of several."),
     model: Optional[list[str]] = typer.Option(None, "--model", help="Keep trajectories from this model URI (e.g. anthropic:claude-opus-4-6); repeatable."),
@@ -84,6 +85,7 @@ def build_command(
         reasoning=reasoning,
         mask_failed_steps=mask_failed_steps,
         success_only=success_only,
+        status=status,
         # A store filters in SQL; a JSONL export is filtered by the builder.
         tags=tag if from_jsonl else None,
         models=model if from_jsonl else None,

@@ -29,6 +29,7 @@ from distillery.chat_tokens import check_prefix_property, tokenize_rows
 from distillery.dataset import filters as F
 from distillery.dataset.formats import FORMATS, StagedFiles, check_format, write_jsonl, write_records
 from distillery.dataset.render import (
+    OPENAI_FUNCTION_KEYS,
     REASONING_CHOICES,
     ReasoningPolicy,
     hf_record,
@@ -49,7 +50,7 @@ from distillery.dataset.sidecar import (
 from distillery.dataset.sources import DatasetInputError, Example, as_examples, structural_problems
 from distillery.dataset.splits import SPLIT_NAMES, split_examples
 from distillery.dataset.stats import CostEstimate, TokenCounter, TokenStats, estimate_cost, template_messages
-from distillery.dataset.validate import DEFAULT_TOKEN_LIMIT, MIN_EXAMPLES, validate_records
+from distillery.dataset.validate import DEFAULT_TOKEN_LIMIT, MIN_EXAMPLES, function_name_problem, validate_records
 from distillery.errors import ConfigError
 from distillery.trajectory import DistillationSample, Trajectory
 
@@ -126,6 +127,7 @@ class DatasetBuilder:
         mask_failed_steps: bool = False,
         parallel_tool_calls: bool = True,
         success_only: bool = False,
+        status: str = "ok",
         tags: Iterable[str] | None = None,
         models: Iterable[str] | None = None,
         since: Any = None,
@@ -161,11 +163,16 @@ class DatasetBuilder:
         self.reasoning = reasoning
         self.mask_failed_steps = mask_failed_steps
         self.parallel_tool_calls = parallel_tool_calls
+        if status not in F.STATUSES:
+            raise ConfigError(f"--status {status!r}: choose one of {', '.join(F.STATUSES)}")
+        self.status = status
         self.success_only = success_only
         self.tags, self.models, self.since, self.until = tags, models, since, until
         self.drop_invalid_calls = drop_invalid_calls
         self.skip_invalid = skip_invalid
         self.dedup = dedup
+        if not 0 < near_threshold <= 1:  # also refuses NaN
+            raise ConfigError(f"--near-threshold must be a Jaccard similarity in (0, 1], got {near_threshold}")
         self.near_threshold = near_threshold
         self.max_tokens = max_tokens
         self.decontaminate = decontaminate
@@ -197,6 +204,11 @@ class DatasetBuilder:
 
         if any(x is not None for x in (self.tags, self.models, self.since, self.until)):
             examples = removed("tag/model/date", F.select(examples, tags=self.tags, models=self.models, since=self.since, until=self.until))
+        # Failed, cut-off and unfinished runs are left out before anything judges their structure:
+        # a store with failures builds cleanly, and no example ends on a tool result unless asked.
+        examples, left_out = F.by_status(examples, self.status)
+        for reason, count in left_out.items():
+            report.removed[f"{reason} (--status {self.status})"] = count
         examples = self._check_structure(examples, report)
 
         if self.action_distributions:
@@ -234,6 +246,14 @@ class DatasetBuilder:
                 f"--mask-failed-steps gives some assistant messages weight 0, which only the openai format can "
                 f"express; TRL's assistant_only_loss trains every assistant message of the {self.format} format"
             )
+        if self.format == "openai":
+            dropped = sorted({key for e in examples for spec in e.sample.tools for key in (spec.model_extra or {})
+                              if key not in OPENAI_FUNCTION_KEYS})
+            if dropped:
+                report.warnings.append(
+                    f"tool keys {', '.join(dropped)} are not part of OpenAI's function format and are left out of the "
+                    "openai files (--format hf keeps them)"
+                )
         if self.split:
             return split_examples(examples, self.split, seed=self.seed, stratify=self.stratify)
         return {"train": examples}
@@ -242,6 +262,9 @@ class DatasetBuilder:
         kept, problems = [], []
         for e in examples:
             found = structural_problems(e.sample)
+            if self.format == "openai":
+                found += [f"tools[{k}].function.name: {problem}" for k, spec in enumerate(e.sample.tools)
+                          if (problem := function_name_problem(spec.name))]
             if found:
                 problems.extend(f"{e.origin}: {p}" for p in found)
             else:
@@ -276,7 +299,10 @@ class DatasetBuilder:
             for i, e in enumerate(examples)
         ]
         counts = iter(e.tokens for e in examples)
-        result = validate_records(openai_rows, source=name, token_limit=self.token_limit, counter=_Precounted(counts), min_examples=0)
+        # Calls that violate their schemas were dropped already, unless --keep-invalid-calls kept them.
+        result = validate_records(openai_rows, source=name, token_limit=self.token_limit, counter=_Precounted(counts),
+                                  min_examples=0, check_arguments=self.drop_invalid_calls,
+                                  check_names=self.format == "openai")
         if result.problems:
             lines = [f"{examples[p.line - 1].origin}: {p.field}: {p.message}" for p in result.problems]
             hint = "; drop long examples with --max-tokens" if any("token limit" in p.message for p in result.problems) else ""

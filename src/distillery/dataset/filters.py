@@ -30,9 +30,39 @@ import jsonschema
 import numpy as np
 
 from distillery.dataset.sources import Example
+from distillery.dataset.validate import schema_error_detail
 from distillery.errors import ConfigError
 from distillery.tasks import load_tasks, normalize_text
 from distillery.trajectory import canonical_json
+
+
+STATUSES = ("ok", "error", "all")
+
+
+def finished(example: Example) -> bool:
+    """A completed run: status ok and a final answer (the conversation ends on an assistant reply)."""
+    if example.trajectory is not None and example.trajectory.status != "ok":
+        return False
+    messages = example.sample.messages
+    return bool(messages) and messages[-1].role == "assistant" and not messages[-1].tool_calls
+
+
+def by_status(examples: list[Example], keep: str) -> tuple[list[Example], dict[str, int]]:
+    """Keep completed runs ("ok"), the others ("error": failed, cut off or unfinished), or "all".
+
+    Returns the kept examples and, per reason, how many were left out.
+    """
+    if keep not in STATUSES:
+        raise ConfigError(f"--status {keep!r}: choose one of {', '.join(STATUSES)}")
+    kept, left_out = [], {}
+    for e in examples:
+        if keep == "all" or finished(e) == (keep == "ok"):
+            kept.append(e)
+            continue
+        status = e.trajectory.status if e.trajectory is not None else "ok"
+        reason = f"status {status}" if status != "ok" else ("completed run" if finished(e) else "unfinished run (no final answer)")
+        left_out[reason] = left_out.get(reason, 0) + 1
+    return kept, left_out
 
 
 def success_only(examples: list[Example]) -> tuple[list[Example], int]:
@@ -100,7 +130,7 @@ def first_invalid_call(example: Example) -> str | None:
                 return f"{where}.function.name: {call.name!r} is not one of the example's tools"
             error = jsonschema.exceptions.best_match(validators[call.name].iter_errors(call.arguments))
             if error is not None:
-                return f"{where}.function.arguments: does not match {call.name}'s schema: {error.message}"
+                return f"{where}.function.arguments: does not match {call.name}'s schema: {schema_error_detail(error)}"
     return None
 
 

@@ -123,6 +123,16 @@ def tool_dicts(sample: DistillationSample) -> list[dict[str, Any]]:
     return [{"type": "function", "function": spec.model_dump()} for spec in sample.tools]
 
 
+# The keys OpenAI documents for a function definition; others are left out of openai-format tools.
+OPENAI_FUNCTION_KEYS = ("name", "description", "parameters", "strict")
+
+
+def openai_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tools with only the function keys OpenAI's format documents."""
+    return [{**tool, "function": {k: v for k, v in tool["function"].items() if k in OPENAI_FUNCTION_KEYS}}
+            for tool in tools]
+
+
 def openai_record(
     messages: list[dict[str, Any]],
     weights: list[int],
@@ -160,7 +170,7 @@ def openai_record(
         out.append(item)
     record: dict[str, Any] = {"messages": out}
     if tools:
-        record["tools"] = tools
+        record["tools"] = openai_tools(tools)
         record["parallel_tool_calls"] = parallel_tool_calls
     return record
 

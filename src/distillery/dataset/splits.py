@@ -27,7 +27,8 @@ def parse_fractions(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise ConfigError(f"--split: {text!r} must be comma-separated fractions, e.g. 0.8,0.1,0.1") from None
-    if not 1 <= len(values) <= 3 or any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6:
+    # Written so that NaN fails every test: NaN compares false with everything.
+    if not 1 <= len(values) <= 3 or not all(0 <= v <= 1 for v in values) or not abs(sum(values) - 1.0) <= 1e-6:
         raise ConfigError(f"--split: {text!r} must be one to three non-negative fractions summing to 1")
     return values
 

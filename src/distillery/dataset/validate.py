@@ -22,6 +22,7 @@ And per file: at least 10 examples (OpenAI's minimum for a fine-tuning job).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ MIN_EXAMPLES = 10
 # OpenAI's per-example limit for gpt-4o-mini and gpt-4o fine-tuning (65,536 tokens); older models
 # have smaller limits, so the limit is an option.
 DEFAULT_TOKEN_LIMIT = 65_536
+FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for function (tool) names
 
 TOP_LEVEL_KEYS = {"messages", "tools", "parallel_tool_calls"}
 MESSAGE_KEYS = {
@@ -78,15 +80,22 @@ def validate_records(
     token_limit: int = DEFAULT_TOKEN_LIMIT,
     counter: TokenCounter | None = None,
     min_examples: int = MIN_EXAMPLES,
+    check_arguments: bool = True,
+    check_names: bool = True,
 ) -> ValidationReport:
-    """Validate `(line_number, parsed_json)` pairs; see the module doc for the rules."""
+    """Validate `(line_number, parsed_json)` pairs; see the module doc for the rules.
+
+    `check_arguments=False` skips matching call arguments against the tool schemas (for a build
+    that keeps schema-violating calls on purpose); `check_names=False` skips OpenAI's function-name
+    rule (for formats that carry any name); everything else is still enforced.
+    """
     counter = counter or TokenCounter()
     problems: list[Problem] = []
     counts: list[int] = []
     examples = 0
     for line, record in records:
         examples += 1
-        found = example_problems(record)
+        found = example_problems(record, check_arguments=check_arguments, check_names=check_names)
         problems.extend(Problem(line, field, message) for field, message in found)
         if not found:
             tokens = counter.count(record["messages"], record.get("tools"))
@@ -134,14 +143,14 @@ def validate_openai_jsonl(
     return report
 
 
-def example_problems(record: Any) -> list[tuple[str, str]]:
+def example_problems(record: Any, *, check_arguments: bool = True, check_names: bool = True) -> list[tuple[str, str]]:
     """`(field, problem)` pairs for one example; empty when it is valid."""
     if not isinstance(record, dict):
         return [("(line)", f"expected a JSON object, got {type(record).__name__}")]
     problems: list[tuple[str, str]] = []
     for key in sorted(set(record) - TOP_LEVEL_KEYS):
         problems.append((key, "unknown top-level key; allowed: messages, tools, parallel_tool_calls"))
-    tools, tool_problems = _check_tools(record.get("tools"))
+    tools, tool_problems = _check_tools(record.get("tools"), check_names=check_names)
     problems.extend(tool_problems)
     parallel = record.get("parallel_tool_calls", True)
     if not isinstance(parallel, bool):
@@ -189,7 +198,7 @@ def example_problems(record: Any) -> list[tuple[str, str]]:
                     problems.append((f"{where}.tool_calls", f"{len(calls)} calls but parallel_tool_calls is false"))
                 for j, call in enumerate(calls):
                     field = f"{where}.tool_calls[{j}]"
-                    call_id, call_problems = _check_call(call, field, tools)
+                    call_id, call_problems = _check_call(call, field, tools, check_arguments=check_arguments)
                     problems.extend(call_problems)
                     if call_id is not None:
                         if call_id in open_calls:
@@ -210,7 +219,7 @@ def example_problems(record: Any) -> list[tuple[str, str]]:
     return problems
 
 
-def _check_tools(tools: Any) -> tuple[dict[str, jsonschema.Validator], list[tuple[str, str]]]:
+def _check_tools(tools: Any, *, check_names: bool = True) -> tuple[dict[str, jsonschema.Validator], list[tuple[str, str]]]:
     validators: dict[str, jsonschema.Validator] = {}
     problems: list[tuple[str, str]] = []
     if tools is None:
@@ -227,6 +236,8 @@ def _check_tools(tools: Any) -> tuple[dict[str, jsonschema.Validator], list[tupl
         if not isinstance(name, str) or not name:
             problems.append((f"{where}.function.name", "missing tool name"))
             continue
+        if check_names and function_name_problem(name):
+            problems.append((f"{where}.function.name", function_name_problem(name)))
         parameters = function.get("parameters", {"type": "object", "properties": {}})
         try:
             jsonschema.Draft202012Validator.check_schema(parameters)
@@ -239,7 +250,8 @@ def _check_tools(tools: Any) -> tuple[dict[str, jsonschema.Validator], list[tupl
     return validators, problems
 
 
-def _check_call(call: Any, field: str, tools: dict[str, jsonschema.Validator]) -> tuple[str | None, list[tuple[str, str]]]:
+def _check_call(call: Any, field: str, tools: dict[str, jsonschema.Validator], *,
+                check_arguments: bool = True) -> tuple[str | None, list[tuple[str, str]]]:
     if not isinstance(call, dict):
         return None, [(field, "must be a JSON object")]
     problems: list[tuple[str, str]] = []
@@ -268,10 +280,21 @@ def _check_call(call: Any, field: str, tools: dict[str, jsonschema.Validator]) -
         return call_id, problems + [(f"{field}.function.arguments", f"not valid JSON: {exc.msg}")]
     if not isinstance(parsed, dict):
         return call_id, problems + [(f"{field}.function.arguments", "must encode a JSON object")]
-    if isinstance(name, str) and name in tools:
+    if check_arguments and isinstance(name, str) and name in tools:
         error = jsonschema.exceptions.best_match(tools[name].iter_errors(parsed))
         if error is not None:
-            path = "/".join(str(p) for p in error.absolute_path)
-            detail = f"{path}: {error.message}" if path else error.message
-            problems.append((f"{field}.function.arguments", f"does not match {name}'s schema: {detail}"))
+            problems.append((f"{field}.function.arguments", f"does not match {name}'s schema: {schema_error_detail(error)}"))
     return call_id, problems
+
+
+def schema_error_detail(error: jsonschema.ValidationError) -> str:
+    """A schema violation with the path of the argument it is about (`start_date: None is not ...`)."""
+    path = "/".join(str(p) for p in error.absolute_path)
+    return f"{path}: {error.message}" if path else error.message
+
+
+def function_name_problem(name: str) -> str | None:
+    """Why OpenAI would reject this function name, or None."""
+    if FUNCTION_NAME.fullmatch(name):
+        return None
+    return f"{name!r} is not a valid OpenAI function name (letters, digits, _ and -, at most 64: ^[a-zA-Z0-9_-]{{1,64}}$)"
