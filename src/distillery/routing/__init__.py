@@ -25,8 +25,11 @@ from distillery.routing.confidence import (
     SchemaScorer,
     action_token_logprobs,
     get_scorer,
+    invalid_reason,
     register_scorer,
+    score_action,
 )
+from distillery.routing.config import config_warnings
 
 __all__ = [
     "AgreementScorer",
@@ -42,9 +45,12 @@ __all__ = [
     "Tier",
     "TierConfig",
     "action_token_logprobs",
+    "config_warnings",
     "get_scorer",
+    "invalid_reason",
     "load_cascade_config",
     "register_scorer",
     "run_student",
+    "score_action",
     "write_cascade_config",
 ]

@@ -286,7 +286,7 @@ async def acalibrate_cascade(
         scorer = get_scorer(f"learned:{fit_scorer}")
         for trajectory in student:  # re-score the cached steps with the fitted scorer: no model calls
             for step in trajectory.steps:
-                step.confidence = scorer(step, tools=tools.specs or None)
+                step.confidence = scorer(step, tools=tools.specs)  # [] offered: any call is invalid
         new_config.tiers[0].scorer = f"learned:{fit_scorer}"
         report["learned_scorer"] = {"path": fit_scorer, "n_steps": len(rows), "wrong_rate": sum(wrong) / len(wrong)}
     runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
