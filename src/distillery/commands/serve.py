@@ -56,6 +56,11 @@ def serve(
                                         "before closing; queued captures are then written."),
     capture_queue: int = typer.Option(10_000, help="Exchanges waiting to be written at most; when full, new ones are "
                                       "dropped and counted (distillery_capture_total{result=\"dropped\"}), never waited for."),
+    max_output_tokens: int = typer.Option(64_000, "--max-output-tokens", min=1, help="The most output tokens a "
+                                          "request may ask for (max_tokens); above it the gateway answers 400 naming "
+                                          "the limit, as the real APIs do, instead of clamping."),
+    allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated", help="Listen beyond loopback without "
+                                               "an API key (only behind a proxy that authenticates)."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log one line per request."),
 ) -> None:
@@ -72,7 +77,7 @@ def serve(
     from distillery.serve.backend import CascadeBackend
 
     keys = keys_from(api_key)
-    check_bind(host, keys)
+    check_bind(host, keys, allow_unauthenticated=allow_unauthenticated)
     mapping = _parse_map(model_map)
     config = load_cascade_config(cascade)
     print_warnings(config_warnings(config))  # before loading models, which can take a while
@@ -88,7 +93,7 @@ def serve(
     settings = GatewaySettings(
         api_keys=keys, store=trajectory_store, capture_queue=capture_queue, max_body_bytes=max_body_bytes,
         request_timeout_s=request_timeout, served_name=model_name, model_map=mapping, strict_models=strict_models,
-        shutdown_flush_s=drain_timeout,
+        shutdown_flush_s=drain_timeout, max_output_tokens=max_output_tokens,
     )
     app = create_app(backend, settings)
     tiers = " -> ".join(backend.tier_names)

@@ -101,12 +101,18 @@ def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
     if system_text:
         messages.append(Message(role="system", content=system_text))
     call_names: dict[str, str] = {}
+    # Anthropic's rule: the tool_use blocks of an assistant turn are answered, each by a
+    # tool_result, in the very next (user) message, and a tool_result answers only those.
+    previous_uses: dict[str, None] = {}
     for i, raw in enumerate(raw_messages):
         where = f"messages.{i}"
         if not isinstance(raw, dict):
             raise GatewayError(f"{where}: must be an object with 'role' and 'content'")
         role = raw.get("role")
         blocks = _blocks(raw.get("content"), f"{where}.content")
+        uses, previous_uses = previous_uses, {}
+        if role != "user":
+            _check_answered(uses, [], i - 1)
         if role == "user":
             texts: list[str] = []
             for j, block in enumerate(blocks):
@@ -117,6 +123,11 @@ def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
                     call_id = block.get("tool_use_id")
                     if not isinstance(call_id, str) or not call_id:
                         raise GatewayError(f"{where}.content.{j}.tool_use_id: Field required")
+                    if call_id not in uses:
+                        raise GatewayError(
+                            f"{where}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: {call_id}. "
+                            "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
+                        )
                     messages.append(Message(
                         role="tool", tool_call_id=call_id, name=call_names.get(call_id),
                         content=_tool_result_text(block.get("content"), f"{where}.content.{j}.content"),
@@ -125,6 +136,7 @@ def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
                 else:
                     raise GatewayError(f"{where}.content.{j}: block type {kind!r} is not supported here; "
                                      "send text or tool_result")
+            _check_answered(uses, [b.get("tool_use_id") for b in blocks if b["type"] == "tool_result"], i - 1)
             if texts:
                 messages.append(Message(role="user", content="\n".join(texts)))
         elif role == "assistant":
@@ -141,6 +153,7 @@ def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
                         raise GatewayError(f"{where}.content.{j}: tool_use needs 'id', 'name' and an 'input' object")
                     calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
                     call_names[call_id] = name
+                    previous_uses[call_id] = None
                 elif kind == "thinking":
                     thinking.append(ThinkingBlock(thinking=str(block.get("thinking", "")), signature=block.get("signature")))
                 elif kind == "redacted_thinking":
@@ -151,6 +164,16 @@ def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
         else:
             raise GatewayError(f"{where}.role: Input should be 'user' or 'assistant'")
     return messages
+
+
+def _check_answered(uses: dict[str, None], answered: list[Any], at: int) -> None:
+    missing = [call_id for call_id in uses if call_id not in answered]
+    if missing:
+        raise GatewayError(
+            f"messages.{at}: `tool_use` ids were found without `tool_result` blocks immediately after: "
+            f"{', '.join(missing)}. Each `tool_use` block must have a corresponding `tool_result` block in the "
+            "next message."
+        )
 
 
 def parse_tools(raw_tools: Any) -> list[ToolSpec]:

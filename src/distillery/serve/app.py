@@ -39,6 +39,7 @@ log = logging.getLogger("distillery.serve")
 
 DEFAULT_SERVED_NAME = "distillery"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_OUTPUT_TOKENS = 64_000
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
 CASCADE_TARGET = "cascade"
 
@@ -60,6 +61,9 @@ class GatewaySettings:
     model_map: dict[str, str | int] = field(default_factory=dict)
     strict_models: bool = False
     shutdown_flush_s: float = 30.0
+    # The most output tokens a request may ask for. Real APIs answer 400 above their model's limit
+    # instead of clamping silently; 64k is the largest hosted teacher limit in prices.toml's models.
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
 
 
 class _Api:
@@ -150,6 +154,17 @@ class Gateway:
         if threshold is not None:
             options.thresholds = _float_list(threshold, "distillery.threshold")
 
+    def check_max_tokens(self, api: _Api, max_tokens: int | None) -> None:
+        limit = self.settings.max_output_tokens
+        if max_tokens is None or max_tokens <= limit:
+            return
+        if api is OPENAI:
+            message = (f"max_tokens is too large: {max_tokens}. This model supports at most {limit} completion tokens, "
+                       f"whereas you provided {max_tokens}.")
+        else:
+            message = f"max_tokens: {max_tokens} > {limit}, which is the maximum allowed number of output tokens"
+        raise GatewayError(message, param="max_tokens")
+
     def tier_index(self, tier: Any) -> int:
         """A tier named by index (0 = cheapest) or by model URI."""
         if isinstance(tier, int) and not isinstance(tier, bool):
@@ -237,6 +252,7 @@ class Gateway:
         else:
             parsed = anthropic_api.parse_request(body)
             n = 1
+        self.check_max_tokens(api, parsed.options.max_tokens)
         self.apply_routing(request, parsed.model, parsed.overrides, parsed.options)
         routed = await self.route(api, parsed.messages, parsed.tools, parsed.options, n)
         self.metrics.latency.labels(api.name).observe(time.perf_counter() - started)

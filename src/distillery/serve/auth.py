@@ -35,12 +35,13 @@ def is_loopback(host: str) -> bool:
         return False  # a hostname other than localhost may resolve anywhere
 
 
-def check_bind(host: str, keys: list[str]) -> None:
-    """Refuse to expose an unauthenticated gateway beyond this machine."""
-    if not keys and not is_loopback(host):
+def check_bind(host: str, keys: list[str], *, allow_unauthenticated: bool = False) -> None:
+    """Refuse to expose an unauthenticated gateway beyond this machine, unless told to (behind an
+    authenticating proxy)."""
+    if not keys and not is_loopback(host) and not allow_unauthenticated:
         raise ConfigError(
             f"--host {host} is reachable from other machines; set an API key with --api-key or "
-            f"{API_KEY_ENV} (or listen on 127.0.0.1)"
+            f"{API_KEY_ENV}, listen on 127.0.0.1, or pass --allow-unauthenticated when a proxy in front authenticates"
         )
 
 

@@ -105,11 +105,18 @@ def parse_messages(raw_messages: Any) -> list[Message]:
         raise GatewayError("'messages' must be a non-empty list", param="messages")
     messages: list[Message] = []
     call_names: dict[str, str] = {}
+    # The calls of the last assistant message that still want a tool message, and where it was:
+    # OpenAI answers 400 when a tool message answers nothing or a call goes unanswered.
+    unanswered: dict[str, None] = {}
+    calls_at: int | None = None
     for i, raw in enumerate(raw_messages):
         where = f"messages[{i}]"
         if not isinstance(raw, dict):
             raise GatewayError(f"{where} must be an object", param=where)
         role = raw.get("role")
+        if role != "tool":
+            _check_answered(unanswered, calls_at)
+            calls_at = None
         if role in ("system", "developer"):
             messages.append(Message(role="system", content=_text_of(raw.get("content"), f"{where}.content")))
         elif role == "user":
@@ -120,6 +127,8 @@ def parse_messages(raw_messages: Any) -> list[Message]:
                 raise GatewayError(f"{where}.tool_calls must be a list", param=f"{where}.tool_calls")
             calls = [_tool_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(raw_calls)]
             call_names.update({c.id: c.name for c in calls})
+            if calls:
+                unanswered, calls_at = dict.fromkeys(c.id for c in calls), i
             reasoning = raw.get("reasoning_content")
             messages.append(Message(
                 role="assistant",
@@ -131,12 +140,30 @@ def parse_messages(raw_messages: Any) -> list[Message]:
             call_id = raw.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id:
                 raise GatewayError(f"{where}.tool_call_id is missing", param=f"{where}.tool_call_id")
+            if calls_at is None:
+                raise GatewayError("Invalid parameter: messages with role 'tool' must be a response to a preceding "
+                                   "message with 'tool_calls'.", param=f"{where}.role")
+            if call_id not in unanswered:
+                raise GatewayError(f"Invalid parameter: 'tool_call_id' of '{call_id}' not found in 'tool_calls' of "
+                                   "previous message.", param=f"{where}.tool_call_id")
+            del unanswered[call_id]
             messages.append(Message(role="tool", content=_text_of(raw.get("content"), f"{where}.content"),
                                     tool_call_id=call_id, name=call_names.get(call_id, raw.get("name"))))
         else:
             raise GatewayError(f"{where}.role {role!r} is not supported; use system, developer, user, assistant or tool",
                              param=f"{where}.role")
+    _check_answered(unanswered, calls_at)
     return messages
+
+
+def _check_answered(unanswered: dict[str, None], calls_at: int | None) -> None:
+    """OpenAI's rule: an assistant message's tool calls are each answered before anything else."""
+    if calls_at is not None and unanswered:
+        raise GatewayError(
+            "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+            f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(unanswered)}",
+            param=f"messages[{calls_at}].role",
+        )
 
 
 def parse_tools(raw_tools: Any) -> list[ToolSpec]:
