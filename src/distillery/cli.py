@@ -2,7 +2,10 @@
 
 Each stage's commands live in `distillery/commands/<stage>.py` and register themselves on `app`
 through `register(app)`, so this file stays a table of contents. Errors a user can fix
-(`DistilleryError`) print as one line, without a traceback, and exit with status 1.
+(`DistilleryError`) print as one line, without a traceback, and exit with status 1 (a failed run).
+Usage errors (an unknown or missing option, a value out of range, a path that is a directory or not
+UTF-8 text) print click's usage line, a "Try ... --help" hint and one `Error:` line, and exit with
+status 2. `run(args)` returns the status instead of exiting, for tests and embedding.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from distillery.errors import DistilleryError
 
@@ -71,28 +75,95 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main() -> None:
+# Exit statuses. Scripts tell a usage error (fix the command line) from a failed run (look at the message).
+EXIT_OK = 0
+EXIT_FAILED = 1  # a failed run: a DistilleryError (bad input file, missing key, model error), printed as one line
+EXIT_USAGE = 2  # a usage error: unknown or missing option, a value out of range, a path that cannot be used
+EXIT_INTERRUPTED = 130
+
+
+def _click_exception_classes() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(ClickException, Exit, Abort) as this install spells them.
+
+    typer >= 0.20 ships its own copy of click (`typer._click`) whose exceptions are not subclasses
+    of click's; older typer raises click's own. Both are listed, so usage errors are caught whichever
+    typer and click pip resolved.
+    """
+    shown: list[type] = []
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        shown += [getattr(module, "ClickException")] if hasattr(module, "ClickException") else []
+        exits += [getattr(module, "Exit")] if hasattr(module, "Exit") else []
+        aborts += [getattr(module, "Abort")] if hasattr(module, "Abort") else []
+    return tuple(shown), tuple(exits), tuple(aborts)
+
+
+def _is_shown_error(exc: BaseException, shown: tuple[type, ...]) -> bool:
+    """A click-style error that prints itself: a known class, or anything with show() and an int exit_code."""
+    return isinstance(exc, shown) or (callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int))
+
+
+def _print_error(message: str) -> None:
+    # The message is printed literally: `[[tiers]]` in a message must not be read as rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, int):
+        return code
+    err_console.print(str(code), highlight=False, markup=False, soft_wrap=True)
+    return EXIT_FAILED
+
+
+def run(args: list[str] | None = None, prog_name: str | None = None) -> int:
+    """Run the command line on `args` (default: sys.argv[1:]) and return the exit status; never raises.
+
+    0: success. 1: a failed run; a `DistilleryError` is printed as one line (`error: ...`). 2: a usage
+    error, printed by click as the usage line, a "Try ... --help" hint and one `Error: ...` line.
+    3: `distillery eval` gate failed. 130: interrupted. A bug still shows its traceback.
+    """
+    shown, exits, aborts = _click_exception_classes()
     try:
-        app(standalone_mode=False)
+        result = app(args=args, prog_name=prog_name, standalone_mode=False)
     except DistilleryError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _print_error(str(exc))
+        return EXIT_FAILED
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
-    except SystemExit:
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:
+        return _exit_code(exc.code)
+    except Exception as exc:  # click's exceptions surface here outside standalone mode
+        if isinstance(exc, exits):
+            return _exit_code(getattr(exc, "exit_code", EXIT_FAILED))
+        if _is_shown_error(exc, shown):
+            exc.show()  # type: ignore[attr-defined]
+            return exc.exit_code  # type: ignore[attr-defined]
+        if isinstance(exc, aborts):
+            if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+                err_console.print("interrupted")
+                return EXIT_INTERRUPTED
+            err_console.print("aborted")
+            return EXIT_FAILED
+        if isinstance(exc, OSError) and exc.filename is not None:
+            # The environment, not the code: a full disk, a permission, a path that vanished mid-run.
+            _print_error(f"{exc.filename}: {exc.strerror or exc}")
+            return EXIT_FAILED
         raise
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
+    # Outside standalone mode, click returns the code of a `typer.Exit` raised by a command (and the
+    # command's own return value, which is None for every command here).
+    return result if isinstance(result, int) and not isinstance(result, bool) else EXIT_OK
 
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":
