@@ -141,6 +141,10 @@ def load_cascade_config(path: str | Path) -> CascadeConfig:
         raise ConfigError(f"{path}: no such cascade config (write one with `distillery calibrate`)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a cascade config is TOML") from None
+    except OSError as exc:  # a directory, no permission
+        raise ConfigError(f"{path}: cannot read the cascade config ({exc.strerror or exc})") from None
     known = {"tiers", "escalate", "on_fallback_error", "fallback_timeout_s", "calibration"}
     unknown = sorted(set(raw) - known)
     if unknown:
