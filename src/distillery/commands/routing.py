@@ -14,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from distillery.commands.options import (MAX_TASKS, check_text_file, choice, input_file, non_empty, number, output_dir,
+                                         output_file, require, seed as seed_range, usage_error)
 from distillery.errors import ConfigError
 
 console = Console()
@@ -26,6 +28,7 @@ CONFIG_HELP = escape("The cascade config (TOML): [[tiers]] cheapest first, teach
                      "threshold (all but the last), scorer, options. Example: `distillery cascade --help`; docs/routing.md.")
 TASKS_HELP = ("Tasks file (JSONL with query/expected/checker, or plain text). Evaluation needs a checker per task. "
               "Leave out to use the offline world's tasks (--world-split).")
+WORLD_SPLITS = ("train", "validation", "test")
 WORLD_SPLIT_HELP = "Offline-world split to draw tasks from when --tasks is not given: train, validation or test."
 TOOLS_HELP = ("Tools as module:attribute (a ToolBox or list of @tool), e.g. my_tools:TOOLS for my_tools.py in the "
               "current directory. Default: the offline world's tools.")
@@ -65,6 +68,8 @@ def _tasks_and_tools(tasks_path: Optional[Path], world_split: str, n: int, seed:
 
     if tasks_path is not None:
         tasks = load_tasks(tasks_path)[:n] if n else load_tasks(tasks_path)
+    elif n == 0:
+        raise usage_error("--n 0 draws no tasks from the offline world; give --n N, or --tasks FILE (where 0 means all)")
     else:
         from distillery.world.tasks import generate_tasks
 
@@ -134,25 +139,26 @@ def print_report(results: dict[str, Any]) -> None:
 
 
 def calibrate_command(
-    config_path: Path = typer.Option(Path("cascade.toml"), "--config", "-c", help=CONFIG_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the calibrated config. Default: overwrite --config."),
+    config_path: Path = typer.Option(Path("cascade.toml"), "--config", "-c", callback=input_file(), help=CONFIG_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", callback=output_file(), help="Where to write the calibrated config. Default: overwrite --config."),
     target: Optional[float] = typer.Option(
-        None, "--target", help="Choose the cheapest thresholds whose validation success is at least this fraction "
-        "of the teacher's (e.g. 0.98). Default when --budget is not given: 0.98."),
+        None, "--target", callback=number(0, 1.5, low_open=True),
+        help="Choose the cheapest thresholds whose validation success is at least this fraction "
+        "of the teacher's (e.g. 0.98; in (0, 1.5]). Default when --budget is not given: 0.98."),
     budget: Optional[float] = typer.Option(
-        None, "--budget", help="Instead of --target: the most successful thresholds costing at most this many "
+        None, "--budget", callback=number(0), help="Instead of --target: the most successful thresholds costing at most this many "
         "dollars per 1,000 tasks on validation."),
-    tasks_path: Optional[Path] = typer.Option(None, "--tasks", help=TASKS_HELP),
-    world_split: str = typer.Option("validation", "--world-split", help=WORLD_SPLIT_HELP),
-    n: int = typer.Option(200, "--n", help="How many validation tasks to use (0 = all in --tasks)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for drawing world tasks."),
+    tasks_path: Optional[Path] = typer.Option(None, "--tasks", callback=input_file(), help=TASKS_HELP),
+    world_split: str = typer.Option("validation", "--world-split", callback=choice(*WORLD_SPLITS), help=WORLD_SPLIT_HELP),
+    n: int = typer.Option(200, "--n", callback=number(0, MAX_TASKS), help="How many validation tasks to use (0 = all in --tasks)."),
+    seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for drawing world tasks."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
     system: Optional[str] = typer.Option(None, "--system", help=SYSTEM_HELP),
     fit_scorer: Optional[Path] = typer.Option(
-        None, "--fit-scorer", help="Also fit a learned (logistic-regression) scorer for tier 1 on validation steps "
+        None, "--fit-scorer", callback=output_file(), help="Also fit a learned (logistic-regression) scorer for tier 1 on validation steps "
         "labelled by the teacher's action at the same state; save it here and use it in the config."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write the calibration sweep (deferral curve) as JSON here."),
-    concurrency: int = typer.Option(4, "--concurrency", help="Tasks run at once per model."),
+    report: Optional[Path] = typer.Option(None, "--report", callback=output_file(), help="Write the calibration sweep (deferral curve) as JSON here."),
+    concurrency: int = typer.Option(4, "--concurrency", callback=number(1), help="Tasks run at once per model."),
 ) -> None:
     """Choose escalation thresholds on a validation split and write them into the cascade config."""
     from distillery.routing.calibrate import calibrate_cascade
@@ -160,7 +166,7 @@ def calibrate_command(
     from distillery.tools import default_system
 
     if target is not None and budget is not None:
-        raise ConfigError("give --target or --budget, not both")
+        raise usage_error("give --target or --budget, not both")
     if target is None and budget is None:
         target = 0.98
     config = load_cascade_config(config_path)
@@ -203,24 +209,24 @@ def calibrate_command(
 
 def eval_command(
     config_path: Path = typer.Option(Path("cascade.toml"), "--config", "-c", help=CONFIG_HELP),
-    out: Path = typer.Option(Path("runs/eval.json"), "--out", "-o", help="Results JSON; the deferral curve PNG is written next to it."),
+    out: Path = typer.Option(Path("runs/eval.json"), "--out", "-o", callback=output_file(), help="Results JSON; the deferral curve PNG is written next to it."),
     from_json: Optional[Path] = typer.Option(
-        None, "--from-json", help="Re-print (and re-gate) saved results without any model call; --config and tasks are ignored."),
-    tasks_path: Optional[Path] = typer.Option(None, "--tasks", help=TASKS_HELP),
-    world_split: str = typer.Option("test", "--world-split", help=WORLD_SPLIT_HELP),
-    n: int = typer.Option(200, "--n", help="How many held-out tasks (0 = all in --tasks)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for world tasks and the random router."),
+        None, "--from-json", callback=input_file(), help="Re-print (and re-gate) saved results without any model call; --config and tasks are ignored."),
+    tasks_path: Optional[Path] = typer.Option(None, "--tasks", callback=input_file(), help=TASKS_HELP),
+    world_split: str = typer.Option("test", "--world-split", callback=choice(*WORLD_SPLITS), help=WORLD_SPLIT_HELP),
+    n: int = typer.Option(200, "--n", callback=number(0, MAX_TASKS), help="How many held-out tasks (0 = all in --tasks)."),
+    seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for world tasks and the random router."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
     system: Optional[str] = typer.Option(None, "--system", help=SYSTEM_HELP),
-    concurrency: int = typer.Option(4, "--concurrency", help="Tasks run at once per model."),
+    concurrency: int = typer.Option(4, "--concurrency", callback=number(1), help="Tasks run at once per model."),
     no_reference: bool = typer.Option(
         False, "--no-reference", help="Skip asking the teacher for its action at each student state (saves one "
         "teacher call per student step; drops tool-call accuracy and step-level AUROC/ECE)."),
     no_random_run: bool = typer.Option(
         False, "--no-random-run", help="Skip running the random router through the cascade (its curve is still simulated)."),
-    min_success: Optional[float] = typer.Option(None, "--min-success", help=f"Gate: exit {GATE_EXIT_CODE} if the cascade's success is below this (0-1)."),
-    min_pgr: Optional[float] = typer.Option(None, "--min-pgr", help=f"Gate: exit {GATE_EXIT_CODE} if the cascade's PGR is below this."),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", help=f"Gate: exit {GATE_EXIT_CODE} if the cascade costs more than this many dollars per 1,000 tasks."),
+    min_success: Optional[float] = typer.Option(None, "--min-success", callback=number(0, 1), help=f"Gate: exit {GATE_EXIT_CODE} if the cascade's success is below this (0-1)."),
+    min_pgr: Optional[float] = typer.Option(None, "--min-pgr", callback=number(), help=f"Gate: exit {GATE_EXIT_CODE} if the cascade's PGR is below this."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", callback=number(0), help=f"Gate: exit {GATE_EXIT_CODE} if the cascade costs more than this many dollars per 1,000 tasks."),
 ) -> None:
     """Evaluate the cascade on held-out tasks beside the student, the teacher, a random router and the oracle."""
     from distillery.evaluate import check_gates, evaluate, load_results, save_results
@@ -231,6 +237,7 @@ def eval_command(
         from distillery.routing.config import config_warnings, load_cascade_config
         from distillery.tools import default_system
 
+        require(check_text_file, config_path, "--config")  # not checked when parsing: --from-json needs no config
         config = load_cascade_config(config_path)
         print_warnings(config_warnings(config))
         tasks, tools = _tasks_and_tools(tasks_path, world_split, n, seed, tools_path)
@@ -256,7 +263,7 @@ cascade_app = typer.Typer(help=cascade_help("Run, check and train multi-tier cas
 
 
 @cascade_app.command("check")
-def cascade_check(config_path: Path = typer.Argument(Path("cascade.toml"), help=CONFIG_HELP)) -> None:
+def cascade_check(config_path: Path = typer.Argument(Path("cascade.toml"), callback=input_file(), metavar="CONFIG", help=CONFIG_HELP)) -> None:
     """Validate a cascade config and show its tiers (loads no model).
 
     Warns when the config was never calibrated, and when a local (hf:) student's distillation.json
@@ -280,8 +287,8 @@ def cascade_check(config_path: Path = typer.Argument(Path("cascade.toml"), help=
 
 @cascade_app.command("run")
 def cascade_run(
-    query: str = typer.Argument(..., help="The question to answer."),
-    config_path: Path = typer.Option(Path("cascade.toml"), "--config", "-c", help=CONFIG_HELP),
+    query: str = typer.Argument(..., callback=non_empty(), metavar="QUERY", help="The question to answer."),
+    config_path: Path = typer.Option(Path("cascade.toml"), "--config", "-c", callback=input_file(), help=CONFIG_HELP),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
     system: Optional[str] = typer.Option(None, "--system", help=SYSTEM_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the whole trajectory as JSON."),
@@ -307,19 +314,19 @@ def cascade_run(
 
 @cascade_app.command("train")
 def cascade_train(
-    config_path: Path = typer.Option(Path("cascade.toml"), "--config", "-c", help=CONFIG_HELP),
-    out: Path = typer.Option(Path("runs/cascade"), "--out", "-o", help="Directory for one trained model per student tier (tier1/, tier2/, ...)."),
-    tasks_path: Optional[Path] = typer.Option(None, "--tasks", help=TASKS_HELP),
-    world_split: str = typer.Option("train", "--world-split", help=WORLD_SPLIT_HELP),
-    n: int = typer.Option(500, "--n", help="Training tasks."),
-    seed: int = typer.Option(0, "--seed", help="Seed for world tasks and training."),
+    config_path: Path = typer.Option(Path("cascade.toml"), "--config", "-c", callback=input_file(), help=CONFIG_HELP),
+    out: Path = typer.Option(Path("runs/cascade"), "--out", "-o", callback=output_dir(), help="Directory for one trained model per student tier (tier1/, tier2/, ...)."),
+    tasks_path: Optional[Path] = typer.Option(None, "--tasks", callback=input_file(), help=TASKS_HELP),
+    world_split: str = typer.Option("train", "--world-split", callback=choice(*WORLD_SPLITS), help=WORLD_SPLIT_HELP),
+    n: int = typer.Option(500, "--n", callback=number(0, MAX_TASKS), help="Training tasks (0 = all in --tasks)."),
+    seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for world tasks and training."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
     system: Optional[str] = typer.Option(None, "--system", help=SYSTEM_HELP),
-    signal: str = typer.Option("sequence", "--signal", help="Teacher signal for each tier: sequence (SFT on the tier above's "
+    signal: str = typer.Option("sequence", "--signal", callback=choice("sequence", "online"), help="Teacher signal for each tier: sequence (SFT on the tier above's "
                                "trajectories) or online (logit KD from the tier above; needs a shared tokenizer)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps per tier (default: one epoch)."),
-    concurrency: int = typer.Option(4, "--concurrency", help="Tasks run at once when collecting from a tier."),
-    write_config: Optional[Path] = typer.Option(None, "--write-config", help="Write a config naming the trained tiers (hf:<dir>) here; "
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", callback=number(1), help="Optimizer steps per tier (default: one epoch)."),
+    concurrency: int = typer.Option(4, "--concurrency", callback=number(1), help="Tasks run at once when collecting from a tier."),
+    write_config: Optional[Path] = typer.Option(None, "--write-config", callback=output_file(), help="Write a config naming the trained tiers (hf:<dir>) here; "
                                                  "calibrate it next."),
 ) -> None:
     """Distil each tier from the one above it, on the tasks that reach it (cascade distillation)."""
