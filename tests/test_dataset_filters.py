@@ -142,4 +142,4 @@ def test_cli_build_reports_every_bad_line_and_writes_nothing(tmp_path):
     assert f"{path}:2: messages[2].tool_calls[id=call_tokyo]: tool call has no result" in result.output
     assert not (tmp_path / "out").exists()
     result = CliRunner().invoke(app, ["build", "--from-jsonl", str(path), "--out", str(tmp_path / "out"), "--format", "xml"])
-    assert result.exit_code == 1 and "unknown format 'xml'" in str(result.exception)
+    assert result.exit_code == 2 and "unknown format 'xml'" in result.output  # a usage error, found when parsing
