@@ -79,3 +79,20 @@ def test_bad_config_is_one_line_without_traceback(workdir, capsys):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "tiers[0].threshold = 2 is outside [0, 1]" in run.stderr
+
+
+def test_calibrate_with_delta_refuses_what_it_cannot_certify(workdir):
+    from distillery.errors import ConfigError
+
+    config = workdir / "cascade.toml"
+    before = config.read_text()
+    common = ["--tasks", workdir / "tasks.jsonl", "--tools", "tests.test_evaluate:get_stock", "--n", "0"]
+    with pytest.raises(ConfigError, match=r"no thresholds are certified for 0.98 x the teacher's success at delta 0.1 "
+                                          r"on \d+ validation tasks; the best certifiable target is"):
+        invoke("calibrate", "--config", config, "--target", "0.98", "--delta", "0.1", "--report", workdir / "cal.json",
+               *common)
+    assert config.read_text() == before  # nothing written
+    certification = json.loads((workdir / "cal.json").read_text())["certification"]
+    assert certification["certified"] is False and certification["procedure"] == "learn-then-test"
+    result = CliRunner().invoke(app, ["calibrate", "--config", str(config), "--absolute", "--target", "0.9", *map(str, common)])
+    assert result.exit_code == 2 and "--absolute needs --delta" in result.output

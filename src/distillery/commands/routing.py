@@ -131,6 +131,11 @@ def print_report(results: dict[str, Any]) -> None:
             console.print(f"scorer {results['scorer']['scorer']} {level.replace('_', '-')}: AUROC {_num(quality['auroc'])}, "
                           f"ECE {_num(quality['ece'])} over {quality['n']} ({quality['labels']})")
     calibration = results.get("calibration") or {}
+    calibrated = calibration.get("calibrated") or {}
+    if calibrated.get("guarantee"):
+        console.print(f"thresholds certified: {calibrated['guarantee']}", highlight=False, soft_wrap=True)
+    elif calibrated:
+        console.print("thresholds: a point estimate on validation, with no guarantee", highlight=False)
     if "task_escalation_gap" in calibration:
         console.print(f"escalation vs calibration: tasks {calibration['task_escalation_gap']:+.3f}, "
                       f"steps {calibration.get('step_escalation_gap', float('nan')):+.3f} (realised - calibrated)")
@@ -159,9 +164,16 @@ def calibrate_command(
         "labelled by the teacher's action at the same state; save it here and use it in the config."),
     report: Optional[Path] = typer.Option(None, "--report", callback=output_file(), help="Write the calibration sweep (deferral curve) as JSON here."),
     concurrency: int = typer.Option(4, "--concurrency", callback=number(1), help="Tasks run at once per model."),
+    delta: Optional[float] = typer.Option(
+        None, "--delta", help="Certify the target with Learn-then-Test: success on new tasks is at least --target with "
+        "probability at least 1 - DELTA (e.g. 0.1). When nothing is certified on the validation tasks, the config is "
+        "left alone and the best certifiable target is reported. Without it: the point estimate on validation."),
+    absolute: bool = typer.Option(
+        False, "--absolute", help="With --delta: --target is an absolute success rate (e.g. 0.9) instead of a fraction "
+        "of the teacher's success."),
 ) -> None:
     """Choose escalation thresholds on a validation split and write them into the cascade config."""
-    from distillery.routing.calibrate import calibrate_cascade
+    from distillery.routing.calibrate import NotCertified, calibrate_cascade
     from distillery.routing.config import config_warnings, load_cascade_config, write_cascade_config
     from distillery.tools import default_system
 
@@ -173,12 +185,22 @@ def calibrate_command(
     print_warnings(config_warnings(config, calibration=False))
     tasks, tools = _tasks_and_tools(tasks_path, world_split, n, seed, tools_path)
     progress, update = _progress()
-    with progress:
-        new_config, result, details = calibrate_cascade(
-            config, tasks, tools=tools, target=target, budget_per_task=None if budget is None else budget / 1000,
-            fit_scorer=str(fit_scorer) if fit_scorer else None, concurrency=concurrency, progress=update,
-            system=default_system(system, tools_path),
-        )
+    if delta is not None and not 0 < delta < 1:
+        raise usage_error(f"--delta must be in (0, 1), got {delta}")
+    if absolute and delta is None:
+        raise usage_error("--absolute needs --delta (an absolute target is only certified)")
+    try:
+        with progress:
+            new_config, result, details = calibrate_cascade(
+                config, tasks, tools=tools, target=target, budget_per_task=None if budget is None else budget / 1000,
+                fit_scorer=str(fit_scorer) if fit_scorer else None, concurrency=concurrency, progress=update,
+                system=default_system(system, tools_path), delta=delta, absolute=absolute,
+            )
+    except NotCertified as exc:
+        if report:  # the runs cost money: keep what they showed
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(exc.report, indent=2, default=str) + "\n")
+        raise
     destination = out or config_path
     where = tasks_path or f"world split {world_split!r} (n={len(tasks)}, seed={seed})"
     write_cascade_config(new_config, destination, header=f"Calibrated by `distillery calibrate` on {where}.")
@@ -200,6 +222,10 @@ def calibrate_command(
         f"{_pct(result.chosen.teacher_fraction)} of tasks reach the last tier, ${result.chosen.cost_per_task * 1000:.4f}/1k tasks "
         f"(teacher-only ${result.teacher_cost_per_task * 1000:.4f})."
     )
+    guarantee = new_config.calibration.get("guarantee")
+    console.print(f"guarantee: {guarantee}" if guarantee else
+                  "[dim]point estimate on validation: new tasks miss the goal about half the time; --delta certifies it[/]",
+                  highlight=False, soft_wrap=True)
     console.print(f"wrote {destination}")
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)

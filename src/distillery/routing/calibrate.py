@@ -16,6 +16,7 @@ Two ways to choose:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,6 +75,7 @@ class Simulated:
     reached: list[float]  # fraction of tasks that reached each tier (reached[0] == 1)
     step_escalation_rate: float  # fraction of tier-1 steps below its threshold (a proxy for step routing)
     latencies: list[float] = field(default_factory=list, repr=False)
+    task_success: list[bool] = field(default_factory=list, repr=False)  # per task, in order (for certification)
 
     @property
     def teacher_fraction(self) -> float:
@@ -82,6 +84,7 @@ class Simulated:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("latencies")
+        data.pop("task_success")
         data["teacher_fraction"] = self.teacher_fraction
         return data
 
@@ -102,7 +105,7 @@ def simulate(runs: Sequence[Sequence[TierRun]], thresholds: Sequence[float]) -> 
     if len(thresholds) != n_tiers - 1:
         raise ConfigError(f"simulate: {n_tiers} tiers need {n_tiers - 1} thresholds, got {len(thresholds)}")
     successes, cost, reached = 0, 0.0, [0] * n_tiers
-    latencies = []
+    latencies, task_success = [], []
     for task in range(n_tasks):
         task_latency = 0.0
         for tier in range(n_tiers):
@@ -111,6 +114,7 @@ def simulate(runs: Sequence[Sequence[TierRun]], thresholds: Sequence[float]) -> 
             doubt = run.first_doubt(thresholds[tier]) if tier < n_tiers - 1 else None
             if doubt is None:
                 successes += run.success
+                task_success.append(run.success)
                 cost += run.cost_usd
                 task_latency += run.latency_s
                 break
@@ -126,6 +130,7 @@ def simulate(runs: Sequence[Sequence[TierRun]], thresholds: Sequence[float]) -> 
         reached=[r / n_tasks if n_tasks else 0.0 for r in reached],
         step_escalation_rate=below / len(student_steps) if student_steps else 0.0,
         latencies=latencies,
+        task_success=task_success,
     )
 
 
@@ -247,8 +252,15 @@ async def acalibrate_cascade(
     system: str | None = None,
     max_steps: int = 10,
     progress: Any = None,
+    delta: float | None = None,
+    absolute: bool = False,
 ) -> tuple[Any, Calibration, dict[str, Any]]:
     """Run every tier alone on `tasks`, choose thresholds, and return (new config, calibration, report).
+
+    With `delta`, the thresholds are certified by Learn-then-Test (`distillery.routing.certify`):
+    success on new tasks is at least `target` (x the teacher's, unless `absolute`) with probability
+    at least 1 - delta; when nothing is certified, `NotCertified` says so and what target could be.
+    Without it they are the point estimate on validation.
 
     With `fit_scorer` (a path), a learned scorer is first fitted for tier 1 on steps labelled by the
     teacher's action at the same state, saved there, and used for tier 1's confidences.
@@ -290,10 +302,25 @@ async def acalibrate_cascade(
         new_config.tiers[0].scorer = f"learned:{fit_scorer}"
         report["learned_scorer"] = {"path": fit_scorer, "n_steps": len(rows), "wrong_rate": sum(wrong) / len(wrong)}
     runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
-    result = calibrate(runs, target=target, budget=budget_per_task)
+    result = calibrate(runs, target=target if not absolute else 1.0, budget=budget_per_task)
+    certificate = None
+    if delta is not None:
+        from distillery.routing.certify import certify
+
+        if target is None:
+            raise ConfigError("--delta certifies a --target; a --budget is a point estimate")
+        certificate = certify(runs, target=target, delta=delta, relative=not absolute)
+        report["certification"] = certificate.as_dict()
+        if not certificate.certified:
+            raise NotCertified(certificate, report)
+        result = dataclasses.replace(result, thresholds=certificate.thresholds, chosen=certificate.chosen, met=True,
+                                     goal=target)
     for tier, threshold in zip(new_config.tiers, result.thresholds):
         tier.threshold = round(threshold, 6)
     new_config.calibration = {
+        "method": "point-estimate" if certificate is None else "learn-then-test",
+        **({} if certificate is None else {"delta": delta, "relative": not absolute,
+                                          "guarantee": certificate.guarantee, "p_value": certificate.p_value}),
         "mode": result.mode,
         "goal": result.goal,
         "met": result.met,
@@ -305,11 +332,26 @@ async def acalibrate_cascade(
         "teacher_cost_per_1k_usd": result.teacher_cost_per_task * 1000,
         "predicted_task_escalation_rate": result.chosen.teacher_fraction,
         "predicted_step_escalation_rate": result.chosen.step_escalation_rate,
-        "method": "task-level routing over cached single-tier runs",
+        "simulation": "task-level routing over cached single-tier runs",
     }
     new_config.validate()
     report.update(result.as_dict())
     return new_config, result, report
+
+
+class NotCertified(ConfigError):
+    """No setting of thresholds is certified for the target on these validation tasks."""
+
+    def __init__(self, certificate: Any, report: dict[str, Any]):
+        goal = (f"{certificate.target:g} x the teacher's success" if certificate.relative
+                else f"an absolute success of {certificate.target:.1%}")
+        super().__init__(
+            f"no thresholds are certified for {goal} at delta {certificate.delta:g} on {certificate.n_tasks} validation "
+            f"tasks; the best certifiable target is {certificate.best_certifiable_target:g}. Use more validation tasks, "
+            "a lower --target or a larger --delta (the config was not changed)"
+        )
+        self.certificate = certificate
+        self.report = report
 
 
 def calibrate_cascade(config: Any, tasks: Sequence[Any], **options: Any) -> tuple[Any, Calibration, dict[str, Any]]:
