@@ -8,24 +8,33 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from distillery.commands.options import (choice, input_file, input_file_or_dir, non_empty, number, output_dir,
+                                         seed as seed_range)
 from distillery.errors import ConfigError
 
 console = Console()
 
 
+# distill.config.SIGNALS and distill.losses.DIVERGENCES, spelled out so that a usage error does not
+# wait for torch to import (tests/test_cli_usage_errors.py keeps them equal).
+SIGNAL_CHOICES = ("sequence", "online", "sparse", "action")
+DIVERGENCE_CHOICES = ("forward_kl", "reverse_kl", "jsd")
+
+
 def train(
     student: str = typer.Option(
-        ..., "--student", help="Student to train: a URI (world:student-xs, hf:./dir) or a model directory."
+        ..., "--student", callback=non_empty(), help="Student to train: a URI (world:student-xs, hf:./dir) or a model directory."
     ),
     data: Path = typer.Option(
         ...,
         "--data",
+        callback=input_file_or_dir(),
         help="Training data in the Hugging Face chat format (`distillery build --format hf`): a .jsonl or "
         ".parquet file, or a dataset directory. Sidecars next to it (train.topk.parquet, train.actions.jsonl) "
         "are picked up for --signal sparse / action.",
     ),
     out: Path = typer.Option(
-        ..., "--out", help="Output directory: the trained model (config.json + safetensors + tokenizer), "
+        ..., "--out", callback=output_dir(), help="Output directory: the trained model (config.json + safetensors + tokenizer), "
         "checkpoints/ and distillation.json."
     ),
     teacher: str = typer.Option(
@@ -37,43 +46,45 @@ def train(
     signal: str = typer.Option(
         "sequence",
         "--signal",
+        callback=choice(*SIGNAL_CHOICES),
         help="Teacher signal. sequence: SFT on the teacher's text (black-box teachers such as Claude). online: "
         "dense teacher logits per batch. sparse: top-k teacher logprobs from a sidecar. action: the teacher's "
         "distribution over tool calls per step (k samples).",
     ),
-    sidecar: Path = typer.Option(None, "--sidecar", help="Top-k sidecar (.topk.parquet) for --signal sparse."),
+    sidecar: Path = typer.Option(None, "--sidecar", callback=input_file(text=False), help="Top-k sidecar (.topk.parquet) for --signal sparse."),
     alpha: float = typer.Option(
-        0.5, "--alpha", help="Weight of the hard-label loss: L = alpha*CE + (1-alpha)*T^2*KD. 1.0 = plain SFT."
+        0.5, "--alpha", callback=number(0, 1), help="Weight of the hard-label loss: L = alpha*CE + (1-alpha)*T^2*KD. 1.0 = plain SFT."
     ),
     temperature: float = typer.Option(
-        2.0, "--temperature", help="Softening temperature T for teacher and student (soft term scaled by T^2)."
+        2.0, "--temperature", callback=number(0, low_open=True), help="Softening temperature T for teacher and student (soft term scaled by T^2)."
     ),
     divergence: str = typer.Option(
         "forward_kl",
         "--divergence",
+        callback=choice(*DIVERGENCE_CHOICES),
         help="forward_kl = KL(teacher||student), covers all teacher modes; reverse_kl = KL(student||teacher), "
         "mode-seeking; jsd = generalized Jensen-Shannon (GKD).",
     ),
-    topk: int = typer.Option(20, "--topk", help="k when a sparse sidecar is computed from --teacher."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs when set."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the data (when --max-steps is not set)."),
+    topk: int = typer.Option(20, "--topk", callback=number(1), help="k when a sparse sidecar is computed from --teacher."),
+    max_steps: int = typer.Option(None, "--max-steps", callback=number(1), help="Optimizer steps; overrides --epochs when set."),
+    epochs: float = typer.Option(1.0, "--epochs", callback=number(0, low_open=True), help="Passes over the data (when --max-steps is not set)."),
     lr: float = typer.Option(
-        None, "--lr", help="Learning rate. Default: 1e-3 for an untrained world student, 2e-4 with --lora, else 2e-5."
+        None, "--lr", callback=number(0, low_open=True), help="Learning rate. Default: 1e-3 for an untrained world student, 2e-4 with --lora, else 2e-5."
     ),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per device per step."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches accumulated per optimizer step."),
-    max_length: int = typer.Option(1024, "--max-length", help="Tokens per example; longer ones are truncated."),
+    batch_size: int = typer.Option(8, "--batch-size", callback=number(1), help="Examples per device per step."),
+    grad_accum: int = typer.Option(1, "--grad-accum", callback=number(1), help="Micro-batches accumulated per optimizer step."),
+    max_length: int = typer.Option(1024, "--max-length", callback=number(1), help="Tokens per example; longer ones are truncated."),
     lora: bool = typer.Option(False, "--lora", help="Train a LoRA adapter (PEFT) and merge it into the output."),
-    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
-    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, data order and dropout."),
-    save_steps: int = typer.Option(None, "--save-steps", help="Write a checkpoint every N steps (for --resume)."),
+    lora_r: int = typer.Option(16, "--lora-r", callback=number(1), help="LoRA rank."),
+    seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for initialisation, data order and dropout."),
+    save_steps: int = typer.Option(None, "--save-steps", callback=number(1), help="Write a checkpoint every N steps (for --resume)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in OUT/checkpoints."),
-    logging_steps: int = typer.Option(10, "--logging-steps", help="Log the loss and its components every N steps."),
+    logging_steps: int = typer.Option(10, "--logging-steps", callback=number(1), help="Log the loss and its components every N steps."),
     threads: int = typer.Option(
-        0, "--threads", help="CPU threads for torch. 0: one thread for a small model on a CPU (more only oversubscribe the cores), torch's default otherwise."
+        0, "--threads", callback=number(0), help="CPU threads for torch. 0: one thread for a small model on a CPU (more only oversubscribe the cores), torch's default otherwise."
     ),
     self_check: int = typer.Option(
-        32, "--self-check", min=0, help="After training, replay this many training turns greedily and report whether the "
+        32, "--self-check", callback=number(0), help="After training, replay this many training turns greedily and report whether the "
         "student reproduces them (valid tool-call format, exact calls, exact answers); it warns when it cannot, and "
         "serve / cascade check warn again. 0 skips it."
     ),
