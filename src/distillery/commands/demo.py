@@ -6,10 +6,18 @@ from pathlib import Path
 
 import typer
 
+from distillery.commands.options import MAX_TASKS, choice, non_empty, number, output_dir, parsed, seed as seed_range
+
+
+def _check_scorer(spec: str) -> None:
+    from distillery.routing.confidence import get_scorer
+
+    get_scorer(spec)
+
 
 def demo(
     out: Path = typer.Option(
-        Path("distillery-demo"), "--out",
+        Path("distillery-demo"), "--out", callback=output_dir(),
         help="Output directory for every artifact: store.db (teacher trajectories), data/train.jsonl (+ KD "
         "sidecar), student/ (the trained checkpoint), cascade.toml, runs/, results.json. Re-running with the "
         "same settings reuses the stages that finished.",
@@ -21,45 +29,45 @@ def demo(
         "works in about a minute; the numbers are then only a smoke test.",
     ),
     teacher: str = typer.Option(
-        "world:teacher", "--teacher",
+        "world:teacher", "--teacher", callback=non_empty(),
         help="Teacher model URI. world:teacher (default) is the bundled offline model: no network, no key. "
         "anthropic:claude-opus-4-6 needs ANTHROPIC_API_KEY (openai:gpt-4o needs OPENAI_API_KEY) and makes real, "
         "billed calls; a black-box teacher has no logits, so training switches to sequence-level KD.",
     ),
     student: str = typer.Option(
-        "world:student-xs", "--student",
+        "world:student-xs", "--student", callback=non_empty(),
         help="Student to distil into: world:student-xs (smallest, default) or world:student-s (4x larger, slower).",
     ),
-    n_train: int = typer.Option(None, "--n-train", help="World train-split tasks the teacher solves for the training data (default 320; --quick 48)."),
-    n_validation: int = typer.Option(None, "--n-validation", help="Validation tasks the threshold is calibrated on (default 100; --quick 24)."),
-    n_test: int = typer.Option(None, "--n-test", help="Held-out test tasks for the summary table (default 100; --quick 24)."),
-    steps: int = typer.Option(None, "--steps", help="Training steps for the student (default 300; --quick 150)."),
+    n_train: int = typer.Option(None, "--n-train", callback=number(1, MAX_TASKS), help="World train-split tasks the teacher solves for the training data (default 320; --quick 48)."),
+    n_validation: int = typer.Option(None, "--n-validation", callback=number(1, MAX_TASKS), help="Validation tasks the threshold is calibrated on (default 100; --quick 24)."),
+    n_test: int = typer.Option(None, "--n-test", callback=number(1, MAX_TASKS), help="Held-out test tasks for the summary table (default 100; --quick 24)."),
+    steps: int = typer.Option(None, "--steps", callback=number(1), help="Training steps for the student (default 300; --quick 150)."),
     lr: float = typer.Option(
-        None, "--lr", help="Student learning rate (default 3e-3: a tiny, untrained world student learns fast)."
+        None, "--lr", callback=number(0, low_open=True), help="Student learning rate (default 3e-3: a tiny, untrained world student learns fast)."
     ),
-    alpha: float = typer.Option(0.5, "--alpha", help="L = alpha*CE + (1-alpha)*T^2*KD: weight of the hard labels (1.0 = plain SFT)."),
-    temperature: float = typer.Option(2.0, "--temperature", help="KD softening temperature T for teacher and student."),
+    alpha: float = typer.Option(0.5, "--alpha", callback=number(0, 1), help="L = alpha*CE + (1-alpha)*T^2*KD: weight of the hard labels (1.0 = plain SFT)."),
+    temperature: float = typer.Option(2.0, "--temperature", callback=number(0, low_open=True), help="KD softening temperature T for teacher and student."),
     target: float = typer.Option(
-        0.95, "--target",
+        0.95, "--target", callback=number(0, 1, low_open=True),
         help="Calibration goal: the cheapest threshold whose validation success reaches TARGET x the teacher's.",
     ),
     scorer: str = typer.Option(
-        "logprob-mean", "--scorer",
+        "logprob-mean", "--scorer", callback=parsed(_check_scorer),
         help="The student's confidence: logprob-mean (geometric-mean probability of its action tokens), "
         "logprob-min (its least likely action token), agreement:5, ... (docs/routing.md).",
     ),
     escalate: str = typer.Option(
-        "restart", "--escalate",
+        "restart", "--escalate", callback=choice("restart", "task", "step"),
         help="restart: a task whose step is doubted starts over with the teacher, from the query (what calibration "
         "simulates); task: the teacher takes over mid-task, keeping the student's earlier steps; "
         "step: only the doubtful step goes to the teacher and the student continues.",
     ),
     budget_usd: float = typer.Option(
-        5.0, "--budget-usd",
+        5.0, "--budget-usd", callback=number(0),
         help="Cap, in dollars, on a hosted teacher's collection spend; no new task starts past it. Ignored for "
         "world: and hf: teachers, whose costs are stand-in prices.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed for the world's task samples and the student's training."),
+    seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for the world's task samples and the student's training."),
 ) -> None:
     """Run the whole pipeline on real (small) models: collect, build, train with KD, calibrate, route, evaluate.
 

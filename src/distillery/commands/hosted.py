@@ -18,6 +18,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from distillery.commands.options import input_file, non_empty, number, parsed, usage_error
 from distillery.errors import ConfigError
 
 console = Console(stderr=True)
@@ -88,27 +89,40 @@ def hosted_command(
         provider.close()
 
 
+MAX_JOB_SEED = 2**31 - 1  # the fine-tuning API's seed is a 32-bit signed integer
+
+
+def _check_suffix(value: str) -> None:
+    from distillery.distill.hosted import check_hyperparameters
+
+    check_hyperparameters(suffix=value)
+
+
 def finetune_command(
-    data: Optional[Path] = typer.Option(None, "--data", help="Training file: OpenAI chat fine-tuning JSONL (from `distillery build --format openai`). Checked with the builder's validator before upload."),
-    hosted: str = typer.Option("openai:gpt-4o-mini-2024-07-18", "--hosted", help="Base model to fine-tune, as PROVIDER:MODEL. Use a dated snapshot the service lists as fine-tunable."),
-    validation: Optional[Path] = typer.Option(None, "--validation", help="Validation file (same format); the service reports validation loss on it. Must not overlap the training data."),
-    suffix: Optional[str] = typer.Option(None, "--suffix", help="Up to 64 characters added to the model name: ft:BASE:ORG:SUFFIX:ID. Name the task or dataset version."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the training file. Default: the service's 'auto' (about 3; more for small files)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Examples per optimizer step. Default: the service's 'auto'."),
-    lr_multiplier: Optional[float] = typer.Option(None, "--lr-multiplier", help="Scales the service's base learning rate; lower it (e.g. 0.5) if the student overfits. Default: 'auto'."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the job, so a rerun with the same data and settings gives (mostly) the same model."),
+    data: Optional[Path] = typer.Option(None, "--data", callback=input_file(), help="Training file: OpenAI chat fine-tuning JSONL (from `distillery build --format openai`). Checked with the builder's validator before upload."),
+    hosted: str = typer.Option("openai:gpt-4o-mini-2024-07-18", "--hosted", callback=non_empty(), help="Base model to fine-tune, as PROVIDER:MODEL. Use a dated snapshot the service lists as fine-tunable."),
+    validation: Optional[Path] = typer.Option(None, "--validation", callback=input_file(), help="Validation file (same format); the service reports validation loss on it. Must not overlap the training data."),
+    suffix: Optional[str] = typer.Option(None, "--suffix", callback=parsed(_check_suffix), help="Up to 64 characters added to the model name: ft:BASE:ORG:SUFFIX:ID. Name the task or dataset version."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", callback=number(1), help="Passes over the training file. Default: the service's 'auto' (about 3; more for small files)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", callback=number(1), help="Examples per optimizer step. Default: the service's 'auto'."),
+    lr_multiplier: Optional[float] = typer.Option(None, "--lr-multiplier", callback=number(0, low_open=True), help="Scales the service's base learning rate; lower it (e.g. 0.5) if the student overfits. Default: 'auto'."),
+    seed: Optional[int] = typer.Option(None, "--seed", callback=number(0, MAX_JOB_SEED), help="Seed for the job, so a rerun with the same data and settings gives (mostly) the same model."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="An OpenAI-compatible fine-tuning service (default $OPENAI_BASE_URL, then api.openai.com). The key is $OPENAI_API_KEY."),
-    poll_interval: float = typer.Option(15.0, "--poll-interval", help="Seconds between status polls."),
-    timeout: float = typer.Option(6 * 3600.0, "--timeout", help="Seconds to wait before giving up waiting (the job keeps running; resume with --resume JOB_ID)."),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Refuse to upload when the estimated training cost (US dollars, list price) is above this."),
+    poll_interval: float = typer.Option(15.0, "--poll-interval", callback=number(0, low_open=True), help="Seconds between status polls."),
+    timeout: float = typer.Option(6 * 3600.0, "--timeout", callback=number(0, low_open=True), help="Seconds to wait before giving up waiting (the job keeps running; resume with --resume JOB_ID)."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", callback=number(0), help="Refuse to upload when the estimated training cost (US dollars, list price) is above this."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the format checks (for services whose format differs from OpenAI's)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and estimate the cost, upload nothing."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Start the job and exit; wait later with --resume JOB_ID."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Wait on a job already started (after a timeout or Ctrl-C) and print its student URI."),
-    cancel: Optional[str] = typer.Option(None, "--cancel", help="Cancel a running job."),
+    resume: Optional[str] = typer.Option(None, "--resume", callback=non_empty(), help="Wait on a job already started (after a timeout or Ctrl-C) and print its student URI."),
+    cancel: Optional[str] = typer.Option(None, "--cancel", callback=non_empty(), help="Cancel a running job."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live status line (for CI logs); events are still printed, one line each."),
 ) -> None:
     """Fine-tune a hosted model on your JSONL and print the student URI (openai:ft:...) on stdout."""
+    if sum(x is not None for x in (data, resume, cancel)) != 1:
+        raise usage_error("give exactly one of --data FILE (start a job), --resume JOB_ID (wait on one) or --cancel JOB_ID")
+    if dry_run and data is None:
+        raise usage_error("--dry-run needs --data FILE")
     uri = hosted_command(
         hosted,
         data,

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from distillery.commands.options import (MAX_TASKS, choice, input_dir, input_file, non_empty, number, output_dir,
+                                         output_file, seed as seed_range)
 from distillery.errors import ConfigError
 
 console = Console()
@@ -20,15 +22,16 @@ world_app = typer.Typer(
 )
 
 SPLIT_HELP = "Which fixed split: train, validation or test. Test holds entity combinations never seen in train."
+SPLITS = ("train", "validation", "test")
 SEED_HELP = "Seed for which tasks are drawn from the split; the same seed always gives the same tasks."
 
 
 @world_app.command("generate")
 def generate(
-    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
-    n: int = typer.Option(200, "--n", help="How many tasks to write."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
-    out: Path = typer.Option(None, "--out", help="Output JSONL file. Default: world-<split>.jsonl in the current folder."),
+    split: str = typer.Option("test", "--split", callback=choice(*SPLITS), help=SPLIT_HELP),
+    n: int = typer.Option(200, "--n", callback=number(1, MAX_TASKS), help="How many tasks to write."),
+    seed: int = typer.Option(0, "--seed", callback=seed_range(), help=SEED_HELP),
+    out: Path = typer.Option(None, "--out", callback=output_file(), help="Output JSONL file. Default: world-<split>.jsonl in the current folder."),
     gold: bool = typer.Option(False, "--gold", help="Write the expert's gold trajectories (one Trajectory per line) instead of tasks."),
 ) -> None:
     """Write world tasks as JSONL (readable by `load_tasks` and `distillery collect --queries`)."""
@@ -52,14 +55,14 @@ def generate(
 
 @world_app.command("eval")
 def evaluate(
-    model: str = typer.Option("world:teacher", "--model", help="Model URI to evaluate: world:teacher, hf:<dir>, openai:<name>, ..."),
-    split: str = typer.Option("test", "--split", help=SPLIT_HELP),
-    n: int = typer.Option(200, "--n", help="How many tasks from the split."),
-    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
-    tasks_file: Path = typer.Option(None, "--tasks", help="Evaluate the tasks in this JSONL file (from `world generate`) instead of drawing from --split."),
-    max_steps: int = typer.Option(8, "--max-steps", help="Model calls allowed per task before it counts as unfinished."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
-    trajectories_out: Path = typer.Option(None, "--trajectories", help="Also write every trajectory as JSONL, for inspection."),
+    model: str = typer.Option("world:teacher", "--model", callback=non_empty(), help="Model URI to evaluate: world:teacher, hf:<dir>, openai:<name>, ..."),
+    split: str = typer.Option("test", "--split", callback=choice(*SPLITS), help=SPLIT_HELP),
+    n: int = typer.Option(200, "--n", callback=number(1, MAX_TASKS), help="How many tasks from the split."),
+    seed: int = typer.Option(0, "--seed", callback=seed_range(), help=SEED_HELP),
+    tasks_file: Path = typer.Option(None, "--tasks", callback=input_file(), help="Evaluate the tasks in this JSONL file (from `world generate`) instead of drawing from --split."),
+    max_steps: int = typer.Option(8, "--max-steps", callback=number(1), help="Model calls allowed per task before it counts as unfinished."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file(), help="Also write the figures to this JSON file."),
+    trajectories_out: Path = typer.Option(None, "--trajectories", callback=output_file(), help="Also write every trajectory as JSONL, for inspection."),
 ) -> None:
     """Run a model through the agent loop on world tasks; print success by tier and family (greedy decoding)."""
     from distillery.models import load_model
@@ -109,21 +112,21 @@ def _print_report(report: dict) -> None:
 
 @world_app.command("train-teacher")
 def train_teacher(
-    config: str = typer.Option("teacher", "--config", help="Model size: teacher, student-s (~1/4), student-xs (~1/16), or a config.json path."),
-    out: Path = typer.Option(None, "--out", help="Where to save the model. Default: the packaged teacher folder (replaces world:teacher)."),
-    n_tasks: int = typer.Option(64000, "--n-tasks", help="Expert trajectories from the train split to learn from."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over those trajectories."),
-    max_steps: int = typer.Option(4000, "--max-steps", help="Optimizer steps (the shipped teacher: 4000); <= 0 trains for --epochs instead."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Trajectories per optimizer step."),
-    learning_rate: float = typer.Option(3e-3, "--lr", help="Peak learning rate (cosine decay after warm-up)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the task sample, the initial weights and the data order."),
-    threads: int = typer.Option(0, "--threads", help="torch CPU threads; 0 keeps torch's default."),
+    config: str = typer.Option("teacher", "--config", callback=non_empty(), help="Model size: teacher, student-s (~1/4), student-xs (~1/16), or a config.json path."),
+    out: Path = typer.Option(None, "--out", callback=output_dir(), help="Where to save the model. Default: the packaged teacher folder (replaces world:teacher)."),
+    n_tasks: int = typer.Option(64000, "--n-tasks", callback=number(1, MAX_TASKS), help="Expert trajectories from the train split to learn from."),
+    epochs: float = typer.Option(1.0, "--epochs", callback=number(0, low_open=True), help="Passes over those trajectories."),
+    max_steps: int = typer.Option(4000, "--max-steps", callback=number(), help="Optimizer steps (the shipped teacher: 4000); <= 0 trains for --epochs instead."),
+    batch_size: int = typer.Option(64, "--batch-size", callback=number(1), help="Trajectories per optimizer step."),
+    learning_rate: float = typer.Option(3e-3, "--lr", callback=number(0, low_open=True), help="Peak learning rate (cosine decay after warm-up)."),
+    seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for the task sample, the initial weights and the data order."),
+    threads: int = typer.Option(0, "--threads", callback=number(0), help="torch CPU threads; 0 keeps torch's default."),
     bf16: bool = typer.Option(True, "--bf16/--fp32", help="bfloat16 autocast (faster on CPUs with AVX-512 BF16/AMX); weights stay float32."),
-    init_from: Path = typer.Option(None, "--init-from", help="Continue from a saved world model folder instead of random weights (a second training phase)."),
-    copy_weight: float = typer.Option(5.0, "--copy-weight", help="Loss weight of tokens the model must find in the query or a tool result by content (a city, the first digit of a number); 1 = plain SFT."),
-    device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when torch sees one), cpu or cuda."),
-    workers: int = typer.Option(0, "--workers", help="Processes that build the training data; 0 = one per CPU core (at most 16)."),
-    max_minutes: float = typer.Option(0.0, "--max-minutes", help="Stop training after this many minutes and save what there is (reported); 0 = no limit."),
+    init_from: Path = typer.Option(None, "--init-from", callback=input_dir(), help="Continue from a saved world model folder instead of random weights (a second training phase)."),
+    copy_weight: float = typer.Option(5.0, "--copy-weight", callback=number(0), help="Loss weight of tokens the model must find in the query or a tool result by content (a city, the first digit of a number); 1 = plain SFT."),
+    device: str = typer.Option("auto", "--device", callback=choice("auto", "cpu", "cuda"), help="auto (a CUDA GPU when torch sees one), cpu or cuda."),
+    workers: int = typer.Option(0, "--workers", callback=number(0), help="Processes that build the training data; 0 = one per CPU core (at most 16)."),
+    max_minutes: float = typer.Option(0.0, "--max-minutes", callback=number(0), help="Stop training after this many minutes and save what there is (reported); 0 = no limit."),
 ) -> None:
     """Train a world model from scratch by SFT on expert trajectories (seeded); prints wall time.
 
@@ -147,9 +150,9 @@ def train_teacher(
 
 @world_app.command("train-tokenizer")
 def train_tokenizer(
-    out: Path = typer.Option(None, "--out", help="Where to save it. Default: the packaged tokenizer folder."),
-    n_tasks: int = typer.Option(4000, "--n-tasks", help="Expert transcripts from the train split to learn merges from."),
-    vocab_size: int = typer.Option(1536, "--vocab-size", help="Vocabulary size; the model configs must match it."),
+    out: Path = typer.Option(None, "--out", callback=output_dir(), help="Where to save it. Default: the packaged tokenizer folder."),
+    n_tasks: int = typer.Option(4000, "--n-tasks", callback=number(1, MAX_TASKS), help="Expert transcripts from the train split to learn merges from."),
+    vocab_size: int = typer.Option(1536, "--vocab-size", callback=number(256), help="Vocabulary size; the model configs must match it."),
 ) -> None:
     """Retrain the world tokenizer (byte-level BPE, digits split) on rendered expert transcripts."""
     from distillery.world.models import TOKENIZER_DIR
