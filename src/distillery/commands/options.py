@@ -38,12 +38,20 @@ def _bad(message: str) -> typer.BadParameter:
     return typer.BadParameter(message)
 
 
+def _fmt(x: float | int) -> str:
+    """Integers in full (a port, a seed bound), other numbers short."""
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e16):
+        text = str(int(x))
+        return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
+    return f"{x:g}"
+
+
 def _describe(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
     if low is not None:
-        return f"{'>' if low_open else '>='} {low:g}"
-    return f"{'<' if high_open else '<='} {high:g}"
+        return f"{'>' if low_open else '>='} {_fmt(low)}"
+    return f"{'<' if high_open else '<='} {_fmt(high)}"
 
 
 def check_number(value: float | int, low: float | None = None, high: float | None = None, *,
@@ -54,7 +62,7 @@ def check_number(value: float | int, low: float | None = None, high: float | Non
     below = low is not None and (value <= low if low_open else value < low)
     above = high is not None and (value >= high if high_open else value > high)
     if below or above:
-        raise _bad(f"must be {_describe(low, high, low_open, high_open)}, got {value:g}")
+        raise _bad(f"must be {_describe(low, high, low_open, high_open)}, got {_fmt(value)}")
 
 
 def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
