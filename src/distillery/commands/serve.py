@@ -61,6 +61,9 @@ def serve(
     max_output_tokens: int = typer.Option(64_000, "--max-output-tokens", callback=number(1), help="The most output tokens a "
                                           "request may ask for (max_tokens); above it the gateway answers 400 naming "
                                           "the limit, as the real APIs do, instead of clamping."),
+    max_batch: int = typer.Option(32, "--max-batch", callback=number(1), help="Concurrent requests that reach the "
+                                  "same local (hf:, world:) tier are generated as one batch of at most this many; 1 "
+                                  "generates them one at a time. Hosted tiers are called concurrently anyway."),
     allow_unauthenticated: bool = typer.Option(False, "--allow-unauthenticated", help="Listen beyond loopback without "
                                                "an API key (only behind a proxy that authenticates)."),
     log_level: str = typer.Option("info", callback=choice(*LOG_LEVELS), help="uvicorn log level: critical, error, "
@@ -84,7 +87,7 @@ def serve(
     mapping = _parse_map(model_map)
     config = load_cascade_config(cascade)
     print_warnings(config_warnings(config))  # before loading models, which can take a while
-    backend = CascadeBackend.from_config(config)
+    backend = CascadeBackend.from_config(config, max_batch=max_batch)
     for name, target in mapping.items():
         if isinstance(target, int) and target >= len(backend.tier_names):
             raise ConfigError(f"--map {name}={target}: {cascade} has tiers 0..{len(backend.tier_names) - 1}")

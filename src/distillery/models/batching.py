@@ -35,6 +35,8 @@ class BatchingModel:
         self._pending: list[tuple[str, list[Message], Any, dict[str, Any], asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches = 0  # generate_many calls so far, and the calls they answered
+        self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)  # tokenizer, render_completion, ... of the wrapped model
@@ -70,6 +72,8 @@ class BatchingModel:
             live = [request for request in batch if not request[4].done()]  # skip callers that gave up
             if not live:
                 continue
+            self.batches += 1
+            self.calls += len(live)
             try:
                 results = await asyncio.to_thread(
                     self.model.generate_many, [r[1] for r in live], [r[2] for r in live], **live[0][3]

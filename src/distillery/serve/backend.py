@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from distillery.errors import ConfigError, DistilleryError
+from distillery.models.batching import batched
 from distillery.routing.cascade import Cascade, CascadeConfig, load_cascade_config
 from distillery.tools import Tool
 from distillery.trajectory import Message, Step, ToolSpec, Trajectory, Turn, Usage, canonical_json
@@ -169,10 +170,16 @@ class CascadeBackend:
         self._tools: OrderedDict[str, Tool] = OrderedDict()
 
     @classmethod
-    def from_config(cls, config: str | Path | CascadeConfig) -> CascadeBackend:
+    def from_config(cls, config: str | Path | CascadeConfig, *, max_batch: int = 32) -> CascadeBackend:
+        """Load the tiers once. Local tiers batch concurrent requests (`max_batch` per batch, 1: no
+        batching): requests that reach the same local tier together are generated together."""
         if not isinstance(config, CascadeConfig):
             config = load_cascade_config(config)
-        return cls(_StepCascade.from_config(config), source=config.source)
+        template = _StepCascade.from_config(config)
+        if max_batch > 1:
+            for tier in template.tiers:
+                tier.model = batched(tier.model, max_batch=max_batch)
+        return cls(template, source=config.source)
 
     @property
     def tier_names(self) -> list[str]:
