@@ -38,6 +38,13 @@ def _bad(message: str) -> typer.BadParameter:
     return typer.BadParameter(message)
 
 
+def _tagged(callback: Callback, **what: Any) -> Callback:
+    """Label a callback with what it checks (bounds, choices, path kind), for tests that break every option."""
+    for name, value in what.items():
+        setattr(callback, name, value)
+    return callback
+
+
 def _fmt(x: float | int) -> str:
     """Integers in full (a port, a seed bound), other numbers short."""
     if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e16):
@@ -79,7 +86,7 @@ def number(low: float | None = None, high: float | None = None, *, low_open: boo
             check_number(item, low, high, low_open=low_open, high_open=high_open)
         return value
 
-    return callback
+    return _tagged(callback, bounds=(low, high, low_open, high_open))
 
 
 def seed() -> Callback:
@@ -97,7 +104,7 @@ def choice(*choices: str) -> Callback:
             raise _bad(f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    return callback
+    return _tagged(callback, choices=choices)
 
 
 def non_empty() -> Callback:
@@ -198,7 +205,7 @@ def check_sqlite_file(path: Path, *, must_exist: bool) -> None:
         raise _bad(f"{where} is an empty file, not an SQLite trajectory store")
 
 
-def _path_callback(check: Callable[[Path], None]) -> Callback:
+def _path_callback(check: Callable[[Path], None], kind: str) -> Callback:
     def callback(ctx, param, value):
         if value is None or getattr(ctx, "resilient_parsing", False):
             return value
@@ -206,12 +213,12 @@ def _path_callback(check: Callable[[Path], None]) -> Callback:
             check(Path(item))
         return value
 
-    return callback
+    return _tagged(callback, path_kind=kind)
 
 
 def input_file(*, text: bool = True) -> Callback:
     """An existing file; with `text`, UTF-8 text without NUL bytes (checked up to TEXT_CHECK_BYTES)."""
-    return _path_callback(check_text_file if text else check_readable_file)
+    return _path_callback(check_text_file, "text file") if text else _path_callback(check_readable_file, "file")
 
 
 def input_file_or_dir() -> Callback:
@@ -221,7 +228,7 @@ def input_file_or_dir() -> Callback:
         if not path.is_dir():
             check_readable_file(path)
 
-    return _path_callback(check)
+    return _path_callback(check, "file or directory")
 
 
 def input_dir() -> Callback:
@@ -233,22 +240,22 @@ def input_dir() -> Callback:
         if not path.is_dir():
             raise _bad(f"{_display(path)} is a file; give a directory")
 
-    return _path_callback(check)
+    return _path_callback(check, "directory")
 
 
 def output_file() -> Callback:
     """A file to write: not an existing directory, and no parent that is a file."""
-    return _path_callback(check_output_file)
+    return _path_callback(check_output_file, "output file")
 
 
 def output_dir() -> Callback:
     """A directory to write into: not an existing file, and no parent that is a file."""
-    return _path_callback(check_output_dir)
+    return _path_callback(check_output_dir, "output directory")
 
 
 def sqlite_store(*, must_exist: bool) -> Callback:
     """An SQLite trajectory store: an existing database, or (unless `must_exist`) a path one can be created at."""
-    return _path_callback(lambda path: check_sqlite_file(path, must_exist=must_exist))
+    return _path_callback(lambda path: check_sqlite_file(path, must_exist=must_exist), "store" if must_exist else "new store")
 
 
 def require(check: Callable[[Path], None], path: Path, option: str) -> None:

@@ -165,7 +165,7 @@ def calibrate_command(
     report: Optional[Path] = typer.Option(None, "--report", callback=output_file(), help="Write the calibration sweep (deferral curve) as JSON here."),
     concurrency: int = typer.Option(4, "--concurrency", callback=number(1), help="Tasks run at once per model."),
     delta: Optional[float] = typer.Option(
-        None, "--delta", help="Certify the target with Learn-then-Test: success on new tasks is at least --target with "
+        None, "--delta", callback=number(0, 1, low_open=True, high_open=True), help="Certify the target with Learn-then-Test: success on new tasks is at least --target with "
         "probability at least 1 - DELTA (e.g. 0.1). When nothing is certified on the validation tasks, the config is "
         "left alone and the best certifiable target is reported. Without it: the point estimate on validation."),
     absolute: bool = typer.Option(
