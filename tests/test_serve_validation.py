@@ -128,3 +128,24 @@ def test_binding_beyond_loopback_needs_a_key_unless_explicitly_allowed():
     check_bind("0.0.0.0", [], allow_unauthenticated=True)
     check_bind("0.0.0.0", ["secret"])
     check_bind("127.0.0.1", [])
+
+
+def test_metrics_show_live_escalation_beside_the_calibrated_prediction():
+    import httpx
+
+    backend = scripted_backend(threshold=0.5)
+    backend.calibration = {"predicted_step_escalation_rate": 0.25}
+    with ThreadedGateway(create_app(backend, GatewaySettings())) as server:
+        client = openai.OpenAI(api_key="unused", base_url=server.url + "/v1", max_retries=0)
+        for query in ("easy one: how many units of SKU-1042 are in Berlin?", QUERY, QUERY):
+            client.chat.completions.create(model="distillery", messages=[{"role": "user", "content": query}],
+                                           tools=[STOCK_TOOL_OPENAI])
+        metrics = httpx.get(server.url + "/metrics").text
+    student = backend.tier_names[0]
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line and not line.startswith("#")}
+    assert values[f'distillery_proposals_total{{tier="{student}"}}'] == 3
+    assert values[f'distillery_escalations_total{{tier="{student}"}}'] == 2
+    assert values[f'distillery_confidence_count{{tier="{student}"}}'] == 3
+    assert values[f'distillery_confidence_bucket{{le="0.1",tier="{student}"}}'] == 2  # the two doubtful ones
+    assert values[f'distillery_calibrated_escalation_rate{{tier="{student}"}}'] == 0.25

@@ -108,6 +108,7 @@ class Gateway:
         self.settings = settings
         self.tier_names = list(backend.tier_names)
         self.metrics = GatewayMetrics(self.tier_names)
+        self.metrics.set_calibration(getattr(backend, "calibration", None) or {})
         self.capture: CaptureWriter | None = None
         if settings.store is not None:
             self.capture = CaptureWriter(settings.store, max_queue=settings.capture_queue,

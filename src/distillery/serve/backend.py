@@ -163,9 +163,10 @@ class CascadeBackend:
     so every request starts at tier 1.
     """
 
-    def __init__(self, cascade: Cascade, *, source: str = "<cascade>"):
+    def __init__(self, cascade: Cascade, *, source: str = "<cascade>", calibration: dict[str, Any] | None = None):
         self.template = cascade
         self.source = source
+        self.calibration = calibration or {}  # the config's [calibration] table: metrics show its predictions
         self.name = cascade.name
         self._tools: OrderedDict[str, Tool] = OrderedDict()
 
@@ -179,7 +180,7 @@ class CascadeBackend:
         if max_batch > 1:
             for tier in template.tiers:
                 tier.model = batched(tier.model, max_batch=max_batch)
-        return cls(template, source=config.source)
+        return cls(template, source=config.source, calibration=config.calibration)
 
     @property
     def tier_names(self) -> list[str]:
