@@ -100,3 +100,28 @@ def test_max_steps_refusal_pause_and_model_errors():
     failed = Agent(ScriptedModel([ModelError("400 bad request")])).run(Task(id="t", query="q", expected=1, checker="numeric"))
     assert failed.status == "error" and failed.error == "400 bad request"
     assert failed.outcome.success is False
+
+
+def test_run_works_inside_a_running_event_loop():
+    import asyncio
+
+    model = ScriptedModel([Turn(text="Adding.", tool_calls=[call("add", a=1, b=1)], stop_reason="tool_use"),
+                           Turn(text="2")])
+    agent = Agent(model, [add])
+
+    async def notebook_cell():
+        return agent.run("1+1?")  # blocking call made while a loop runs, as in Jupyter
+
+    trajectory = asyncio.run(notebook_cell())
+    assert trajectory.status == "ok" and trajectory.final_answer == "2"
+
+
+def test_the_seed_names_are_importable_from_the_package():
+    import subprocess
+    import sys
+
+    code = ("import sys, distillery; assert 'torch' not in sys.modules; "
+            "from distillery import collect_teacher_trajectories, build_finetune_jsonl, run_student, StudentAgent, "
+            "Cascade, TeacherCollector, DatasetBuilder, train_student, DistillationSample; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-1000:]

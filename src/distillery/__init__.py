@@ -20,6 +20,30 @@ from distillery.trajectory import (
 
 __version__ = "0.1.0"
 
+# The seed article's names, importable from the package. Loaded on first use, so that
+# `import distillery` (and `distillery --help`) never pays for torch and TRL.
+_LAZY = {
+    "collect_teacher_trajectories": "distillery.collect",
+    "TeacherCollector": "distillery.collect",
+    "build_finetune_jsonl": "distillery.dataset.builder",
+    "DatasetBuilder": "distillery.dataset.builder",
+    "train_student": "distillery.distill.trainer",
+    "Cascade": "distillery.routing.cascade",
+    "StudentAgent": "distillery.routing.cascade",
+    "run_student": "distillery.routing.cascade",
+    "load_model": "distillery.models",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'distillery' has no attribute {name!r}")
+
 __all__ = [
     "DistilleryError",
     "DistillationSample",
@@ -33,4 +57,5 @@ __all__ = [
     "Turn",
     "Usage",
     "__version__",
+    *_LAZY,
 ]

@@ -126,5 +126,7 @@ class Agent:
         return trajectory
 
     def run(self, query: str | Task, **kwargs: Any) -> Trajectory:
-        """Blocking `arun`, for scripts and notebooks without an event loop."""
-        return asyncio.run(self.arun(query, **kwargs))
+        """Blocking `arun`, for scripts; inside a running loop (a notebook) it runs on a worker thread."""
+        from distillery.collect import run_blocking
+
+        return run_blocking(lambda: self.arun(query, **kwargs))
