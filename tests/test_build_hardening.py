@@ -134,3 +134,19 @@ def test_near_threshold_is_a_similarity(threshold):
 
     with pytest.raises(ConfigError, match="--near-threshold must be a Jaccard similarity in"):
         DatasetBuilder(dedup="near", near_threshold=threshold)
+
+
+def test_build_reads_the_store_collect_writes_by_default(tmp_path, monkeypatch, capsys):
+    from distillery.cli import run
+    from distillery.store import DEFAULT_STORE_PATH, SQLiteStore
+
+    monkeypatch.chdir(tmp_path)
+    assert run(["build", "--out", "data", "--format", "hf"]) == 2
+    assert "no store at the default .distillery/store.db" in " ".join(capsys.readouterr().err.split())
+    store = SQLiteStore(DEFAULT_STORE_PATH)
+    for trajectory in varied_trajectories(3):
+        store.put(trajectory)
+    store.close()
+    assert run(["build", "--out", "data", "--format", "hf"]) == 0
+    assert "reading .distillery/store.db" in capsys.readouterr().err
+    assert len(lines(tmp_path / "data" / "train.jsonl")) == 3

@@ -17,6 +17,7 @@ from rich.table import Table
 from distillery.commands.options import (choice, input_dir, input_file, number, output_dir, parsed, seed as seed_range,
                                          sqlite_store, usage_error)
 from distillery.errors import ConfigError
+from distillery.store import DEFAULT_STORE_PATH
 
 console = Console(stderr=True)
 
@@ -67,8 +68,8 @@ def _print_problems(problems: list[str]) -> None:
 @build_app.callback(invoke_without_command=True)
 def build_command(
     ctx: typer.Context,
-    from_store: Optional[Path] = typer.Option(None, "--from-store", callback=sqlite_store(must_exist=True), help="Read trajectories from this SQLite store (written by `distillery collect`)."),
-    from_jsonl: Optional[Path] = typer.Option(None, "--from-jsonl", callback=input_file(), help="Read trajectories from a JSONL export instead (one Trajectory per line, e.g. `distillery store export`)."),
+    from_store: Optional[Path] = typer.Option(None, "--from-store", callback=sqlite_store(must_exist=True), help="Read trajectories from this SQLite store (written by `distillery collect`). Default: .distillery/store.db when it exists and no --from-jsonl is given."),
+    from_jsonl: Optional[Path] = typer.Option(None, "--from-jsonl", callback=input_file(require_content=True), help="Read trajectories from a JSONL export instead (one Trajectory per line, e.g. `distillery store export`)."),
     format: str = typer.Option("openai", "--format", "-f", callback=parsed(_check_format), help="openai: chat fine-tuning JSONL for OpenAI's API; hf: messages+tools JSONL for TRL's SFTTrainer; parquet: the hf columns as Parquet, for large sets."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", callback=output_dir(), help="Output directory. Gets train/validation/test files, sidecars and build.json (the stats)."),
     status: str = typer.Option("ok", "--status", callback=parsed(_check_status), help="Which runs to use. ok (default): completed runs that end on a final answer. error: only failed, cut-off (max steps/tokens) or unfinished runs, to inspect them. all: both; examples may then end on a tool call or an error. Left-out runs are counted in the output."),
@@ -105,8 +106,12 @@ def build_command(
     from distillery.dataset.splits import parse_fractions
     from distillery.dataset.stats import load_tokenizer
 
+    if from_store is None and from_jsonl is None and Path(DEFAULT_STORE_PATH).is_file():
+        from_store = Path(DEFAULT_STORE_PATH)  # where `distillery collect` writes by default
+        console.print(f"reading {from_store} (the store `distillery collect` writes by default)", highlight=False)
     if (from_store is None) == (from_jsonl is None):
-        raise usage_error("give exactly one input: --from-store PATH or --from-jsonl FILE")
+        raise usage_error(f"give exactly one input: --from-store PATH or --from-jsonl FILE (no store at the default "
+                          f"{DEFAULT_STORE_PATH} here)")
     if out is None:
         raise usage_error("--out DIR is required (the directory the dataset files are written to)")
     if sidecar == "topk" and tokenizer is None:
