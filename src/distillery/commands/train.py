@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -91,7 +92,8 @@ def train(
 ) -> None:
     """Train a student on what the teacher knows: its text, its logits, or its action distribution.
 
-    Works unchanged under `accelerate launch` (DDP, FSDP, DeepSpeed). Example:
+    Works unchanged under `accelerate launch` or `torchrun` (DDP, FSDP, DeepSpeed); only the main
+    process writes and prints. Example:
 
         distillery train --student world:student-xs --data data/train.jsonl --teacher world:teacher \\
             --signal online --alpha 0.5 --temperature 2 --out runs/xs-kd
@@ -111,6 +113,7 @@ def train(
         raise ConfigError(f"--temperature must be > 0, got {temperature}")
     if resume and not save_steps:
         save_steps = 100
+    _check_launch(os.environ)
     result = train_student(
         student,
         data,
@@ -137,7 +140,41 @@ def train(
         threads=threads,
         self_check=self_check,
     )
-    _print_summary(result, data)
+    if _is_main_process():
+        # Only the main process writes distillation.json (train_student), so only it reads and prints it.
+        _print_summary(result, data)
+
+
+# Set by every process a launcher starts as one of several (torchrun, accelerate's torchrun path, MPI).
+_WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _check_launch(env) -> None:
+    """Refuse the one launch that silently trains on a single process.
+
+    `accelerate launch --num_processes N` without `--multi_gpu` (with `--cpu`, or on a machine
+    without GPUs) uses accelerate's "simple" launcher: it starts ONE process and expects mpirun
+    (`--mpirun_hostfile`) to start the others. That process gets MASTER_ADDR (set because N > 1)
+    and no world size, and would train alone on the whole data with a per-device batch that was
+    meant for one of N ranks.
+    """
+    launched_by_accelerate = "ACCELERATE_MIXED_PRECISION" in env
+    if launched_by_accelerate and env.get("MASTER_ADDR") and not any(env.get(v) for v in _WORLD_SIZE_VARIABLES):
+        raise ConfigError(
+            "accelerate launch started a single process although --num_processes asked for more (its --cpu launcher "
+            "needs mpirun); on CPUs run `accelerate launch --multi_gpu --num_processes N -m distillery.cli train ...` "
+            "(DDP over gloo) or `torchrun --nproc_per_node N -m -- distillery.cli train ...` (docs/training.md, Scaling out)"
+        )
+
+
+def _is_main_process() -> bool:
+    """True in a single-process run, and on the main process (global rank 0) of a distributed one."""
+    try:
+        from accelerate import PartialState
+
+        return PartialState().is_main_process
+    except Exception:  # no accelerate state (it is created by the trainer): fall back to the launchers' variables
+        return int(os.environ.get("RANK", os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))) == 0
 
 
 def _print_summary(out: Path, data: Path) -> None:
@@ -174,7 +211,8 @@ def _print_summary(out: Path, data: Path) -> None:
             console.print(f"[bold yellow]warning:[/] {check.warning}", highlight=False, soft_wrap=True)
             for failure in check.failures:
                 console.print(f"  {failure}", highlight=False, soft_wrap=True, markup=False)
-    console.print(_next_step_hint(out, data), highlight=False, soft_wrap=True)
+    # Printed literally: `[[tiers]]` in the hint is TOML, not rich markup.
+    console.print(_next_step_hint(out, data), highlight=False, soft_wrap=True, markup=False)
 
 
 def _next_step_hint(out: Path, data: Path) -> str:

@@ -592,22 +592,27 @@ def train_student(
         if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise ConfigError("--teacher has a different tokenizer; a top-k sidecar must use the student's token ids")
         sidecar = out / "teacher.topk.parquet"
-        if not (resume and sidecar.exists()):
+        if not (resume and sidecar.exists()) and trainer.accelerator.is_main_process:
+            # One process computes and writes the sidecar; the others wait for it below, then read it.
             teacher_model.to(trainer.accelerator.device)
             started = time.perf_counter()
             targets = teacher_topk(teacher_model, trainer.train_dataset, k=topk, vocab_size=len(tokenizer))
             write_teacher_topk(sidecar, targets, tokenizer=tokenizer, k=topk)
             logger.info("teacher top-%d sidecar: %d rows in %.1fs", topk, len(targets), time.perf_counter() - started)
             teacher_model.to("cpu")
+        trainer.accelerator.wait_for_everyone()
         trainer.set_signal(SparseTopKSignal(sidecar, student_tokenizer=tokenizer))
 
     last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
 
+    # Under DDP every process gets here with the same weights; only the main one writes (and runs
+    # the self-check), so files are never written twice at once.
     out.mkdir(parents=True, exist_ok=True)
     final = trainer.model
     if lora:
-        final.save_pretrained(out / "adapter")
+        if trainer.accelerator.is_main_process:
+            final.save_pretrained(out / "adapter")
         final = final.merge_and_unload()
     final = trainer.accelerator.unwrap_model(final)
     if trainer.accelerator.is_main_process:
