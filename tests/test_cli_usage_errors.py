@@ -242,13 +242,17 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "latin1.jsonl").write_bytes('{"query": "caf\xe9"}\n'.encode("latin-1"))
     (root / "binary.jsonl").write_bytes(b'{"query": "x"}\n\x00\x01\x02')
     (root / "text.txt").write_text("just text\n")
+    (root / "empty.jsonl").write_text(" \n\n")
     return {"dir": root / "a-dir", "latin1": root / "latin1.jsonl", "binary": root / "binary.jsonl",
-            "missing": root / "missing.jsonl", "text": root / "text.txt", "under-a-file": root / "text.txt" / "x"}
+            "missing": root / "missing.jsonl", "text": root / "text.txt", "empty": root / "empty.jsonl",
+            "under-a-file": root / "text.txt" / "x"}
 
 
 # What each kind of path refuses, and the words the error line must carry besides the file name.
 PATH_CASES = {
     "text file": [("dir", "is a directory"), ("latin1", "not UTF-8"), ("binary", "binary"), ("missing", "no such file")],
+    "text file with content": [("dir", "is a directory"), ("latin1", "not UTF-8"), ("binary", "binary"),
+                               ("missing", "no such file"), ("empty", "is empty")],
     "file": [("dir", "is a directory"), ("missing", "no such file")],
     "file or directory": [("missing", "no such file")],
     "directory": [("text", "is a file"), ("missing", "no such directory")],

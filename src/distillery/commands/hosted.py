@@ -92,6 +92,12 @@ def hosted_command(
 MAX_JOB_SEED = 2**31 - 1  # the fine-tuning API's seed is a 32-bit signed integer
 
 
+def _check_hosted(value: str) -> None:
+    from distillery.distill.hosted import split_hosted
+
+    split_hosted(value)
+
+
 def _check_suffix(value: str) -> None:
     from distillery.distill.hosted import check_hyperparameters
 
@@ -100,7 +106,7 @@ def _check_suffix(value: str) -> None:
 
 def finetune_command(
     data: Optional[Path] = typer.Option(None, "--data", callback=input_file(), help="Training file: OpenAI chat fine-tuning JSONL (from `distillery build --format openai`). Checked with the builder's validator before upload."),
-    hosted: str = typer.Option("openai:gpt-4o-mini-2024-07-18", "--hosted", callback=non_empty(), help="Base model to fine-tune, as PROVIDER:MODEL. Use a dated snapshot the service lists as fine-tunable."),
+    hosted: str = typer.Option("openai:gpt-4o-mini-2024-07-18", "--hosted", callback=parsed(_check_hosted), help="Base model to fine-tune, as PROVIDER:MODEL. Use a dated snapshot the service lists as fine-tunable."),
     validation: Optional[Path] = typer.Option(None, "--validation", callback=input_file(), help="Validation file (same format); the service reports validation loss on it. Must not overlap the training data."),
     suffix: Optional[str] = typer.Option(None, "--suffix", callback=parsed(_check_suffix), help="Up to 64 characters added to the model name: ft:BASE:ORG:SUFFIX:ID. Name the task or dataset version."),
     epochs: Optional[int] = typer.Option(None, "--epochs", callback=number(1), help="Passes over the training file. Default: the service's 'auto' (about 3; more for small files)."),

@@ -122,9 +122,13 @@ def _display(path: Path) -> str:
     return str(path)
 
 
-def check_text_file(path: Path, limit: int = TEXT_CHECK_BYTES) -> None:
-    """Raise `typer.BadParameter` unless `path` is a readable file whose first `limit` bytes are UTF-8 text."""
+def check_text_file(path: Path, limit: int = TEXT_CHECK_BYTES, *, require_content: bool = False) -> None:
+    """Raise `typer.BadParameter` unless `path` is a readable file whose first `limit` bytes are UTF-8 text.
+
+    With `require_content`, a file that holds nothing but whitespace is refused too.
+    """
     where = _display(path)
+    content = False
     if not path.exists():
         raise _bad(f"{where}: no such file")
     if path.is_dir():
@@ -145,11 +149,14 @@ def check_text_file(path: Path, limit: int = TEXT_CHECK_BYTES) -> None:
                     decoder.decode(chunk, final=False)
                 except UnicodeDecodeError as exc:
                     raise _bad(f"{where} is not UTF-8 text ({exc.reason} at byte {offset + exc.start})") from None
+                content = content or bool(chunk.strip())
                 offset += len(chunk)
     except UnicodeDecodeError as exc:  # a multi-byte character cut off at the end of the file
         raise _bad(f"{where} is not UTF-8 text ({exc.reason} at the end of the file)") from None
     except OSError as exc:
         raise _bad(f"{where}: cannot read ({exc.strerror or exc})") from None
+    if require_content and not content and offset < limit:  # the whole file was read
+        raise _bad(f"{where} is empty")
 
 
 def check_readable_file(path: Path) -> None:
@@ -216,9 +223,13 @@ def _path_callback(check: Callable[[Path], None], kind: str) -> Callback:
     return _tagged(callback, path_kind=kind)
 
 
-def input_file(*, text: bool = True) -> Callback:
-    """An existing file; with `text`, UTF-8 text without NUL bytes (checked up to TEXT_CHECK_BYTES)."""
-    return _path_callback(check_text_file, "text file") if text else _path_callback(check_readable_file, "file")
+def input_file(*, text: bool = True, require_content: bool = False) -> Callback:
+    """An existing file; with `text`, UTF-8 text without NUL bytes (checked up to TEXT_CHECK_BYTES);
+    with `require_content`, not empty or all whitespace."""
+    if not text:
+        return _path_callback(check_readable_file, "file")
+    return _path_callback(lambda path: check_text_file(path, require_content=require_content),
+                          "text file with content" if require_content else "text file")
 
 
 def input_file_or_dir() -> Callback:

@@ -182,6 +182,8 @@ def load_cascade_config(path: str | Path) -> CascadeConfig:
             timeout_s=entry.get("timeout_s"),
             options=options,
         ))
+    if not isinstance(raw.get("calibration", {}), dict):
+        raise ConfigError(f"{path}: calibration must be a table ([calibration], as `distillery calibrate` writes it)")
     config = CascadeConfig(
         tiers=tiers,
         escalate=raw.get("escalate", "step"),
