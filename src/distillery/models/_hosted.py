@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import email.utils
+import functools
 import importlib.util
+import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -41,6 +44,14 @@ HTTP_TRANSPORTS = ("auto", "aiohttp", "httpx")
 
 # Keep error lines readable: a provider's error body can be long (validation details, HTML pages).
 MAX_MESSAGE_CHARS = 500
+# How much of a malformed response body an error message quotes.
+BODY_EXCERPT_CHARS = 160
+
+# The HTTP responses the SDK client received during one `agenerate` call (appended by a response
+# hook on the client, read when parsing a response fails). A ContextVar holding a list: each call
+# (each collection run) sets its own list, and the tasks a call starts (Anthropic's n samples) copy
+# the context and so append to the same list; concurrent calls never see each other's responses.
+_responses: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("distillery_responses", default=None)
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
@@ -86,19 +97,112 @@ def check_http_transport(uri: str, transport: str) -> str:
     return transport
 
 
+async def _remember_response(response: Any) -> None:
+    """An HTTP client response hook: keep the response, so a body the SDK cannot parse can be quoted."""
+    responses = _responses.get()
+    if responses is not None:
+        responses.append(response)
+
+
 def http_client(sdk: Any, transport: str, timeout_s: float) -> Any | None:
     """The `http_client=` argument for an `anthropic`/`openai` async client (None: the SDK default).
 
+    Either transport gets the SDK's own defaults (`DefaultAioHttpClient`, `DefaultAsyncHttpxClient`:
+    connection limits, redirects) plus a response hook that remembers the responses of the running
+    `agenerate` call, so that a malformed body is reported with its status and an excerpt
+    (`malformed_response_error`). `timeout_s` bounds each request (connect, each read, write).
     An SDK release without aiohttp support falls back to its default client under "auto"
     (`check_http_transport` resolved it to "aiohttp" because the package is installed).
     """
-    if transport != "aiohttp":
-        return None
+    hooks = {"response": [_remember_response]}
+    if transport == "aiohttp":
+        try:
+            return sdk.DefaultAioHttpClient(timeout=timeout_s, event_hooks=hooks)
+        except (AttributeError, ImportError, RuntimeError):
+            log.warning("%s %s has no aiohttp transport; using its default httpx client", sdk.__name__, sdk.__version__)
     try:
-        return sdk.DefaultAioHttpClient(timeout=timeout_s)
-    except (AttributeError, ImportError, RuntimeError):
-        log.warning("%s %s has no aiohttp transport; using its default httpx client", sdk.__name__, sdk.__version__)
+        return sdk.DefaultAsyncHttpxClient(timeout=timeout_s, event_hooks=hooks)
+    except (AttributeError, TypeError):  # an SDK without it: its own default client, no hook
         return None
+
+
+def body_excerpt(body: Any, limit: int = BODY_EXCERPT_CHARS) -> str:
+    """The start of a response body as one quoted line (`'{"id": "chatcmpl-…'`), for error messages."""
+    if isinstance(body, (bytes, bytearray)):
+        body = bytes(body[: limit * 4]).decode("utf-8", "replace")
+    text = " ".join(str(body).split())
+    if not text:
+        return "empty body"
+    if len(text) > limit:
+        return repr(text[:limit]) + "..."
+    return repr(text)
+
+
+def _response_body(response: Any) -> Any:
+    """What the response's body was, if the SDK has read it (it has, before parsing it)."""
+    try:
+        return response.content
+    except Exception:  # not read (a stream), or the client variant does not keep it
+        return None
+
+
+def malformed_response_error(
+    uri: str, exc: Exception, response: Any = None, *, secrets: Iterable[str | None] = ()
+) -> ModelError | None:
+    """A failure to understand a response the server sent, as a one-line error naming the model, the
+    HTTP status and the start of the body; None when `exc` did not come from a response.
+
+    `response` is the HTTP response the SDK received (from the client's response hook). Without
+    it, only a `JSONDecodeError` is recognised (it carries the text it failed on). A 2xx body that
+    is truncated, not JSON, or not the API's shape is most often a proxy or connection hiccup, so
+    the error is transient: the collector retries it like a 5xx.
+    """
+    body = _response_body(response) if response is not None else None
+    if isinstance(exc, json.JSONDecodeError):
+        body = exc.doc if body is None else body
+        reason = f"not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"
+    elif response is not None:
+        reason = f"not the API's response shape ({type(exc).__name__}: {exc})"
+    else:
+        return None
+    status = getattr(response, "status_code", None)
+    where = f"HTTP {status}" if status is not None else "response"
+    excerpt = body_excerpt(body) if body is not None else "body not available"
+    message = one_line(f"{uri}: {where}: malformed response body, {reason}; body: {excerpt}", secrets=secrets)
+    return TransientModelError(message, status=status)
+
+
+def reporting_malformed_responses(agenerate: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Wrap a provider's `agenerate` so that a response its SDK or parser cannot read (a truncated
+    body, HTML from a proxy, JSON of the wrong shape) raises `malformed_response_error`'s one line,
+    not a bare `JSONDecodeError` or `AttributeError`. Other errors pass through unchanged."""
+
+    @functools.wraps(agenerate)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        responses: list[Any] = []
+        token = _responses.set(responses)
+        try:
+            return await agenerate(self, *args, **kwargs)
+        except TransientModelError as error:
+            timeout = getattr(self, "timeout_s", None)
+            if timeout and str(error).endswith("request timed out"):  # say which limit it hit
+                raise TransientModelError(f"{error} (no answer within {timeout:g} s)", status=error.status) from None
+            raise
+        except ModelError:
+            raise
+        except Exception as exc:
+            error = malformed_response_error(
+                getattr(self, "uri", type(self).__name__), exc, responses[-1] if responses else None,
+                secrets=[getattr(self, "_api_key", None)],
+            )
+            if error is None:
+                raise
+            raise error from exc
+        finally:
+            _responses.reset(token)
+
+    wrapper._reports_malformed = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def one_line(text: str, *, secrets: Iterable[str | None] = ()) -> str:
@@ -122,7 +226,7 @@ def _api_message(body: Any, fallback: str) -> str:
         if isinstance(error, str):
             return error
     if isinstance(body, str) and body.strip():
-        return body
+        return f"body: {body_excerpt(body)}"  # not the API's envelope (an HTML page from a proxy): its start
     return fallback
 
 
@@ -229,6 +333,14 @@ class HostedChatModel(AsyncChatModel):
     """
 
     provider: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every provider's `agenerate` reports an unreadable response as one line with the model,
+        # the HTTP status and a body excerpt (see `reporting_malformed_responses`).
+        super().__init_subclass__(**kwargs)
+        agenerate = cls.__dict__.get("agenerate")
+        if agenerate is not None and not getattr(agenerate, "_reports_malformed", False):
+            cls.agenerate = reporting_malformed_responses(agenerate)
 
     def __init__(self) -> None:
         # loop -> (client, the generator that closes it at loop shutdown; kept here because the
