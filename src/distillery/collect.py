@@ -10,15 +10,19 @@ Or, the seed's one-liner: `collect_teacher_trajectories(["What is ...?"], "opena
 What it guarantees:
 * **Bounded concurrency**: at most `concurrency` (task, sample) runs are in flight, from a fixed
   pool of that many workers on one event loop (or, with `processes=P`, split over P processes).
-* **Retries**: transient model errors (429, 529, 5xx, timeouts) are retried with exponential backoff
-  and full jitter, or after the server's `retry_after`, up to `max_retries` times. After that the
-  trajectory is stored with status "error" and the message; the batch carries on.
+* **Retries**: transient model errors (429, 529, 5xx, timeouts, unreadable 2xx bodies) are retried
+  with exponential backoff and full jitter, or after the server's `retry_after`, up to `max_retries`
+  times. After that the trajectory is stored with status "error" and a one-line message naming the
+  model, the HTTP status and what the server said; the batch carries on.
+* **Timeouts**: each request to a hosted teacher gets `timeout_s` (default 120 s) to answer.
 * **No task kills the batch**: any exception from one run becomes a failed ("error") trajectory.
 * **Resume**: with a store, (task_id, model, sample_index) keys already stored as finished are
   skipped and reported as "resumed"; failed ones are run again and replace the failed row.
 * **Budget**: with `budget_usd`, no new run starts unless spent + (in-flight + 1) x the most
   expensive trajectory so far fits under the cap. In-flight runs finish.
 * **n samples**: each task runs `n` times (sample_index 0..n-1), at temperature 1.0 unless set.
+* **Shards die with the collection**: with `processes > 1`, a shard process ends the moment the
+  collecting process does, even by SIGKILL (`_die_with_parent`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import queue
 import random
 import re
 import threading
@@ -41,6 +46,7 @@ from typing import Any
 from distillery.agent import DEFAULT_MAX_STEPS, Agent
 from distillery.errors import ConfigError, TransientModelError
 from distillery.models import load_model
+from distillery.models._hosted import one_line
 from distillery.models.base import ChatModel
 from distillery.store import TrajectoryStore, open_store
 from distillery.tasks import Task, load_tasks, task_id_for
@@ -273,16 +279,72 @@ def _check_shardable(model: Any, tools: Any, store: Any) -> None:
 
 _shard_events: Any = None
 
+# How often a shard process checks that the collecting process is still alive (the portable
+# fallback; on Linux the kernel kills the shard at once, see `_die_with_parent`).
+PARENT_POLL_S = 0.1
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
-def _init_shard_process(events: Any, level: int) -> None:
-    """In a shard process: send log records to the parent (which formats, redacts and writes them)."""
+
+def _die_with_parent(parent_pid: int, *, poll_s: float = PARENT_POLL_S, pdeathsig: bool = True) -> None:
+    """Make this shard process end as soon as the collecting process that started it ends.
+
+    A shard left running after its parent was killed (SIGKILL, OOM, a closed terminal) goes on
+    sending paid requests and races the re-run that resumes the collection. Two mechanisms:
+
+    * Linux: `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills this process the moment its
+      parent dies (the parent's event-loop thread started it and lives as long as the pool).
+    * everywhere: a daemon thread that polls `os.getppid()` every `poll_s` seconds and exits
+      the process when the parent has changed (it is re-parented to init or a subreaper).
+
+    The parent may already be gone before prctl takes effect, hence the check right after it.
+    `pdeathsig=False` leaves only the thread (the path other systems take; the tests use it).
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc symbol (an unusual libc): the thread below suffices
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)  # no cleanup: in-flight requests are dropped, committed rows are safe (WAL)
+
+    threading.Thread(target=watch, name="distillery-parent-watch", daemon=True).start()
+
+
+def _init_shard_process(events: Any, level: int, parent_pid: int | None = None) -> None:
+    """In a shard process: die with the parent; send log records to the parent (which formats,
+    redacts and writes them)."""
     import logging.handlers
 
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     global _shard_events
     _shard_events = events
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(events)]
     root.setLevel(level)
+
+
+def _kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Stop a process pool's workers now (their in-flight runs are lost, and resumed by a re-run)."""
+    kill = getattr(pool, "kill_workers", None)  # Python 3.14+
+    if kill is not None:
+        with contextlib.suppress(Exception):
+            kill()
+            return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
 
 
 def _run_shard(spec: dict[str, Any]) -> dict[str, Any]:
@@ -355,6 +417,17 @@ class _Budget:
         self.max_cost = cost if self.max_cost is None else max(self.max_cost, cost)
 
 
+# The per-request timeout for hosted teachers (anthropic:, openai:), in seconds. One request is one
+# agent step: a tool call or a short answer, rarely more than 1-2k output tokens, which the hosted
+# APIs write in 10-40 s even for their largest models. 120 s leaves room for a slow 4k-token turn
+# (about 100 s at 40 tokens/s) and still gives up on a stalled connection five times sooner than the
+# SDKs' own 600 s. Longer outputs (--max-tokens 16000, extended thinking) need a longer timeout:
+# a timed-out request is retried, and the abandoned one may still be billed.
+DEFAULT_TIMEOUT_S = 120.0
+# Providers whose `load_model` options take `timeout_s` (the official SDK clients).
+TIMEOUT_SCHEMES = ("anthropic", "openai")
+
+
 class TeacherCollector:
     """Runs the teacher agent over tasks with bounded concurrency, retries, resume and a budget."""
 
@@ -382,6 +455,7 @@ class TeacherCollector:
         model_options: dict[str, Any] | None = None,
         tool_schemas: Sequence[ToolSpec] | None = None,
         processes: int = 1,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
         sleep: SleepFn = asyncio.sleep,
     ):
         if n < 1:
@@ -396,10 +470,17 @@ class TeacherCollector:
             logprobs = True  # asking for top-k alternatives implies logprobs
         if processes < 1:
             raise ConfigError(f"processes must be at least 1, got {processes}")
+        model_options = dict(model_options or {})
+        if timeout_s is not None:
+            if not 0 < timeout_s < float("inf"):
+                raise ConfigError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
+            if isinstance(model, str) and model.partition(":")[0] in TIMEOUT_SCHEMES:
+                # Each request through the SDK client; an explicit model_options["timeout_s"] wins.
+                model_options.setdefault("timeout_s", timeout_s)
         self.tools_path = tools if isinstance(tools, str) else None
         if processes > 1:
             _check_shardable(model, tools, store)
-        self.model = _load(model, model_options or {}) if isinstance(model, str) else model
+        self.model = _load(model, model_options) if isinstance(model, str) else model
         if isinstance(tools, str):
             tools = load_tools(tools)
         self.tools = tools if isinstance(tools, ToolBox) else ToolBox(tools)
@@ -410,7 +491,7 @@ class TeacherCollector:
         # What a child process needs to build the same collector (see _collect_in_processes).
         self._shard_options = {
             "model": model if isinstance(model, str) else None,
-            "model_options": dict(model_options or {}),
+            "model_options": model_options, "timeout_s": None,  # the timeout is in model_options
             "system": system, "n": n, "max_retries": max_retries, "backoff_base_s": backoff_base_s,
             "backoff_max_s": backoff_max_s, "max_steps": max_steps, "temperature": temperature,
             "max_tokens": max_tokens, "logprobs": logprobs, "top_logprobs": top_logprobs, "tags": list(tags),
@@ -457,7 +538,9 @@ class TeacherCollector:
         try:
             trajectory = await self.agent.arun(task, sample_index=sample_index, tags=self.tags, metadata=metadata)
         except Exception as exc:  # a bug in a checker, a tool wrapper, a provider: this task fails, not the batch
-            log.warning("task %s sample %d raised %s", task.id, sample_index, type(exc).__name__, exc_info=True)
+            # The failure is logged once, as one line, when the run is counted (`finish`); the
+            # traceback only at DEBUG, for whoever debugs the checker or provider.
+            log.debug("task %s sample %d raised %s", task.id, sample_index, type(exc).__name__, exc_info=True)
             trajectory = Trajectory(
                 task_id=task.id,
                 query=task.query,
@@ -468,7 +551,7 @@ class TeacherCollector:
                 tags=[*task.tags, *self.tags],
                 metadata={**task.metadata, **metadata},
                 status="error",
-                error=f"{type(exc).__name__}: {exc}",
+                error=one_line(f"{type(exc).__name__}: {exc}"),
             )
         if trajectory.error:
             trajectory.error = redact_secrets(trajectory.error)
@@ -600,27 +683,48 @@ class TeacherCollector:
             for shard in range(k)
         ]
 
-        async def relay() -> None:
-            while True:
-                item = await asyncio.to_thread(events.get)
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def relay() -> None:
+            # A daemon thread, not asyncio.to_thread: a worker killed while writing to the queue could
+            # leave a reader blocked for good, and a blocked default-executor thread would hang exit.
+            while not stop.is_set():
+                try:
+                    item = events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                except (EOFError, OSError):
+                    return
                 if item is None:
                     return
                 if isinstance(item, logging.LogRecord):
                     logging.getLogger(item.name).handle(item)
                 else:
-                    bar.advance(*item)
+                    bar.advance(*item)  # rich's Progress takes its own lock
 
-        loop = asyncio.get_running_loop()
         level = logging.getLogger().getEffectiveLevel()
-        with concurrent.futures.ProcessPoolExecutor(
-            k, mp_context=context, initializer=_init_shard_process, initargs=(events, level)
-        ) as pool:
-            relaying = asyncio.create_task(relay())
-            try:
-                outcomes = await asyncio.gather(*(loop.run_in_executor(pool, _run_shard, spec) for spec in specs))
-            finally:
-                events.put(None)
-                await relaying
+        relaying = threading.Thread(target=relay, name="distillery-shard-relay", daemon=True)
+        relaying.start()
+        pool = concurrent.futures.ProcessPoolExecutor(
+            k, mp_context=context, initializer=_init_shard_process, initargs=(events, level, os.getpid())
+        )
+        finished = False
+        shards = [loop.run_in_executor(pool, _run_shard, spec) for spec in specs]
+        try:
+            outcomes = await asyncio.gather(*shards)
+            finished = True
+        finally:
+            if not finished:
+                # A shard failed, or this collection was cancelled (Ctrl-C): stop the other shards now
+                # instead of waiting for them to finish their share of the runs.
+                _kill_workers(pool)
+                for shard in shards:
+                    shard.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            events.put(None)
+            relaying.join(timeout=5 if finished else 0.5)
+            stop.set()
         for outcome in outcomes:
             for name in ("ok", "failed", "incomplete", "skipped_budget", "succeeded", "checked", "retries", "cost_usd"):
                 setattr(result, name, getattr(result, name) + outcome[name])

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from distillery.commands.options import number
 from distillery.errors import ConfigError, DistilleryError
 from distillery.store import DEFAULT_STORE_PATH, SQLiteStore
 from distillery.tools import DEFAULT_TOOLS, default_system, load_tools
@@ -97,6 +98,13 @@ def collect_command(
         help="Send requests to this server instead of the provider's API, e.g. http://localhost:8000/v1 for vLLM.",
     ),
     max_retries: int = typer.Option(6, "--max-retries", min=0, help="Retries per model call for 429/5xx/timeouts (exponential backoff with jitter, or the server's retry-after)."),
+    timeout: float = typer.Option(
+        # = distillery.collect.DEFAULT_TIMEOUT_S (a test checks), not imported: the CLI starts without the collector
+        120.0, "--timeout", metavar="SECONDS", callback=number(0, low_open=True),
+        help="Give up on one request to a hosted teacher (anthropic:, openai:) after this many seconds without "
+        "an answer, and retry it like a 5xx. The default suits agent steps of up to a few thousand output "
+        "tokens; raise it with a large --max-tokens or extended thinking.",
+    ),
     tags: list[str] = typer.Option([], "--tag", help="Tag every trajectory (repeatable), e.g. --tag run-2026-03 --tag teacher."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live progress bar with counts and running cost."),
     log_level: str = typer.Option(
@@ -133,6 +141,7 @@ def collect_command(
         n=n,
         concurrency=concurrency,
         max_retries=max_retries,
+        timeout_s=timeout,
         budget_usd=budget,
         max_steps=max_steps,
         temperature=temperature,
