@@ -2,7 +2,13 @@
 
 Every error raised for bad input or a broken environment is a `DistilleryError` whose message is
 one line that names the problem (the file and line, the field, the environment variable). The CLI
-prints that line and exits non-zero, without a traceback.
+prints that line as `error: ...`, without a traceback, and exits 1: a failed run.
+
+A usage error is something else: the command line itself is wrong (an unknown or missing option, a
+number out of range or NaN, a path that is a directory, binary or not UTF-8). The CLI finds those
+while parsing, before the command runs (`distillery.commands.options`), and click prints the usage
+line, a "Try ... --help" hint and one `Error: ...` line; the exit status is 2. So scripts can tell
+"fix the command line" (2) from "the run failed" (1).
 """
 
 
