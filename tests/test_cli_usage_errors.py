@@ -171,7 +171,7 @@ def _hint(param: Param) -> str:
 
 @pytest.mark.parametrize("path", sorted(COMMANDS) + GROUPS, ids=" ".join)
 def test_an_unknown_flag(path):
-    assert_usage_error(invoke(*path, "--no-such-flag"), "No such option: --no-such-flag")
+    assert_usage_error(invoke(*path, "--no-such-flag"), "No such option", "--no-such-flag")
 
 
 @pytest.mark.parametrize("path", [()] + GROUPS, ids=lambda p: " ".join(p) or "distillery")
@@ -335,6 +335,13 @@ def _one_command_app(function) -> typer.Typer:
     return app
 
 
+def _raising(exc: BaseException):
+    def command() -> None:  # no parameters: a default would become a CLI option
+        raise exc
+
+    return command
+
+
 def _exception_modules() -> list[Any]:
     modules = []
     for name in ("typer._click.exceptions", "click.exceptions"):
@@ -347,23 +354,17 @@ def _exception_modules() -> list[Any]:
 
 @pytest.mark.parametrize("module", _exception_modules(), ids=lambda m: m.__name__)
 def test_both_clicks_exceptions_are_handled(module, monkeypatch):
-    """typer >= 0.20 raises its vendored copy of click's exceptions, older typer raises click's own."""
-
-    def raising(exc):
-        def command() -> None:
-            raise exc
-
-        return command
+    """typer >= 0.26 raises its vendored copy of click's exceptions, older typer raises click's own."""
 
     cases = [
         (module.UsageError("two inputs given"), 2, "Error: two inputs given"),
         (module.BadParameter("must be positive", param_hint="'--n'"), 2, "Error: Invalid value for '--n': must be positive"),
         (module.ClickException("plain"), 1, "Error: plain"),
-        (getattr(module, "Exit", typer.Exit)(4), 4, None),  # typer >= 0.20 keeps Exit and Abort in typer.exceptions
+        (getattr(module, "Exit", typer.Exit)(4), 4, None),  # typer >= 0.26 keeps Exit and Abort in typer.exceptions
         (getattr(module, "Abort", typer.Abort)(), 1, "aborted"),
     ]
     for exc, code, text in cases:
-        monkeypatch.setattr(cli, "app", _one_command_app(raising(exc)))
+        monkeypatch.setattr(cli, "app", _one_command_app(_raising(exc)))
         outcome = invoke("boom")
         assert outcome.code == code and "Traceback" not in outcome.output, (exc, outcome)
         if text:
@@ -380,17 +381,15 @@ def test_a_user_error_and_a_duck_typed_click_error(monkeypatch):
     for exc, code, text in [(DistilleryError("no [[tiers]] entries"), 1, "error: no [[tiers]] entries"),
                             (Shown(), 5, "shown"), (IsADirectoryError(21, "Is a directory", "data/"), 1,
                                                      "error: data/: Is a directory")]:
-        def command(exc=exc) -> None:
-            raise exc
-
-        monkeypatch.setattr(cli, "app", _one_command_app(command))
+        monkeypatch.setattr(cli, "app", _one_command_app(_raising(exc)))
         outcome = invoke("boom")
         assert outcome.code == code and text in outcome.output, outcome
 
 
 def test_no_arguments_prints_the_help():
     outcome = invoke()
-    assert outcome.code == 2 and "Usage:" in outcome.output and "collect" in outcome.output
+    # click >= 8.2 exits 2 here (no command is a usage error), older click 0: either is fine.
+    assert outcome.code in (0, 2) and "Usage:" in outcome.output and "collect" in outcome.output
     assert "Traceback" not in outcome.output
 
 
@@ -404,7 +403,7 @@ def test_the_console_script_behaves_the_same(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('escalate = "step"\n')
     cases = [
-        (["collect", "--no-such-flag"], 2, "No such option: --no-such-flag"),
+        (["collect", "--no-such-flag"], 2, "--no-such-flag"),
         (["collect", "--queries", "q.txt"], 2, "Missing option '--teacher'"),
         (["collect", "--teacher", "world:teacher", "--queries", "q.txt", "--concurrency", "0"], 2, "--concurrency"),
         (["serve", "--cascade", str(bad), "--port", "70000"], 2, "'--port'"),

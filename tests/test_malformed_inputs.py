@@ -248,7 +248,7 @@ case(OK, "validate: ten good examples", "build", "validate", "{ws}/train.jsonl")
 for id, content, names in [("not UTF-8", LATIN1, ("not UTF-8",)), ("binary", BINARY, ("binary",))]:
     case(USAGE, f"validate: a file that is {id}", *VALIDATE, names=("{ws}/train-bad.jsonl", *names),
          files={"train-bad.jsonl": content})
-case(USAGE, "validate: a directory", "build", "validate", "{ws}/a-dir", names=("'FILE'", "is a directory"))
+case(USAGE, "validate: a directory", "build", "validate", "{ws}/a-dir", names=("FILE", "is a directory"))
 case(USAGE, "validate: --token-limit 0", "build", "validate", "{ws}/train.jsonl", "--token-limit", "0",
      names=("'--token-limit'",))
 
@@ -310,9 +310,9 @@ case(FAILED, "cascade check: a base_url that is a number", "cascade", "check", "
      xfail="routing/config.py: a tier's base_url is not checked to be a URL")
 for id, content, names in [("not UTF-8", LATIN1, ("not UTF-8",)), ("binary", BINARY, ("binary",))]:
     case(USAGE, f"cascade check: a config that is {id}", "cascade", "check", "{ws}/bad.toml",
-         names=("'CONFIG'", "{ws}/bad.toml", *names), files={"bad.toml": content})
-case(USAGE, "cascade check: a directory", "cascade", "check", "{ws}/a-dir", names=("'CONFIG'", "is a directory"))
-case(USAGE, "cascade check: no cascade.toml here", "cascade", "check", names=("'CONFIG'", "cascade.toml", "no such file"),
+         names=("CONFIG", "{ws}/bad.toml", *names), files={"bad.toml": content})
+case(USAGE, "cascade check: a directory", "cascade", "check", "{ws}/a-dir", names=("CONFIG", "is a directory"))
+case(USAGE, "cascade check: no cascade.toml here", "cascade", "check", names=("CONFIG", "cascade.toml", "no such file"),
      files={"cascade.toml": None})
 case(OK, "cascade check: the config", "cascade", "check", "{ws}/cascade.toml")
 case(OK, "cascade check: a teacher alone", "cascade", "check", "{ws}/one.toml",

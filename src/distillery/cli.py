@@ -85,7 +85,7 @@ EXIT_INTERRUPTED = 130
 def _click_exception_classes() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
     """(ClickException, Exit, Abort) as this install spells them.
 
-    typer >= 0.20 ships its own copy of click (`typer._click`) whose exceptions are not subclasses
+    typer >= 0.26 ships its own copy of click (`typer._click`) whose exceptions are not subclasses
     of click's; older typer raises click's own. Both are listed, so usage errors are caught whichever
     typer and click pip resolved.
     """

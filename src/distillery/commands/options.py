@@ -298,7 +298,7 @@ def parsed(parse: Callable[[Any], Any]) -> Callback:
     return callback
 
 
-# click's UsageError as this typer spells it (its own copy in typer >= 0.20, click's before).
+# click's UsageError as this typer spells it (its own copy in typer >= 0.26, click's before).
 _UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
