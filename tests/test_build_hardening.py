@@ -8,6 +8,7 @@ import json
 import pytest
 
 from distillery.dataset import DatasetBuilder, ProblemsError
+from distillery.dataset.builder import BuildReport
 from distillery.dataset.validate import validate_openai_jsonl
 from distillery.trajectory import ToolCall, ToolResult, ToolSpec
 from tests.test_dataset_support import varied_trajectories
@@ -150,3 +151,27 @@ def test_build_reads_the_store_collect_writes_by_default(tmp_path, monkeypatch, 
     assert run(["build", "--out", "data", "--format", "hf"]) == 0
     assert "reading .distillery/store.db" in capsys.readouterr().err
     assert len(lines(tmp_path / "data" / "train.jsonl")) == 3
+
+
+def test_a_captured_gateway_step_that_calls_tools_is_a_training_example(tmp_path):
+    # The gateway captures the step it answered; when that step calls tools, the client runs them,
+    # so the trajectory ends on the call. That call is the flywheel's training target.
+    captured = varied_trajectories(2)
+    for t in captured:
+        t.steps = t.steps[:1]
+        t.steps[0].tool_results = []
+        t.tags = ["gateway", "escalated"]
+    report = DatasetBuilder(format="openai").write_file(captured, tmp_path / "o.jsonl")
+    rows = lines(tmp_path / "o.jsonl")
+    assert len(rows) == 2 and not report.skipped
+    assert rows[0]["messages"][-1]["role"] == "assistant" and len(rows[0]["messages"][-1]["tool_calls"]) == 2
+    assert validate_openai_jsonl(tmp_path / "o.jsonl", min_examples=0).ok
+    DatasetBuilder(format="hf").write_file(captured, tmp_path / "h.jsonl")
+    assert lines(tmp_path / "h.jsonl")[0]["messages"][-1]["tool_calls"]
+    # A run cut off after its tool results is still left out: it ends on a tool message.
+    cut = varied_trajectories(1, start=50)
+    cut[0].steps = cut[0].steps[:1]
+    report = BuildReport(format="hf")
+    kept = DatasetBuilder(format="hf").select(captured + cut, report)
+    assert sum(len(v) for v in kept.values()) == 2
+    assert report.removed["unfinished run (no final answer) (--status ok)"] == 1

@@ -40,11 +40,15 @@ STATUSES = ("ok", "error", "all")
 
 
 def finished(example: Example) -> bool:
-    """A completed run: status ok and a final answer (the conversation ends on an assistant reply)."""
+    """A completed run: status ok and the conversation ends on an assistant message.
+
+    That is a final answer, or, for a step captured by the gateway, the tool call the client then
+    ran (its result is not the model's to produce). A run cut off after a tool result is not.
+    """
     if example.trajectory is not None and example.trajectory.status != "ok":
         return False
     messages = example.sample.messages
-    return bool(messages) and messages[-1].role == "assistant" and not messages[-1].tool_calls
+    return bool(messages) and messages[-1].role == "assistant"
 
 
 def by_status(examples: list[Example], keep: str) -> tuple[list[Example], dict[str, int]]:
@@ -60,7 +64,7 @@ def by_status(examples: list[Example], keep: str) -> tuple[list[Example], dict[s
             kept.append(e)
             continue
         status = e.trajectory.status if e.trajectory is not None else "ok"
-        reason = f"status {status}" if status != "ok" else ("completed run" if finished(e) else "unfinished run (no final answer)")
+        reason = f"status {status}" if status != "ok" else ("completed run" if finished(e) else "unfinished run (ends on a tool result)")
         left_out[reason] = left_out.get(reason, 0) + 1
     return kept, left_out
 

@@ -75,10 +75,14 @@ def read_store(path: str | Path, **filters: Any) -> Iterator[Example]:
 
     store = SQLiteStore(path, readonly=True)
     try:
-        for trajectory in store.iter_trajectories(**filters):
-            yield example_from_trajectory(trajectory, f"{path} trajectory {trajectory.id}")
+        trajectories = list(store.iter_trajectories(**filters))
     finally:
         store.close()
+    # A store holds runs in the order they finished, which concurrency makes random: sort, so the
+    # same store always gives the same files (and the same student).
+    trajectories.sort(key=lambda t: (t.task_id, t.sample_index, t.id))
+    for trajectory in trajectories:
+        yield example_from_trajectory(trajectory, f"{path} trajectory {trajectory.id}")
 
 
 def example_from_trajectory(trajectory: Trajectory, origin: str) -> Example:
@@ -146,5 +150,6 @@ def structural_problems(sample: DistillationSample) -> list[str]:
             else:
                 del open_calls[m.tool_call_id]
     for call_id, at in open_calls.items():
-        problems.append(f"messages[{at}].tool_calls[id={call_id}]: tool call has no result")
+        if at != len(messages) - 1:  # the last message may end on its calls (a captured gateway step)
+            problems.append(f"messages[{at}].tool_calls[id={call_id}]: tool call has no result")
     return problems

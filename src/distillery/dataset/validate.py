@@ -212,8 +212,12 @@ def example_problems(record: Any, *, check_arguments: bool = True, check_names: 
                 problems.append((f"{where}.tool_call_id", f"{call_id!r} answers no tool call of the preceding assistant message"))
             else:
                 del open_calls[call_id]
-    for call_id, field in open_calls.items():
-        problems.append((field, f"tool call {call_id!r} has no tool message answering it"))
+    # The last message may call tools whose results are not there: the example teaches the call
+    # itself (OpenAI's function-calling fine-tuning examples end so, and so do gateway captures).
+    last_calls = messages[-1].get("tool_calls") if isinstance(messages[-1], dict) else None
+    if not (last_calls and messages[-1].get("role") == "assistant"):
+        for call_id, field in open_calls.items():
+            problems.append((field, f"tool call {call_id!r} has no tool message answering it"))
     if not trained_assistant:
         problems.append(("messages", "no assistant message with weight 1 to train on"))
     return problems
