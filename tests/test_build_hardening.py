@@ -174,4 +174,4 @@ def test_a_captured_gateway_step_that_calls_tools_is_a_training_example(tmp_path
     report = BuildReport(format="hf")
     kept = DatasetBuilder(format="hf").select(captured + cut, report)
     assert sum(len(v) for v in kept.values()) == 2
-    assert report.removed["unfinished run (no final answer) (--status ok)"] == 1
+    assert report.removed["unfinished run (ends on a tool result) (--status ok)"] == 1
