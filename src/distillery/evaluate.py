@@ -1,7 +1,7 @@
 """Held-out evaluation of a cascade against the student alone, the teacher alone, a random router and the oracle.
 
     results = evaluate(tasks, load_cascade_config("cascade.toml"), tools=toolbox(), system=SYSTEM_PROMPT)
-    save_results(results, "runs/eval.json")       # + runs/eval.png, the deferral curve
+    save_results(results, "runs/eval.json")       # + runs/eval.png and runs/eval.trajectories.jsonl
     failures = check_gates(results, min_success=0.9)
 
 What is run, and what is simulated (both are labelled in the JSON):
@@ -53,6 +53,19 @@ from distillery.world.tasks import is_world_task
 
 CPT_LEVELS = (0.5, 0.8, 0.95)
 Progress = Callable[[str, int, int], None]
+STEP_LABELS = "student step differs from the teacher's action at the same state"
+
+
+class EvalResults(dict):
+    """The JSON-ready results, carrying the runs' trajectories beside them (not in the dict).
+
+    `trajectories` maps a row's name to its trajectories in task order (the cascade's and the
+    student's alone); `save_results` writes them next to the JSON for `distillery report`.
+    """
+
+    def __init__(self, data: dict[str, Any], trajectories: dict[str, list[Trajectory]] | None = None):
+        super().__init__(data)
+        self.trajectories = trajectories or {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,7 +296,7 @@ async def aevaluate(
     random_router: bool = True,
     seed: int = 0,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> EvalResults:
     """Run the evaluation described in the module docstring; returns the JSON-ready results."""
     if not tasks:
         raise ConfigError("eval: no tasks to evaluate")
@@ -302,11 +315,6 @@ async def aevaluate(
 
     # 1. Every tier alone; its confidences are recorded (the teacher is not scored).
     alone = await run_tiers_alone(models, scorers, tasks, tools=tools, concurrency=concurrency, progress=progress, **common)
-    runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
-    student, teacher = alone[0], alone[-1]
-    student_success = sum(r.success for r in runs[0]) / len(tasks)
-    teacher_success = sum(r.success for r in runs[-1]) / len(tasks)
-    teacher_cost = sum(r.cost_usd for r in runs[-1]) / len(tasks)
 
     # 2. The cascade at its configured thresholds.
     cascade = Cascade(
@@ -316,44 +324,92 @@ async def aevaluate(
     )
     cascaded = await run_tasks(cascade, tasks, concurrency=concurrency, label="cascade", progress=progress)
 
-    rows = []
-    student_row = run_row(f"student alone ({models[0].uri})", student, 1, teacher, student_success, teacher_success,
-                          teacher_cost, last_is_teacher=False)
-    teacher_row = run_row(f"teacher alone ({models[-1].uri})", teacher, 1, teacher, student_success, teacher_success, teacher_cost)
-    cascade_row = run_row("cascade (calibrated)", cascaded, n_tiers, teacher, student_success, teacher_success, teacher_cost)
-    cascade_row["thresholds"] = config.thresholds
-    cascade_row["escalate"] = config.escalate
-    rows += [student_row, teacher_row, cascade_row]
-
     # 3. A random router escalating the same fraction of steps at each tier, run through the same cascade.
+    randomised = None
     if random_router:
-        rates = [r if r is not None else 0.0 for r in cascade_row["escalation_rate_by_tier"]]
+        doubted = run_row("cascade", cascaded, n_tiers, alone[-1], 0.0, 0.0, 0.0)["escalation_rate_by_tier"]
+        rates = [r if r is not None else 0.0 for r in doubted]
         random_cascade = Cascade(
             models, rates, tools, scorer=[RandomScorer(seed + i) for i in range(n_tiers - 1)],
             escalate=config.escalate, on_fallback_error=config.on_fallback_error,
             fallback_timeout_s=config.fallback_timeout_s, **common,
         )
         randomised = await run_tasks(random_cascade, tasks, concurrency=concurrency, label="random router", progress=progress)
+
+    # 4. Reference labels: the teacher's action at every state the student visited.
+    references = None
+    if reference_labels:
+        references = await reference_actions(alone[0], models[-1], tools, concurrency=concurrency, progress=progress)
+    return summarise_runs(tasks, config, [m.uri for m in models], alone, cascaded, randomised=randomised,
+                          references=references, seed=seed, started=started)
+
+
+def summarise_runs(
+    tasks: Sequence[Task],
+    config: CascadeConfig,
+    uris: Sequence[str],
+    alone: Sequence[Sequence[Trajectory]],
+    cascaded: Sequence[Trajectory],
+    *,
+    randomised: Sequence[Trajectory] | None = None,
+    references: Sequence[Sequence[dict[str, Any]]] | None = None,
+    seed: int = 0,
+    started: float | None = None,
+) -> EvalResults:
+    """The results from runs already made, in task order: each tier alone, the cascade, the random router.
+
+    `uris` names the tiers' models; `references` are the teacher's actions at the student's states
+    (`reference_actions`). Without `randomised` the random router has no run row (its curve is still
+    simulated); without `references` there is no tool-call accuracy and no step-level scorer quality.
+    `aevaluate` runs the models and calls this; `distillery demo` calls it over the runs it already has.
+    """
+    scorers = tier_scorers(config)
+    n_tiers = len(alone)
+    runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
+    student, teacher = alone[0], alone[-1]
+    student_success = sum(r.success for r in runs[0]) / len(tasks)
+    teacher_success = sum(r.success for r in runs[-1]) / len(tasks)
+    teacher_cost = sum(r.cost_usd for r in runs[-1]) / len(tasks)
+
+    rows = []
+    student_row = run_row(f"student alone ({uris[0]})", student, 1, teacher, student_success, teacher_success,
+                          teacher_cost, last_is_teacher=False)
+    middle_rows = [run_row(f"tier {i + 1} alone ({uris[i]})", alone[i], 1, teacher, student_success, teacher_success,
+                           teacher_cost, last_is_teacher=False) for i in range(1, n_tiers - 1)]
+    teacher_row = run_row(f"teacher alone ({uris[-1]})", teacher, 1, teacher, student_success, teacher_success, teacher_cost)
+    cascade_row = run_row("cascade (calibrated)", cascaded, n_tiers, teacher, student_success, teacher_success, teacher_cost)
+    cascade_row["thresholds"] = config.thresholds
+    cascade_row["escalate"] = config.escalate
+    rows += [student_row, *middle_rows, teacher_row, cascade_row]
+    if randomised is not None:
         random_row = run_row("random router (same escalation rate)", randomised, n_tiers, teacher,
                              student_success, teacher_success, teacher_cost)
-        random_row["thresholds"] = rates
+        random_row["thresholds"] = [r if r is not None else 0.0 for r in cascade_row["escalation_rate_by_tier"]]
         rows.append(random_row)
     rows.append(oracle_row(runs, student_success, teacher_success, teacher_cost))
 
-    # 4. Reference labels: tool-call accuracy and the scorer's step-level quality.
+    # Tool-call accuracy and the scorer's quality; per-step confidences of every scored tier alone.
     scorer_report: dict[str, Any] = {}
-    if reference_labels:
-        references = await reference_actions(student, models[-1], tools, concurrency=concurrency, progress=progress)
-        student_row["tool_call_accuracy"] = tool_call_accuracy(student, references)
+    step_confidences = []
+    for tier in range(n_tiers - 1):
+        labelled = references is not None and tier == 0
         confidences, wrong = [], []
-        for trajectory, refs in zip(student, references):
-            for index, (step, ref) in enumerate(zip(trajectory.steps, refs)):
-                label = step_wrong(trajectory, index, ref)
+        for k, trajectory in enumerate(alone[tier]):
+            for index, step in enumerate(trajectory.steps):
+                if labelled:
+                    label = step_wrong(trajectory, index, references[k][index])
+                else:
+                    label = not (trajectory.outcome and trajectory.outcome.success)
                 if label is not None and step.confidence is not None:
                     confidences.append(step.confidence)
                     wrong.append(label)
-        scorer_report["step_level"] = {**scorer_quality(confidences, wrong),
-                                       "labels": "student step differs from the teacher's action at the same state"}
+        step_confidences.append({
+            "tier": tier, "model": uris[tier], "scorer": scorers[tier], "confidence": confidences, "wrong": wrong,
+            "labels": STEP_LABELS if labelled else "the step's task failed (no reference labels for this tier)",
+        })
+        if labelled:
+            student_row["tool_call_accuracy"] = tool_call_accuracy(student, references)
+            scorer_report["step_level"] = {**scorer_quality(confidences, wrong), "labels": STEP_LABELS}
     task_conf = [r.min_confidence for r in runs[0]]
     scorer_report["task_level"] = {**scorer_quality(task_conf, [not r.success for r in runs[0]]),
                                    "labels": "task failed; confidence = min step confidence"}
@@ -394,11 +450,11 @@ async def aevaluate(
         calibration["step_escalation_gap"] = first_tier_doubts - config.calibration["predicted_step_escalation_rate"]
 
     prices = {}
-    for model in models:
-        price = price_for(model.uri)
-        prices[model.uri] = None if price is None else {"input": price.input, "output": price.output,
-                                                        "stand_in_for": price.stand_in_for}
-    return {
+    for uri in uris:
+        price = price_for(uri)
+        prices[uri] = None if price is None else {"input": price.input, "output": price.output,
+                                                  "stand_in_for": price.stand_in_for}
+    results = {
         "kind": "distillery.eval",
         "meta": {
             "tiers": [t.model for t in config.tiers],
@@ -411,21 +467,24 @@ async def aevaluate(
             # world and saved as `hf:runs/...`, or the world's simulated tasks under a hosted teacher.
             "offline_world": any(t.model.startswith("world:") for t in config.tiers)
             or any(is_world_task(task) for task in tasks),
-            "wall_s": time.time() - started,
+            "wall_s": None if started is None else time.time() - started,
             "machine": f"{platform.machine()} {platform.system()}",
         },
         "rows": rows,
         "routing": routing,
         "scorer": scorer_report,
+        "step_confidences": step_confidences,
         "calibration": calibration,
         "per_task": [
             {"task_id": task.id, **{f"tier{i}_success": runs[i][k].success for i in range(n_tiers)},
              "student_min_confidence": runs[0][k].min_confidence,
              "cascade_success": bool(cascaded[k].outcome and cascaded[k].outcome.success),
-             "cascade_escalated_steps": sum(s.escalated for s in cascaded[k].steps)}
+             "cascade_escalated_steps": sum(s.escalated for s in cascaded[k].steps),
+             "tags": list(task.tags)}
             for k, task in enumerate(tasks)
         ],
     }
+    return EvalResults(results, trajectories={cascade_row["name"]: list(cascaded), student_row["name"]: list(student)})
 
 
 def evaluate(tasks: Sequence[Task], config: CascadeConfig, **options: Any) -> dict[str, Any]:
@@ -458,13 +517,33 @@ def check_gates(results: dict[str, Any], *, min_success: float | None = None, mi
 
 
 def save_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
-    """Write the results JSON and, next to it, the deferral-curve PNG. Returns both paths."""
+    """Write the results JSON and, next to it, the deferral-curve PNG. Returns both paths.
+
+    Results from `evaluate` also carry their trajectories: they go to `<stem>.trajectories.jsonl`
+    (one `Trajectory` JSON per line, token logprobs left out), named in the JSON's `trajectories`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    trajectories = getattr(results, "trajectories", None)
+    if trajectories:
+        results["trajectories"] = write_run_trajectories(trajectories, path.with_suffix(".trajectories.jsonl"))
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     png = path.with_suffix(".png")
     plot_deferral_curve(results, png)
     return path, png
+
+
+def write_run_trajectories(runs: dict[str, list[Trajectory]], path: Path) -> dict[str, Any]:
+    """Each run's trajectories, one after the other, to a JSONL file; returns where each run's lines are."""
+    index, start = [], 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for name, trajectories in runs.items():
+            for trajectory in trajectories:
+                handle.write(trajectory.model_dump_json(exclude={"steps": {"__all__": {"logprobs"}}}) + "\n")
+            index.append({"name": name, "start": start, "count": len(trajectories)})
+            start += len(trajectories)
+    return {"path": path.name, "format": "one Trajectory JSON per line (token logprobs left out), runs in order, "
+                                       "each in task order", "runs": index}
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
