@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "distillery.commands.train",
     "distillery.commands.hosted",
     "distillery.commands.routing",
+    "distillery.commands.report",
     "distillery.commands.serve",
     "distillery.commands.demo",
 ]

@@ -314,6 +314,19 @@ class Gateway:
             return OPENAI.error(401, "invalid or missing API key")
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    async def report(self, request: Request) -> Response:
+        """The latest `distillery report` written for this cascade's config (auth as for /metrics)."""
+        if not is_authorized(request.headers, self.settings.api_keys):
+            return OPENAI.error(401, "invalid or missing API key")
+        from distillery.report.registry import latest_report
+
+        source = getattr(self.backend, "source", None)
+        path = latest_report(source)
+        if path is None:
+            return OPENAI.error(404, f"no report for the cascade {source}: run `distillery eval --config {source} --out "
+                                     "runs/eval.json`, then `distillery report runs/eval.json`")
+        return Response(path.read_bytes(), media_type="text/html; charset=utf-8")
+
 
 def _sse_response(chunks, headers: dict[str, str]) -> Response:
     """The event stream as one body.
@@ -348,4 +361,5 @@ def create_app(backend: Backend, settings: GatewaySettings | None = None) -> Fas
     app.add_route("/v1/models", gateway.list_models, methods=["GET"])
     app.add_route("/health", gateway.health, methods=["GET"])
     app.add_route("/metrics", gateway.prometheus, methods=["GET"])
+    app.add_route("/report", gateway.report, methods=["GET"])
     return app
