@@ -19,6 +19,9 @@ re-implemented here):
 6. evaluate  student alone and the cascade run on the test split; the teacher-alone row reuses
              stage 1's runs; rows are `evaluate.run_row`'s figures. Everything lands in `results.json`.
 
+At the end, the test split's runs become an eval result (`eval.json`, `evaluate.summarise_runs`) and
+its HTML report (`report.html`, `distillery report`), whose path is printed.
+
 Each stage writes `stages/<name>.json` with the hash of its inputs (settings, upstream stage
 hashes, the teacher's weights); a re-run skips every stage whose hash still matches, and a
 collection that was interrupted resumes from the store. Every number printed comes from this run.
@@ -370,12 +373,15 @@ class Demo:
             self.summaries[name] = marker["summary"]
             self.report(name, marker["summary"])
             previous = {"upstream": key}
+        report = self.write_report()
         results = self.results(time.perf_counter() - started, time.process_time() - cpu_started)
         tmp = self.results_path.with_name(self.results_path.name + ".tmp")
         tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
         tmp.replace(self.results_path)
         self.console.rule("[bold]Done")
         self.print_artifacts(results)
+        self.console.print(f"report: [cyan]{report.path}[/] ({report.bytes / 1e6:.1f} MB, everything inline: open it in a "
+                           "browser)", highlight=False)
         return results
 
     def stage_settings(self) -> dict[str, Any]:
@@ -617,6 +623,35 @@ class Demo:
         rows[-1]["threshold"] = self.threshold
         return {"n_tasks": n, "rows": rows, "by_tier": success_by_tier(tasks, student, teacher, cascade)}
 
+    # -- the report ----------------------------------------------------------------------------
+
+    @property
+    def report_path(self) -> Path:
+        return self.out / "report.html"
+
+    def write_report(self) -> Any:
+        """The test split's runs as an eval result (`eval.json`) and its HTML report (`report.html`).
+
+        The figures come from stage 6's saved runs and stage 1's teacher runs; there is no random-router
+        run and there are no reference labels (its curve is simulated; confidences are judged by task outcome).
+        """
+        from distillery.evaluate import save_results, summarise_runs
+        from distillery.report import write_report
+        from distillery.routing.config import load_cascade_config
+
+        tasks, teacher = self.with_teacher_runs(self.tasks("test"))
+        student = read_trajectories(self.runs_path("student-test"))
+        cascade = read_trajectories(self.runs_path("cascade-test"))
+        if [t.id for t in tasks] != [t.task_id for t in student] or [t.task_id for t in cascade] != [t.task_id for t in student]:
+            raise ConfigError(f"{self.out / 'runs'}: the test runs do not match the test tasks; run with --fresh")
+        results = summarise_runs(tasks, load_cascade_config(self.config_path),
+                                 [trained_student_uri(self.s.student), self.s.teacher], [student, teacher], cascade,
+                                 seed=self.s.seed)
+        results["meta"]["tasks"] = (f"world:test n={len(tasks)} seed={self.s.seed} (distillery demo: no random-router "
+                                    "run, no reference labels)")
+        json_path, _ = save_results(results, self.out / "eval.json")
+        return write_report(json_path, self.report_path, cascade=self.config_path)
+
     # -- printing ------------------------------------------------------------------------------
 
     def report(self, name: str, summary: dict[str, Any]) -> None:
@@ -746,6 +781,8 @@ class Demo:
                 "cascade config": str(self.config_path),
                 "runs": str(self.out / "runs"),
                 "results": str(self.results_path),
+                "eval result": str(self.out / "eval.json"),
+                "report": str(self.report_path),
             },
         }
 
