@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "distillery.commands.collect",
     "distillery.commands.world",
     "distillery.commands.build",
+    "distillery.commands.student",
     "distillery.commands.train",
     "distillery.commands.hosted",
     "distillery.commands.routing",
