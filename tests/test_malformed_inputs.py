@@ -372,8 +372,9 @@ for id, text, names in [
 ]:
     case(FAILED, f"eval --from-json: {id}", "eval", "--from-json", "{ws}/results.json", names=names,
          files={"results.json": text})
-case(FAILED, "eval --from-json: a JSON list", "eval", "--from-json", "{ws}/results.json", names=("{ws}/results.json",),
-     files={"results.json": "[]"}, xfail="evaluate.py: load_results calls .get on whatever the JSON holds")
+for id, text in [("a JSON list", "[]"), ("a JSON number", "5"), ("JSON null", "null")]:
+    case(FAILED, f"eval --from-json: {id}", "eval", "--from-json", "{ws}/results.json",
+         names=("{ws}/results.json", "not a distillery eval results file"), files={"results.json": text})
 case(USAGE, "eval --from-json: a directory", "eval", "--from-json", "{ws}/a-dir", names=("'--from-json'",))
 
 # -- stores: store stats / export, collect --store --------------------------------------------------

@@ -554,6 +554,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such results file") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(results, dict):  # a list, a number: nothing `distillery eval` writes
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(results), "a number")
+        raise ConfigError(f"{path}: not a distillery eval results file (the JSON is {kind}, not an object)")
     if results.get("kind") != "distillery.eval":
         raise ConfigError(f"{path}: not a distillery eval results file (kind={results.get('kind')!r})")
     return results
