@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from distillery.errors import ConfigError
-from distillery.store import SQLiteStore, TrajectoryKey, open_store
+from distillery.store import SQLiteStore, StoreError, TrajectoryKey, UnreadableRowError, open_store
 from distillery.trajectory import (
     Outcome,
     Step,
@@ -255,6 +255,64 @@ def test_unwritable_path_is_a_one_line_config_error(tmp_path):
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(ConfigError, match="dir.db"):
         SQLiteStore(tmp_path / "dir.db")
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    (tmp_path / "dir.db").mkdir()
+    for readonly in (False, True):
+        with pytest.raises(ConfigError, match=r"dir\.db is a directory, not a trajectory store"):
+            SQLiteStore(tmp_path / "dir.db", readonly=readonly)
+
+
+def _spoil(store: SQLiteStore, rowid: int, data: str) -> str:
+    """Overwrite one row's JSON record behind the store's back; returns that row's trajectory id."""
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE trajectories SET data = ? WHERE rowid = ?", (data, rowid))
+        return db.execute("SELECT id FROM trajectories WHERE rowid = ?", (rowid,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("data, problem", [("{broken", "Invalid JSON"), ("[1, 2]", "Input should be an object"),
+                                           ('{"query": "q"}', "task_id"), ('{"task_id": "a", "query": "q", "steps": 5}', "steps")])
+def test_a_row_that_does_not_parse_is_one_line_naming_store_row_and_id(filled, data, problem):
+    bad_id = _spoil(filled, 3, data)
+    before = filled.path.read_bytes()
+    seen = []
+    with pytest.raises(UnreadableRowError) as info:
+        for trajectory in filled.iter_trajectories():
+            seen.append(trajectory.task_id)
+    message = str(info.value)
+    assert message.startswith(f"{filled.path}: row 3 (trajectory {bad_id}): ") and problem in message, message
+    assert "\n" not in message and isinstance(info.value, StoreError)
+    assert seen == ["a", "b"]  # the rows before it were read; nothing past it
+    for read in (lambda: filled.get(bad_id), lambda: filled.get_by_key(TrajectoryKey("c", "m1", 0))):
+        with pytest.raises(UnreadableRowError, match="row 3"):
+            read()
+    assert filled.path.read_bytes() == before
+
+
+def test_on_invalid_skips_an_unreadable_row_and_reads_on(filled):
+    bad_id = _spoil(filled, 2, "{broken")
+    skipped = []
+    assert [t.task_id for t in filled.iter_trajectories(on_invalid=skipped.append)] == ["a", "c", "d", "e"]
+    assert [(e.rowid, e.trajectory_id) for e in skipped] == [(2, bad_id)]
+    assert skipped[0].origin == f"{filled.path} row 2 (trajectory {bad_id})"
+    # limit counts what is yielded, not what is skipped
+    assert [t.task_id for t in filled.iter_trajectories(on_invalid=skipped.append, limit=2)] == ["a", "c"]
+    assert filled.count() == 5  # the row is still stored
+    assert filled.stats()["count"] == 5  # stats reads the columns, not the record
+
+
+def test_export_and_add_tags_stop_at_an_unreadable_row_and_change_nothing(filled, tmp_path):
+    bad_id = _spoil(filled, 4, "[1, 2]")
+    out = tmp_path / "export.jsonl"
+    with pytest.raises(UnreadableRowError, match="row 4"):
+        filled.export_jsonl(out)
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+    good_id = next(filled.iter_trajectories(limit=1)).id
+    with pytest.raises(UnreadableRowError, match="row 4"):
+        filled.add_tags([good_id, bad_id], ["new"])
+    assert "new" not in filled.get(good_id).tags  # the transaction was rolled back
+    assert ids(filled, tags_any=["new"]) == []
 
 
 def test_not_a_database_is_a_config_error(tmp_path):

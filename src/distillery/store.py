@@ -23,6 +23,13 @@ Filters (every query method takes the same keywords):
 trajectory without a checker has success NULL and matches neither True nor False), `status`,
 `since`/`until` (created_at, inclusive/exclusive; naive datetimes are read as UTC), `task_ids`,
 `limit`.
+
+Rows that do not parse. Every read that returns trajectories parses the row's JSON record. A record
+that does not parse as a `Trajectory` (edited by hand, written by a different version, damaged on
+disk) raises `UnreadableRowError`, one line naming the store file, the row id and the trajectory id;
+nothing is read past it and nothing in the store is changed. `iter_trajectories(on_invalid=...)`
+instead hands each such error to a callback and goes on with the next row (what `distillery build
+--skip-invalid` does); the row stays in the store as it is.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
+
+from pydantic import ValidationError
 
 from distillery.errors import ConfigError, DistilleryError
 from distillery.trajectory import Trajectory
@@ -51,6 +60,30 @@ PutResult = Literal["inserted", "replaced", "kept"]
 
 class StoreError(DistilleryError):
     """The store could not be read or written (disk full, locked for too long, corrupt file)."""
+
+
+class UnreadableRowError(StoreError):
+    """A stored row whose JSON record does not parse as a `Trajectory`. The store is left as it is."""
+
+    def __init__(self, path: Path, rowid: int, trajectory_id: str, problem: str):
+        super().__init__(f"{path}: row {rowid} (trajectory {trajectory_id}): the stored record does not parse: {problem}")
+        self.path = path
+        self.rowid = rowid
+        self.trajectory_id = trajectory_id
+        self.problem = problem
+
+    @property
+    def origin(self) -> str:
+        """`store.db row 3 (trajectory abc)`: where the row is, for messages that list several."""
+        return f"{self.path} row {self.rowid} (trajectory {self.trajectory_id})"
+
+
+def validation_problem(exc: ValidationError) -> str:
+    """pydantic's first complaint as `field: message (and N more)`, one line; the field is (root) for the whole record."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
 
 
 class TrajectoryKey(NamedTuple):
@@ -92,8 +125,13 @@ class TrajectoryStore(ABC):
         """The `(task_id, sample_index)` pairs of `model` that are stored and final."""
 
     @abstractmethod
-    def iter_trajectories(self, **filters: Any) -> Iterator[Trajectory]:
-        """Stream matching trajectories in insertion order without loading them all."""
+    def iter_trajectories(self, *, on_invalid: Callable[[UnreadableRowError], None] | None = None,
+                          **filters: Any) -> Iterator[Trajectory]:
+        """Stream matching trajectories in insertion order without loading them all.
+
+        A row that does not parse raises `UnreadableRowError`; with `on_invalid`, the error is passed
+        to it instead and the row is skipped (and left in the store).
+        """
 
     @abstractmethod
     def count(self, **filters: Any) -> int: ...
@@ -284,6 +322,8 @@ class SQLiteStore(TrajectoryStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        if self.path.is_dir():
+            raise ConfigError(f"{self.path} is a directory, not a trajectory store (give the store's file)")
         if readonly:
             if not self.path.is_file():
                 raise ConfigError(f"{self.path}: no such trajectory store")
@@ -415,13 +455,13 @@ class SQLiteStore(TrajectoryStore):
         conn = self._connection()
         found = 0
         try:
-            with _transaction(conn):
+            with _transaction(conn):  # an unreadable row raises out of it: rolled back, nothing changed
                 for trajectory_id in ids:
-                    row = conn.execute("SELECT data FROM trajectories WHERE id = ?", (trajectory_id,)).fetchone()
+                    row = conn.execute("SELECT rowid, data FROM trajectories WHERE id = ?", (trajectory_id,)).fetchone()
                     if row is None:
                         continue
                     found += 1
-                    record = json.loads(row[0])
+                    record = self._record(row[0], trajectory_id, row[1])
                     added = [tag for tag in new_tags if tag not in record["tags"]]
                     if not added:
                         continue
@@ -456,15 +496,33 @@ class SQLiteStore(TrajectoryStore):
         except sqlite3.Error as exc:
             raise self._fail("read", exc) from None
 
+    def _parse(self, rowid: int, trajectory_id: str, data: str | bytes) -> Trajectory:
+        """The row's record as a `Trajectory`, or `UnreadableRowError` naming the file, row and trajectory."""
+        try:
+            return Trajectory.model_validate_json(data)
+        except ValidationError as exc:
+            raise UnreadableRowError(self.path, rowid, trajectory_id, validation_problem(exc)) from None
+
+    def _record(self, rowid: int, trajectory_id: str, data: str | bytes) -> dict[str, Any]:
+        """The row's record as a JSON object with a tag list (what `add_tags` edits), checked like `_parse`."""
+        try:
+            record = json.loads(data)
+        except (ValueError, TypeError) as exc:
+            raise UnreadableRowError(self.path, rowid, trajectory_id, f"(root): not valid JSON ({exc})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("tags", []), list):
+            self._parse(rowid, trajectory_id, data)  # raises, with pydantic's account of what is wrong
+        record.setdefault("tags", [])
+        return record
+
     def get(self, trajectory_id: str) -> Trajectory | None:
-        rows = self._read("SELECT data FROM trajectories WHERE id = ?", (trajectory_id,))
-        return Trajectory.model_validate_json(rows[0][0]) if rows else None
+        rows = self._read("SELECT rowid, id, data FROM trajectories WHERE id = ?", (trajectory_id,))
+        return self._parse(*rows[0]) if rows else None
 
     def get_by_key(self, key: TrajectoryKey) -> Trajectory | None:
         rows = self._read(
-            "SELECT data FROM trajectories WHERE task_id = ? AND model = ? AND sample_index = ?", tuple(key)
+            "SELECT rowid, id, data FROM trajectories WHERE task_id = ? AND model = ? AND sample_index = ?", tuple(key)
         )
-        return Trajectory.model_validate_json(rows[0][0]) if rows else None
+        return self._parse(*rows[0]) if rows else None
 
     def has_ok(self, key: TrajectoryKey) -> bool:
         failed = list(FAILED_STATUSES)
@@ -488,12 +546,17 @@ class SQLiteStore(TrajectoryStore):
         where, params = _where(**filters)
         return self._read(f"SELECT COUNT(*) FROM trajectories t WHERE {where}", params)[0][0]
 
-    def iter_trajectories(self, *, limit: int | None = None, **filters: Any) -> Iterator[Trajectory]:
+    def iter_trajectories(self, *, limit: int | None = None,
+                          on_invalid: Callable[[UnreadableRowError], None] | None = None,
+                          **filters: Any) -> Iterator[Trajectory]:
         """Stream matches in insertion order, a page at a time.
 
         Each page is its own short read (keyset pagination on rowid), so no read transaction stays
         open between pages: a long export never holds back the WAL checkpoint, and rows written
         meanwhile may appear in later pages.
+
+        A row whose record does not parse raises `UnreadableRowError`, or, with `on_invalid`, is
+        handed to it and skipped; `limit` counts the trajectories yielded, not the rows skipped.
         """
         where, params = _where(**filters)
         last_rowid = -1
@@ -501,14 +564,22 @@ class SQLiteStore(TrajectoryStore):
         while remaining is None or remaining > 0:
             page = _PAGE if remaining is None else min(_PAGE, remaining)
             rows = self._read(
-                f"SELECT t.rowid, t.data FROM trajectories t WHERE {where} AND t.rowid > ? ORDER BY t.rowid LIMIT ?",
+                f"SELECT t.rowid, t.id, t.data FROM trajectories t WHERE {where} AND t.rowid > ? "
+                "ORDER BY t.rowid LIMIT ?",
                 [*params, last_rowid, page],
             )
-            for rowid, data in rows:
-                yield Trajectory.model_validate_json(data)
+            for rowid, trajectory_id, data in rows:
                 last_rowid = rowid
-            if remaining is not None:
-                remaining -= len(rows)
+                try:
+                    trajectory = self._parse(rowid, trajectory_id, data)
+                except UnreadableRowError as exc:
+                    if on_invalid is None:
+                        raise
+                    on_invalid(exc)
+                    continue
+                yield trajectory
+                if remaining is not None:
+                    remaining -= 1
             if len(rows) < page:
                 return
 

@@ -47,7 +47,7 @@ from distillery.dataset.sidecar import (
     topk_header_path,
     topk_parquet_bytes,
 )
-from distillery.dataset.sources import DatasetInputError, Example, as_examples, structural_problems
+from distillery.dataset.sources import DatasetInputError, Example, Source, Unreadable, as_examples, structural_problems
 from distillery.dataset.splits import SPLIT_NAMES, split_examples
 from distillery.dataset.stats import CostEstimate, TokenCounter, TokenStats, estimate_cost, template_messages
 from distillery.dataset.validate import DEFAULT_TOKEN_LIMIT, MIN_EXAMPLES, function_name_problem, validate_records
@@ -194,8 +194,19 @@ class DatasetBuilder:
 
     def select(self, items: Iterable[DistillationSample | Trajectory | Example], report: BuildReport) -> dict[str, list[Example]]:
         """Checks, filters, rendering and splitting; returns the examples of each split."""
-        examples = as_examples(items)
-        report.inputs = len(examples)
+        unreadable: list[Unreadable] = []
+        examples = as_examples(items, unreadable=unreadable)
+        report.inputs = len(examples) + len(unreadable)
+        if unreadable:  # store rows that do not parse: stop, or with skip_invalid leave them out (the store is untouched)
+            problems = [str(u) for u in unreadable]
+            if not self.skip_invalid:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise ProblemsError(f"{problems[0]}{more}; the store was not changed; pass --skip-invalid to build "
+                                    "without such rows", problems)
+            report.removed["unreadable store row (--skip-invalid)"] = len(unreadable)
+            report.skipped.extend(problems)
+            report.warnings.append(f"{len(unreadable)} store row(s) could not be read and were left out; the store "
+                                   "was not changed (see skipped)")
 
         def removed(name: str, result: tuple[list[Example], int]) -> list[Example]:
             kept, count = result
@@ -239,8 +250,10 @@ class DatasetBuilder:
         if self.max_tokens is not None:
             examples = removed(f"over {self.max_tokens} tokens", F.max_tokens(examples, self.max_tokens))
         if not examples:
-            why = ", ".join(f"{name}: {count}" for name, count in report.removed.items() if count) or "no input"
-            raise ConfigError(f"empty selection: no examples left to write ({report.inputs} read; removed {why})")
+            why = ", ".join(f"{name}: {count}" for name, count in report.removed.items() if count) or "none"
+            source = f" from {items.name}" if isinstance(items, Source) else ""
+            detail = f"{report.inputs} read; removed {why}" if report.inputs else "nothing read: no trajectory matches"
+            raise ConfigError(f"empty selection{source}: no examples left to write ({detail})")
         if self.format != "openai" and any(0 in e.weights for e in examples):
             raise ConfigError(
                 f"--mask-failed-steps gives some assistant messages weight 0, which only the openai format can "

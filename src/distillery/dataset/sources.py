@@ -4,12 +4,17 @@ that every example passes before anything is written.
 An `Example` is one training example in the making: the `DistillationSample`, the `Trajectory`
 it came from when there is one (sidecars need its steps' logprobs and sample index), and `origin`,
 a short "file:line" or "store trajectory <id>" label that every error message starts with.
+
+`read_store` and `read_trajectory_jsonl` return a `Source`: iterate it for the examples; its `name`
+says where they come from, so an empty selection names the store or file. A store row whose record
+does not parse comes out of `read_store` as an `Unreadable` (the builder stops on it, or leaves it
+out under `skip_invalid`); the store itself is opened read-only and never changed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from distillery.errors import ConfigError
+from distillery.store import SQLiteStore, validation_problem
 from distillery.trajectory import DistillationSample, Trajectory
 
 
@@ -37,16 +43,38 @@ class Example:
     action_samples: list[int] | None = None
 
 
-def _validation_problem(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(root)"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+@dataclass
+class Unreadable:
+    """An input that could not be read as a trajectory: a store row whose record does not parse."""
+
+    origin: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.problem}"
 
 
-def read_trajectory_jsonl(path: str | Path) -> Iterator[Example]:
+class Source:
+    """Examples (and `Unreadable` inputs) from one named input; iterating it reads the input afresh."""
+
+    def __init__(self, name: str, read: Callable[[], Iterator[Example | Unreadable]]):
+        self.name = name
+        self._read = read
+
+    def __iter__(self) -> Iterator[Example | Unreadable]:
+        return self._read()
+
+    def __repr__(self) -> str:
+        return f"Source({self.name!r})"
+
+
+def read_trajectory_jsonl(path: str | Path) -> Source:
     """Trajectories from a JSONL export, one per line. A malformed line raises `file:line: field: problem`."""
     path = Path(path)
+    return Source(str(path), lambda: _read_jsonl(path))
+
+
+def _read_jsonl(path: Path) -> Iterator[Example]:
     try:
         handle = open(path, encoding="utf-8")
     except FileNotFoundError:
@@ -65,19 +93,30 @@ def read_trajectory_jsonl(path: str | Path) -> Iterator[Example]:
             try:
                 trajectory = Trajectory.model_validate(record)
             except ValidationError as exc:
-                raise DatasetInputError(f"{origin}: malformed trajectory: {_validation_problem(exc)}") from None
+                raise DatasetInputError(f"{origin}: malformed trajectory: {validation_problem(exc)}") from None
             yield example_from_trajectory(trajectory, origin)
 
 
-def read_store(path: str | Path, **filters: Any) -> Iterator[Example]:
-    """Trajectories from a SQLite store, read-only, filtered in SQL (tags_any, model, since, ...)."""
-    from distillery.store import SQLiteStore
+def read_store(path: str | Path, **filters: Any) -> Source:
+    """Trajectories from a SQLite store, read-only, filtered in SQL (tags_any, model, since, ...).
 
+    Rows whose record does not parse come first, each as an `Unreadable` naming the store, the row
+    and the trajectory id; the other rows are read all the same.
+    """
+    shown = ", ".join(f"{key}={','.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+                      for key, value in filters.items() if value is not None)
+    return Source(f"{path}" + (f" ({shown})" if shown else ""), lambda: _read_store(path, filters))
+
+
+def _read_store(path: str | Path, filters: dict[str, Any]) -> Iterator[Example | Unreadable]:
+    unreadable: list[Unreadable] = []
     store = SQLiteStore(path, readonly=True)
     try:
-        trajectories = list(store.iter_trajectories(**filters))
+        trajectories = list(store.iter_trajectories(on_invalid=lambda exc: unreadable.append(
+            Unreadable(exc.origin, f"the stored record does not parse: {exc.problem}")), **filters))
     finally:
         store.close()
+    yield from unreadable
     # A store holds runs in the order they finished, which concurrency makes random: sort, so the
     # same store always gives the same files (and the same student).
     trajectories.sort(key=lambda t: (t.task_id, t.sample_index, t.id))
@@ -89,13 +128,21 @@ def example_from_trajectory(trajectory: Trajectory, origin: str) -> Example:
     return Example(sample=DistillationSample.from_trajectory(trajectory), origin=origin, trajectory=trajectory)
 
 
-def as_examples(items: Iterable[DistillationSample | Trajectory | Example | dict]) -> list[Example]:
-    """Accept samples, trajectories, or their JSON dicts; label each by its index for error messages."""
+def as_examples(items: Iterable[DistillationSample | Trajectory | Example | Unreadable | dict], *,
+                unreadable: list[Unreadable] | None = None) -> list[Example]:
+    """Accept samples, trajectories, or their JSON dicts; label each by its index for error messages.
+
+    An `Unreadable` input (from `read_store`) is appended to `unreadable`; without that list it raises.
+    """
     out = []
     for index, item in enumerate(items):
         origin = f"samples[{index}]"
         if isinstance(item, Example):
             out.append(item)
+        elif isinstance(item, Unreadable):
+            if unreadable is None:
+                raise DatasetInputError(str(item))
+            unreadable.append(item)
         elif isinstance(item, Trajectory):
             out.append(example_from_trajectory(item, origin))
         elif isinstance(item, DistillationSample):
@@ -105,7 +152,7 @@ def as_examples(items: Iterable[DistillationSample | Trajectory | Example | dict
             try:
                 parsed = kind.model_validate(item)
             except ValidationError as exc:
-                raise DatasetInputError(f"{origin}: malformed {kind.__name__}: {_validation_problem(exc)}") from None
+                raise DatasetInputError(f"{origin}: malformed {kind.__name__}: {validation_problem(exc)}") from None
             out.append(example_from_trajectory(parsed, origin) if kind is Trajectory else Example(parsed, origin))
         else:
             raise DatasetInputError(
