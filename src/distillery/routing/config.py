@@ -11,11 +11,13 @@ loads no model except in `load_tier_models`.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from distillery.errors import ConfigError, DistilleryError
 from distillery.models import load_model, split_uri
@@ -66,8 +68,9 @@ class CascadeConfig:
             raise ConfigError(f"{where}: escalate = {self.escalate!r}; use \"step\", \"task\" or \"restart\"")
         if self.on_fallback_error not in ("keep_flagged", "fail"):
             raise ConfigError(f"{where}: on_fallback_error = {self.on_fallback_error!r}; use \"keep_flagged\" or \"fail\"")
-        if not is_number(self.fallback_timeout_s) or self.fallback_timeout_s <= 0:
-            raise ConfigError(f"{where}: fallback_timeout_s must be a positive number of seconds")
+        if not _positive_seconds(self.fallback_timeout_s):
+            raise ConfigError(f"{where}: fallback_timeout_s = {self.fallback_timeout_s!r}: give a finite, positive "
+                              "number of seconds")
         last = len(self.tiers) - 1
         for index, tier in enumerate(self.tiers):
             field_name = f"tiers[{index}]"
@@ -85,14 +88,19 @@ class CascadeConfig:
                     f"{where}: {field_name}.threshold: the last tier is the fallback of last resort and takes no threshold"
                 )
             if tier.threshold is not None and (not is_number(tier.threshold) or not 0.0 <= tier.threshold <= 1.0):
-                raise ConfigError(f"{where}: {field_name}.threshold = {tier.threshold!r} is outside [0, 1]")
+                raise ConfigError(f"{where}: {field_name}.threshold = {tier.threshold!r} is outside [0, 1]")  # NaN too
             if tier.scorer is not None:
                 try:
                     _check_scorer_name(tier.scorer)
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {field_name}.scorer: {exc}") from None
-            if tier.timeout_s is not None and (not is_number(tier.timeout_s) or tier.timeout_s <= 0):
-                raise ConfigError(f"{where}: {field_name}.timeout_s must be a positive number of seconds")
+            if tier.timeout_s is not None and not _positive_seconds(tier.timeout_s):
+                raise ConfigError(f"{where}: {field_name}.timeout_s = {tier.timeout_s!r}: give a finite, positive "
+                                  "number of seconds")
+            if not isinstance(tier.options, dict):
+                raise ConfigError(f"{where}: {field_name}.options must be a table, e.g. options = {{ base_url = \"...\" }}")
+            if "base_url" in tier.options and (problem := _url_problem(tier.options["base_url"])):
+                raise ConfigError(f"{where}: {field_name}.base_url = {tier.options['base_url']!r}: {problem}")
         check_tier_order([tier.model for tier in self.tiers], where=where)
         return self
 
@@ -100,6 +108,30 @@ class CascadeConfig:
 def is_number(value: Any) -> bool:
     """A real int or float (a TOML `true` is not a number)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_seconds(value: Any) -> bool:
+    """A timeout: a number, finite (TOML has nan and inf) and above 0."""
+    return is_number(value) and math.isfinite(value) and value > 0
+
+
+def _url_problem(value: Any) -> str | None:
+    """Why `value` is not a server URL a tier can be sent to (None when it is one): an http(s) URL string with a host."""
+    if not isinstance(value, str):
+        return "not a string; give the server's URL, e.g. \"http://localhost:8000/v1\""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        return "a URL cannot hold spaces or control characters"
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # an unclosed [IPv6 address
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL with a host, e.g. \"http://localhost:8000/v1\""
+    try:
+        port = parts.port  # raises ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        port = 0
+    return "its port is not a number from 1 to 65535" if port == 0 else None
 
 
 def _check_scorer_name(spec: str) -> None:
