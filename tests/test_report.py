@@ -197,14 +197,26 @@ def run_restart_eval(directory):
     return save_results(results, directory / "eval.json")[0]
 
 
-def test_restart_shows_the_student_alone_step_that_was_doubted(tmp_path):
-    # Under restart the cascade keeps none of the student's steps on SKU-3: the viewer takes the doubted
-    # step from the student's run alone.
+def test_restart_shows_the_abandoned_attempt_as_the_cascade_recorded_it(tmp_path):
+    # Under restart the cascade records the abandoned attempt on the first kept step: the viewer
+    # shows its steps and the doubted proposal as they were.
     loaded = data.load(run_restart_eval(tmp_path))
     record = next(r for r in data.viewer_records(loaded.results, loaded.runs) if "restarted" in r)
-    assert record["task"] == "t02" and record["alone"]["doubted"] == 1
+    assert record["task"] == "t02" and record["alone"]["doubted"] == 1 and record["alone"]["recorded"]
+    assert record["alone"]["steps"][0]["calls"][0]["name"] == "get_stock"
     assert record["alone"]["steps"][1]["text"].startswith("Maybe 7.") and record["alone"]["steps"][1]["confidence"] < 0.5
     assert record["steps"][0]["abandoned"]["steps"] == 1 and record["steps"][0]["by"] == "fake:teacher"
+    assert "attempts_detail" not in record["steps"][0]["abandoned"]
+
+
+def test_older_restart_results_fall_back_to_the_student_alone_run(tmp_path):
+    loaded = data.load(run_restart_eval(tmp_path))
+    for trajectory in next(runs for name, runs in loaded.runs.items() if name.startswith("cascade")):
+        if trajectory.steps:
+            (trajectory.steps[0].routing.get("abandoned_attempt") or {}).pop("attempts_detail", None)
+    record = next(r for r in data.viewer_records(loaded.results, loaded.runs) if "restarted" in r)
+    assert "recorded" not in record["alone"] and record["alone"]["model"] == "fake:student"
+    assert record["alone"]["steps"][1]["text"].startswith("Maybe 7.")
 
 
 def test_a_result_without_saved_trajectories_still_renders(evaluated, tmp_path):

@@ -126,7 +126,8 @@ def test_a_restart_shows_the_doubted_student_step_beside_the_restart(browser, re
     escalation = page.locator("#trajectories details[open] .escalation").first
     escalation.wait_for()
     proposal = escalation.locator('[data-testid="proposal"]').inner_text()
-    assert "Rejected: step 2 of the student-alone run (fake:student)" in proposal and "Maybe 7." in proposal
+    # The cascade recorded the abandoned attempt, so the viewer shows it as it was.
+    assert "Rejected: step 2 of the abandoned attempt (fake:student)" in proposal and "Maybe 7." in proposal
     assert "confidence 0.135 < threshold 0.500" in proposal and "restarted from the query at tier 2" in proposal
     assert "Step taken: by tier 2 (fake:teacher)" in escalation.locator('[data-testid="taken"]').inner_text()
     assert "abandoned attempt" in page.inner_text("#trajectories details[open] .restart")

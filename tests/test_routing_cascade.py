@@ -137,9 +137,15 @@ def test_restart_mode_starts_a_doubted_task_over_with_the_teacher_and_charges_th
     teacher_cost = cost_usd("world:teacher", Usage(input_tokens=1000, output_tokens=50))
     assert trajectory.cost_usd == pytest.approx(2 * student_cost + 2 * teacher_cost)
     # The student was asked twice (its kept-then-abandoned tool call, its doubted answer), and doubted once.
-    assert trajectory.steps[0].routing["abandoned_attempt"] == {
+    abandoned = dict(trajectory.steps[0].routing["abandoned_attempt"])
+    [detail] = abandoned.pop("attempts_detail")
+    assert abandoned == {
         "attempts": 1, "steps": 1, "cost_usd": pytest.approx(2 * student_cost), "asked_tiers": [0, 0], "doubted_tiers": [0],
     }
+    # What was abandoned is kept for readers: the attempt's step and the doubted proposal.
+    assert len(detail["steps"]) == 1 and "logprobs" not in detail["steps"][0]
+    assert detail["rejected"]["confidence"] == 0.1 and detail["rejected"]["threshold"] == 0.5
+    assert detail["rejected"]["model"] == "world:student-xs"
     assert trajectory.metadata["restarted"]["abandoned_steps"] == 1
     assert trajectory.metadata["routing"]["steps_by_tier"] == [0, 2]
     assert trajectory.metadata["routing"]["cost_by_tier"] == pytest.approx([2 * student_cost, 2 * teacher_cost])

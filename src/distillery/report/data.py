@@ -17,7 +17,7 @@ from typing import Any
 from distillery.errors import ConfigError
 from distillery.evaluate import load_results
 from distillery.routing.metrics import cpt
-from distillery.trajectory import Trajectory
+from distillery.trajectory import Step, ToolCall, Trajectory
 
 # Tags the runtime adds to a trajectory; they are not a task's family.
 RUNTIME_TAGS = {"escalated", "fallback_failed", "gateway"}
@@ -236,7 +236,8 @@ def step_record(step: Any) -> dict[str, Any]:
     if routing.get("fallback_failed"):
         record["fallback_failed"] = routing["fallback_failed"]
     if routing.get("abandoned_attempt"):
-        record["abandoned"] = {k: v for k, v in routing["abandoned_attempt"].items() if k != "calls"}
+        record["abandoned"] = {k: v for k, v in routing["abandoned_attempt"].items()
+                               if k not in ("calls", "attempts_detail")}
     return _compact(record)
 
 
@@ -244,10 +245,10 @@ def trajectory_record(index: int, trajectory: Trajectory, alone: Trajectory | No
                       thresholds: Sequence[float]) -> dict[str, Any]:
     """One cascade trajectory for the viewer; `alone` is the student's run of the same task alone.
 
-    Under `escalate = "restart"` the cascade keeps none of the abandoned attempt's steps, so the
-    student's proposal that was doubted is not in the trajectory. The student-alone run of the task
-    is then shown up to its first step below the threshold, labelled as that run (with greedy
-    decoding, the first attempt repeats it; the viewer says when the two cannot be the same).
+    Under `escalate = "restart"` the abandoned attempt is recorded on the first kept step
+    (`routing["abandoned_attempt"]["attempts_detail"]`) and shown as it was. Results saved before
+    the cascade recorded it fall back to the student-alone run of the task, shown up to its first
+    step below the threshold and labelled as that run (greedy decoding repeats it).
     """
     outcome = trajectory.outcome
     top = max((s.routing.get("tier", 0) for s in trajectory.steps), default=0)
@@ -263,8 +264,24 @@ def trajectory_record(index: int, trajectory: Trajectory, alone: Trajectory | No
     restarted = trajectory.metadata.get("restarted")
     if restarted:
         record["restarted"] = restarted
-        record["alone"] = _student_attempt(alone, thresholds)
+        recorded = _recorded_attempt(trajectory)
+        record["alone"] = recorded if recorded is not None else _student_attempt(alone, thresholds)
     return {**_compact(record), "steps": record["steps"]}
+
+
+def _recorded_attempt(trajectory: Trajectory) -> dict[str, Any] | None:
+    """The first abandoned attempt as the cascade recorded it: its steps, then the doubted proposal."""
+    detail = (trajectory.steps[0].routing.get("abandoned_attempt") or {}).get("attempts_detail") if trajectory.steps else None
+    if not detail:
+        return None
+    attempt = detail[0]
+    proposal = attempt["rejected"]
+    steps = [step_record(Step.model_validate(step)) for step in attempt["steps"]]
+    steps.append(step_record(Step(text=proposal.get("text") or "", producer=proposal.get("model"),
+                                  confidence=proposal.get("confidence"),
+                                  tool_calls=[ToolCall.model_validate(c) for c in proposal.get("tool_calls") or []])))
+    return {"model": proposal.get("model"), "threshold": proposal.get("threshold"), "doubted": len(steps) - 1,
+            "steps": steps, "recorded": True}
 
 
 def _student_attempt(alone: Trajectory | None, thresholds: Sequence[float]) -> dict[str, Any] | None:

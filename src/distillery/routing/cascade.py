@@ -301,7 +301,9 @@ class Cascade(Agent):
             confidences.append(entry)
             if index < last and confidence is not None and confidence < tier.threshold:
                 if self.escalate == "restart" and trajectory.steps:
-                    raise _Restart(index + 1, trajectory, calls, confidences)
+                    proposal = {"tier": index, "model": tier.name, "confidence": confidence, "threshold": tier.threshold,
+                                "text": turn.text, "tool_calls": [call.model_dump() for call in turn.tool_calls]}
+                    raise _Restart(index + 1, trajectory, calls, confidences, proposal)
                 rejected.append((index, turn, confidence))
                 continue
             chosen = (index, turn, confidence)
@@ -360,10 +362,14 @@ class _Restart(Exception):
     """Raised out of the agent loop to start a task over at a higher tier (`escalate="restart"`)."""
 
     def __init__(self, tier: int, trajectory: Trajectory, calls: list[dict[str, Any]],
-                 confidences: list[dict[str, Any]]):
+                 confidences: list[dict[str, Any]], proposal: dict[str, Any]):
         super().__init__(f"restart at tier {tier}")
         self.tier = tier
         self.steps = len(trajectory.steps)
+        # What was abandoned, for people reading the trajectory (the report's viewer): the attempt's
+        # steps (without logprobs) and the proposal that was doubted.
+        self.attempt = {"steps": [step.model_dump(mode="json", exclude={"logprobs"}) for step in trajectory.steps],
+                        "rejected": proposal}
         # Which tiers were asked for a proposal in this attempt, and which of them doubted it (the
         # last one is the doubt that ended the attempt): the abandoned part of the per-tier
         # escalation rates, which the kept steps alone would understate.
@@ -393,6 +399,7 @@ def _charge_abandoned(trajectory: Trajectory, abandoned: list[_Restart]) -> None
             "attempts": len(abandoned), "steps": steps, "cost_usd": cost,
             "asked_tiers": [t for attempt in abandoned for t in attempt.asked_tiers],
             "doubted_tiers": [t for attempt in abandoned for t in attempt.doubted_tiers],
+            "attempts_detail": [attempt.attempt for attempt in abandoned],
         }
 
 

@@ -162,7 +162,8 @@
       node.classList.add("escalated");
       var doubted = r.alone.steps[r.alone.doubted];
       body.appendChild(escalationBlock([{
-        title: "Rejected: step " + (r.alone.doubted + 1) + " of the student-alone run (" + r.alone.model + ")",
+        title: "Rejected: step " + (r.alone.doubted + 1) + (r.alone.recorded ? " of the abandoned attempt (" :
+          " of the student-alone run (") + r.alone.model + ")",
         why: "confidence " + conf(doubted.confidence) + " < threshold " + conf(r.alone.threshold) +
           "; the task then restarted from the query at tier " + (r.restarted.tier + 1),
         action: doubted
@@ -188,8 +189,8 @@
     var node = clone("tpl-restart");
     var info = r.restarted;
     slot(node, "summary").textContent = "Restarted at tier " + (info.tier + 1) + ": a step after the first was doubted, so the " +
-      "task started over from the query. The cascade keeps none of the abandoned attempt's steps (" +
-      info.abandoned_steps + " step(s), " + money(info.abandoned_cost_usd) + ").";
+      "task started over from the query. The abandoned attempt (" + info.abandoned_steps + " step(s), " +
+      money(info.abandoned_cost_usd) + ") is not part of the answer.";
     var attempt = node.querySelector(".attempt");
     if (!r.alone) { attempt.remove(); return node; }
     var steps = slot(node, "attempt-steps");
@@ -198,8 +199,9 @@
         conf(r.alone.threshold) + ", so the abandoned attempt differed from it; it cannot be shown.";
       return node;
     }
-    slot(node, "attempt-title").textContent = "The abandoned attempt, as the student-alone run of this task shows it (greedy " +
-      "decoding repeats it): " + r.alone.doubted + " step(s) before the doubted one";
+    slot(node, "attempt-title").textContent = (r.alone.recorded ? "The abandoned attempt, as the cascade recorded it: " :
+      "The abandoned attempt, as the student-alone run of this task shows it (greedy decoding repeats it): ") +
+      r.alone.doubted + " step(s) before the doubted one";
     r.alone.steps.slice(0, r.alone.doubted).forEach(function (s, i) { steps.appendChild(renderStep(s, i, {})); });
     if (!r.alone.doubted) { attempt.remove(); }
     return node;
