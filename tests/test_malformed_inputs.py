@@ -354,6 +354,16 @@ TASK_ERRORS = [
     ("an id that is a number", '{"id": 5, "query": "a"}\n', ("{ws}/bad-tasks.jsonl:1", "id")),
     ("tags that are a string", '{"query": "a", "tags": "x"}\n', ("{ws}/bad-tasks.jsonl:1", "tags")),
     ("only comments", "# nothing yet\n\n", ("{ws}/bad-tasks.jsonl", "no queries")),
+    ("a NaN tolerance", TASKS + '{"query": "a", "checker": "numeric", "expected": 1, "tolerance": NaN}\n',
+     ("{ws}/bad-tasks.jsonl:2", "tolerance")),
+    ("a negative tolerance", '{"query": "a", "tolerance": -0.1}\n', ("{ws}/bad-tasks.jsonl:1", "tolerance")),
+    ("an infinite tolerance", '{"query": "a", "tolerance": 1e400}\n', ("{ws}/bad-tasks.jsonl:1", "tolerance")),
+    ("a tolerance that is a boolean", '{"query": "a", "tolerance": true}\n', ("{ws}/bad-tasks.jsonl:1", "tolerance")),
+    ("a numeric answer that is text", '{"query": "a", "checker": "numeric", "expected": "four"}\n',
+     ("{ws}/bad-tasks.jsonl:1", "expected")),
+    ("a numeric answer that is NaN", '{"query": "a", "checker": "numeric", "expected": NaN}\n',
+     ("{ws}/bad-tasks.jsonl:1", "expected")),
+    ("a numeric task without an answer", '{"query": "a", "checker": "numeric"}\n', ("{ws}/bad-tasks.jsonl:1", "expected")),
 ]
 TASK_COMMANDS = {
     "world eval": ("world", "eval", "--model", "openai:gpt-4o", "--tasks"),

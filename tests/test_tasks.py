@@ -54,6 +54,14 @@ def test_load_jsonl_with_checker(tmp_path):
         ('{"query": "ok", "checker": "vibes"}\n', r"q.jsonl:1: unknown checker 'vibes'"),
         ('{"id": "a", "query": "x"}\n{"id": "a", "query": "y"}\n', r"q.jsonl:2: duplicate task id 'a' \(first on line 1\)"),
         ('{"query": "ok", "tags": "notalist"}\n', r"q.jsonl:1: field 'tags'"),
+        ('{"query": "ok"}\n{"query": "x", "tolerance": NaN}\n', r"q.jsonl:2: field 'tolerance': Input should be a finite number"),
+        ('{"query": "x", "tolerance": Infinity}\n', r"q.jsonl:1: field 'tolerance': Input should be a finite number"),
+        ('{"query": "x", "tolerance": -0.01}\n', r"q.jsonl:1: field 'tolerance': Input should be greater than or equal to 0"),
+        ('{"query": "x", "tolerance": false}\n', r"q.jsonl:1: field 'tolerance': must be a number, not false"),
+        ('{"query": "x", "checker": "numeric", "expected": "four"}\n', r"q.jsonl:1: field 'expected': the numeric checker needs a number"),
+        ('{"query": "x", "checker": "numeric", "expected": [4]}\n', r"q.jsonl:1: field 'expected': the numeric checker needs a number"),
+        ('{"query": "x", "checker": "numeric", "expected": -Infinity}\n', r"q.jsonl:1: field 'expected': .* finite number"),
+        ('{"query": "x", "checker": "numeric", "expected": true}\n', r"q.jsonl:1: field 'expected'"),
         ("\n\n", r"no queries found"),
     ],
 )
@@ -62,3 +70,19 @@ def test_malformed_task_files_name_the_line(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(ConfigError, match=message):
         load_tasks(path)
+
+
+def test_numbers_that_are_fine(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"query": "a", "checker": "numeric", "expected": "4.5", "tolerance": 0}\n'
+                    '{"query": "b", "checker": "numeric", "expected": -3, "tolerance": 2}\n'
+                    '{"query": "c", "checker": "exact", "expected": "NaN"}\n')
+    a, b, c = load_tasks(path)
+    assert a.check("4.5").success and not a.check("4.51").success
+    assert b.check("-1").success and c.check("NaN").success
+
+
+def test_a_task_built_in_code_refuses_an_unusable_tolerance():
+    for bad in (float("nan"), float("inf"), -1.0, True):
+        with pytest.raises(ValueError, match="tolerance"):
+            Task(id="t", query="q", tolerance=bad)

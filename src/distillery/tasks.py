@@ -2,7 +2,8 @@
 
 A task file is plain text (one query per line; blank lines and `#` comments skipped) or JSONL
 (`{"id": ..., "query": ..., "expected": ..., "checker": "numeric", ...}` per line). A malformed
-line is reported as `file:line: problem`.
+line is reported as `file:line: problem`, and so is a number that cannot be used: a `tolerance` that is
+NaN, infinite, negative or true/false, or a numeric checker's `expected` that is not a finite number.
 
 Checkers live in a registry: `@register_checker("name")` adds one. Each takes the final answer
 and the expected value and returns an `Outcome`.
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from distillery.errors import ConfigError
 from distillery.trajectory import Outcome
@@ -43,9 +45,17 @@ class Task(BaseModel):
     system: str | None = None
     expected: Any = None
     checker: str | None = None
-    tolerance: float = 0.01  # relative tolerance for the numeric checker
+    # Relative tolerance for the numeric checker: finite and >= 0 (NaN would fail every answer).
+    tolerance: float = Field(0.01, ge=0.0, allow_inf_nan=False)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("tolerance", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # pydantic would read true as 1.0
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
     def check(self, answer: str | None) -> Outcome | None:
         """Judge a final answer; None when the task has no checker."""
@@ -102,6 +112,19 @@ def check_numeric(answer: str | None, expected: Any, task: Task) -> Outcome:
     return Outcome(success=ok, score=float(ok), checker="numeric", expected=expected, detail=f"read {value:g}")
 
 
+def numeric_expected_problem(expected: Any) -> str | None:
+    """Why `expected` cannot be a numeric checker's answer (None when it can): it must be a finite number."""
+    if isinstance(expected, bool) or not isinstance(expected, (int, float, str)):
+        return f"the numeric checker needs a number, got {json.dumps(expected)}"
+    try:
+        value = float(expected)
+    except (ValueError, OverflowError):
+        return f"the numeric checker needs a number, got {json.dumps(expected)}"
+    if not math.isfinite(value):
+        return f"the numeric checker needs a finite number, got {expected!r}"
+    return None
+
+
 def task_id_for(query: str) -> str:
     """A stable id for a bare query: the same text from a list or a file gets the same id."""
     return "q-" + hashlib.sha1(query.encode()).hexdigest()[:12]
@@ -142,7 +165,10 @@ def load_tasks(path: str | Path) -> list[Task]:
             except ValidationError as exc:
                 first = exc.errors()[0]
                 field = ".".join(str(p) for p in first["loc"])
-                raise ConfigError(f"{path}:{number}: field {field!r}: {first['msg']}") from None
+                message = first["msg"].removeprefix("Value error, ")
+                raise ConfigError(f"{path}:{number}: field {field!r}: {message}") from None
+            if task.checker == "numeric" and (problem := numeric_expected_problem(task.expected)):
+                raise ConfigError(f"{path}:{number}: field 'expected': {problem}")
         else:
             task = Task(id=task_id_for(stripped), query=stripped)
         if task.id in seen:
