@@ -96,3 +96,51 @@ def test_calibrate_with_delta_refuses_what_it_cannot_certify(workdir):
     assert certification["certified"] is False and certification["procedure"] == "learn-then-test"
     result = CliRunner().invoke(app, ["calibrate", "--config", str(config), "--absolute", "--target", "0.9", *map(str, common)])
     assert result.exit_code == 2 and "--absolute needs --delta" in result.output
+
+
+def _failing_model(name: str, **options):
+    """A tier whose server never answers properly: every call is a 503 (each run ends with status error)."""
+    return ScriptedModel(f"dead:{name}", make_script(set()), fail=True)
+
+
+def _flaky_model(name: str, **options):
+    """A teacher that fails on SKU-4's tasks only (3 of 12) and is right on the others."""
+    from distillery.errors import ModelError
+    from tests.test_evaluate import sku_of
+
+    script = make_script(set(STOCK))
+
+    def flaky(messages, call_index, n, temperature):
+        if sku_of(messages) == "SKU-4":
+            raise ModelError(f"flaky:{name}: HTTP 502 bad gateway")
+        return script(messages, call_index, n, temperature)
+
+    return ScriptedModel(f"flaky:{name}", flaky)
+
+
+@pytest.mark.parametrize("dead_tier", [0, 1])
+def test_calibrate_refuses_a_tier_whose_every_run_failed(workdir, dead_tier):
+    """An unreachable teacher would make every target "met" (0 x its success is 0): nothing is written."""
+    from tests.test_cli_usage_errors import assert_failed_run, invoke as run_cli
+
+    register_provider("dead", _failing_model)
+    models = ["fake:student", "fake:teacher"]
+    models[dead_tier] = ["dead:student", "dead:teacher"][dead_tier]
+    config = workdir / "dead.toml"
+    config.write_text(f'[[tiers]]\nmodel = "{models[0]}"\nthreshold = 0.9\n\n[[tiers]]\nmodel = "{models[1]}"\n')
+    before = config.read_text()
+    outcome = run_cli("calibrate", "--config", config, "--target", "0.98", "--report", workdir / "cal.json",
+                      "--tasks", workdir / "tasks.jsonl", "--tools", "tests.test_evaluate:get_stock", "--n", "0")
+    assert_failed_run(outcome, str(config), f"tiers[{dead_tier}] ({models[dead_tier]})",
+                      "failed on all 12 of 12 validation tasks", "first error:", "HTTP 503", "not changed")
+    assert config.read_text() == before and not (workdir / "cal.json").exists()
+
+
+def test_calibrate_reports_runs_that_failed(workdir):
+    register_provider("flaky", _flaky_model)
+    config = workdir / "flaky.toml"
+    config.write_text('[[tiers]]\nmodel = "fake:student"\nthreshold = 0.9\n\n[[tiers]]\nmodel = "flaky:teacher"\n')
+    result = invoke("calibrate", "--config", config, "--target", "0.98", "--report", workdir / "cal.json",
+                    "--tasks", workdir / "tasks.jsonl", "--tools", "tests.test_evaluate:get_stock", "--n", "0")
+    assert result.exit_code == 0, result.output
+    assert json.loads((workdir / "cal.json").read_text())["failed_runs"] == {"flaky:teacher": 3}

@@ -278,6 +278,9 @@ async def acalibrate_cascade(
     alone = await run_tiers_alone(models, scorers, tasks, tools=tools, concurrency=concurrency, progress=progress,
                                   system=system, max_steps=max_steps)
     report: dict[str, Any] = {}
+    failed_runs = _check_tiers_ran(config, alone)
+    if any(failed_runs):
+        report["failed_runs"] = {config.tiers[i].model: n for i, n in enumerate(failed_runs) if n}
     new_config = copy.deepcopy(config)
     if fit_scorer:
         student = alone[0]
@@ -337,6 +340,30 @@ async def acalibrate_cascade(
     new_config.validate()
     report.update(result.as_dict())
     return new_config, result, report
+
+
+class TierFailed(DistilleryError):
+    """Every validation run of a tier failed (unreachable server, no API key): there is nothing to calibrate on."""
+
+
+def _check_tiers_ran(config: Any, alone: Sequence[Sequence[Trajectory]]) -> list[int]:
+    """How many runs of each tier failed (status error); `TierFailed` when all of one tier's did.
+
+    A tier whose every run failed would be simulated as a tier that never succeeds (a teacher that
+    fails everywhere makes any target "met"), so no thresholds are chosen and no config is written.
+    """
+    failed = [[t for t in runs if t.status == "error"] for runs in alone]
+    for index, (tier_runs, tier_failed) in enumerate(zip(alone, failed)):
+        if tier_runs and len(tier_failed) == len(tier_runs):
+            first = next((t.error for t in tier_failed if t.error), None) or "(no error message)"
+            first = " ".join(first.split())  # one line
+            first = first if len(first) <= 300 else first[:297] + "..."
+            raise TierFailed(
+                f"{config.source}: tiers[{index}] ({config.tiers[index].model}) failed on all {len(tier_runs)} of "
+                f"{len(tier_runs)} validation tasks; first error: {first}. No thresholds were chosen and the config "
+                "was not changed"
+            )
+    return [len(f) for f in failed]
 
 
 class NotCertified(ConfigError):
