@@ -508,8 +508,7 @@ CLI_ERRORS = [
     ("missing openai key", ["--teacher", "openai:gpt-4o"], "set the OPENAI_API_KEY environment variable"),
     ("missing anthropic key", ["--teacher", "anthropic:claude-opus-4-6"], "set the ANTHROPIC_API_KEY environment variable"),
     ("malformed queries", ["--queries", "BAD"], "bad.jsonl:2: not valid JSON"),
-    ("missing queries", ["--queries", "MISSING"], "no such queries file"),
-    ("unwritable store", ["--store", "UNWRITABLE"], "store is not writable"),
+    ("damaged store", ["--store", "DAMAGED"], "store is not writable (file is not a database)"),
     ("bad tools path", ["--tools", "no_such_module_xyz:TOOLS"], "cannot import no_such_module_xyz"),
     ("invalid schema", ["--tool-schemas", "BADSCHEMA"], "not valid JSON Schema"),
     ("schema without tool", ["--tool-schemas", "ORPHAN"], "has no implementation in the tools"),
@@ -529,8 +528,10 @@ def error_inputs(tmp_path):
     bad_schema.write_text(json.dumps([{"name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integr"}}}}]))
     orphan = tmp_path / "orphan.json"
     orphan.write_text(json.dumps([{"name": "search_web", "parameters": {"type": "object", "properties": {}}}]))
+    damaged = tmp_path / "damaged.db"  # an SQLite header, then garbage: it passes the parse-time check
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4096)
     substitutions = {"BAD": str(bad), "MISSING": str(tmp_path / "nope.txt"), "UNWRITABLE": str(blocker / "s.db"),
-                     "BADSCHEMA": str(bad_schema), "ORPHAN": str(orphan)}
+                     "BADSCHEMA": str(bad_schema), "ORPHAN": str(orphan), "DAMAGED": str(damaged)}
 
     def argv(override):
         args = {"--teacher": "world:teacher", "--queries": str(good), "--store": str(tmp_path / "s.db"), "--tools": TOOLS_PATH}
@@ -553,12 +554,21 @@ def test_cli_errors_are_one_line_distillery_errors(error_inputs, monkeypatch, na
     assert "\n" not in str(result.exception)
 
 
+@pytest.mark.parametrize("override, fragment", [(["--queries", "MISSING"], "nope.txt: no such file"),
+                                                (["--store", "UNWRITABLE"], "is a file, not a directory")])
+def test_paths_that_cannot_be_used_are_usage_errors(error_inputs, override, fragment):
+    """Checked while the command line is parsed (exit 2, the option named), before anything is loaded."""
+    from tests.test_cli_usage_errors import assert_usage_error, invoke
+
+    assert_usage_error(invoke(*error_inputs(override)), f"'{override[0]}'", fragment)
+
+
 def test_cli_error_through_main_exits_1_without_traceback(error_inputs):
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    for override, fragment in [(["--store", "UNWRITABLE"], "store is not writable"),
+    for override, fragment in [(["--store", "DAMAGED"], "store is not writable"),
                                (["--teacher", "openai:gpt-4o"], "set the OPENAI_API_KEY environment variable")]:
         proc = subprocess.run([sys.executable, "-m", "distillery.cli", *error_inputs(override)],
                               capture_output=True, text=True, timeout=120, env=env, cwd=REPO)

@@ -40,15 +40,13 @@ class Case:
     expect: str
     names: tuple[str, ...] = ()  # must all be in the error line; "{ws}" is the workspace
     files: dict[str, str | bytes] = field(default_factory=dict)  # written into the workspace first
-    xfail: str | None = None  # a known failure outside the CLI's own files (see issue #17)
 
 
 CASES: list[Case] = []
 
 
-def case(expect: str, id: str, *args: str, names: tuple[str, ...] = (), files: dict | None = None,
-         xfail: str | None = None) -> None:
-    CASES.append(Case(id, args, expect, names, files or {}, xfail))
+def case(expect: str, id: str, *args: str, names: tuple[str, ...] = (), files: dict | None = None) -> None:
+    CASES.append(Case(id, args, expect, names, files or {}))
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -378,15 +376,11 @@ for id, text, names in TASK_ERRORS:
              files={"bad-tasks.jsonl": text})
 for command, args in TASK_COMMANDS.items():
     option = "'--queries'" if command == "collect" else "'--tasks'"
-    collect_reason = "commands/collect.py: --queries has no parse-time path check (exit 1, not 2)"
-    case(USAGE, f"{command}: tasks that are a directory", *args, "{ws}/a-dir", names=(option, "is a directory"),
-         xfail=collect_reason if command == "collect" else None)
+    case(USAGE, f"{command}: tasks that are a directory", *args, "{ws}/a-dir", names=(option, "is a directory"))
     case(USAGE, f"{command}: tasks that are binary", *args, "{ws}/bad-tasks.jsonl", names=(option, "binary"),
-         files={"bad-tasks.jsonl": BINARY},
-         xfail="commands/collect.py: --queries has no parse-time check (a text file with NUL bytes goes to the teacher)"
-         if command == "collect" else None)
+         files={"bad-tasks.jsonl": BINARY})
     case(USAGE, f"{command}: tasks that are not UTF-8", *args, "{ws}/bad-tasks.jsonl", names=(option, "not UTF-8"),
-         files={"bad-tasks.jsonl": LATIN1}, xfail=collect_reason if command == "collect" else None)
+         files={"bad-tasks.jsonl": LATIN1})
 
 # -- eval --from-json ---------------------------------------------------------------------------------
 
@@ -406,18 +400,33 @@ case(USAGE, "eval --from-json: a directory", "eval", "--from-json", "{ws}/a-dir"
 
 for command in (("store", "stats"), ("store", "export", "{ws}/export.jsonl")):
     name = " ".join(command[:2])
-    case(FAILED, f"{name}: a text file", *command, "--store", "{ws}/notes.txt", names=("{ws}/notes.txt", "not a database"))
+    case(USAGE, f"{name}: a text file", *command, "--store", "{ws}/notes.txt",
+         names=("'--store'", "{ws}/notes.txt", "not an SQLite"))
     case(FAILED, f"{name}: a truncated store", *command, "--store", "{ws}/in.db", names=("{ws}/in.db", "malformed"),
          files={"in.db": "@truncated-store"})
-    case(FAILED, f"{name}: a missing store", *command, "--store", "{ws}/nope.db", names=("{ws}/nope.db", "no such"))
+    case(USAGE, f"{name}: a missing store", *command, "--store", "{ws}/nope.db", names=("'--store'", "{ws}/nope.db", "no such store"))
+    case(USAGE, f"{name}: a directory", *command, "--store", "{ws}/a-dir", names=("'--store'", "{ws}/a-dir", "is a directory"))
+case(OK, "store stats: a row that is not JSON (stats reads the columns)", "store", "stats", "--store", "{ws}/in.db",
+     files={"in.db": "@corrupt-row"})
 for kind in ("@corrupt-row", "@list-row"):
     case(FAILED, f"store export: a row that is {'not JSON' if kind == '@corrupt-row' else 'a JSON list'}", "store",
          "export", "{ws}/export.jsonl", "--store", "{ws}/in.db", names=("{ws}/in.db", "row 3", "traj-2"),
          files={"in.db": kind})
-case(FAILED, "store export: OUT is a directory", "store", "export", "{ws}/a-dir", "--store", "{ws}/store.db",
-     names=("{ws}/a-dir",))
-case(FAILED, "collect: a store that is a text file", "collect", "--teacher", "openai:gpt-4o", "--queries", "{ws}/tasks.jsonl",
-     "--store", "{ws}/notes.txt", names=("{ws}/notes.txt", "not a database"))
+case(USAGE, "store export: OUT is a directory", "store", "export", "{ws}/a-dir", "--store", "{ws}/store.db",
+     names=("OUT.jsonl", "{ws}/a-dir", "is a directory"))
+case(USAGE, "store export: OUT under a file", "store", "export", "{ws}/notes.txt/x.jsonl", "--store", "{ws}/store.db",
+     names=("OUT.jsonl", "{ws}/notes.txt", "is a file"))
+COLLECT = ("collect", "--teacher", "openai:gpt-4o", "--queries", "{ws}/tasks.jsonl")
+case(USAGE, "collect: a store that is a text file", *COLLECT, "--store", "{ws}/notes.txt",
+     names=("'--store'", "{ws}/notes.txt", "not an SQLite"))
+case(USAGE, "collect: a store that is a directory", *COLLECT, "--store", "{ws}/a-dir", names=("'--store'", "is a directory"))
+case(USAGE, "collect: --tool-schemas that are binary", *COLLECT, "--tool-schemas", "{ws}/bad.json",
+     names=("'--tool-schemas'", "{ws}/bad.json", "binary"), files={"bad.json": BINARY})
+case(USAGE, "collect: --log-file is a directory", *COLLECT, "--log-file", "{ws}/a-dir", names=("'--log-file'", "is a directory"))
+for option, value in [("--temperature", "nan"), ("--temperature", "2.5"), ("--temperature", "-0.1"), ("--max-tokens", "0"),
+                      ("--top-logprobs", "21"), ("--top-logprobs", "-1"), ("--budget", "nan"), ("--budget", "inf"),
+                      ("--log-level", "verbose")]:
+    case(USAGE, f"collect {option} {value}", *COLLECT, option, value, names=(f"'{option}'", value))
 
 # -- paths of other commands ------------------------------------------------------------------------
 
@@ -492,8 +501,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def _params():
     for c in CASES:
-        marks = [pytest.mark.xfail(reason=c.xfail, strict=False)] if c.xfail else []
-        yield pytest.param(c, id=c.id, marks=marks)
+        yield pytest.param(c, id=c.id)
 
 
 def test_there_are_at_least_100_cases():

@@ -13,12 +13,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from distillery.commands.options import number
+from distillery.commands.options import choice, input_file, number, output_file, sqlite_store
 from distillery.errors import ConfigError, DistilleryError
 from distillery.store import DEFAULT_STORE_PATH, SQLiteStore
 from distillery.tools import DEFAULT_TOOLS, default_system, load_tools
 
 console = Console(stderr=True)
+
+# --log-level: the logging module's names, in either case (DISTILLERY_LOG_LEVEL=debug works too).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error")
 
 
 def setup_logging(level: str, log_file: Path | None) -> None:
@@ -54,7 +57,7 @@ def collect_command(
         "world:teacher (offline), openai:Qwen/Qwen2.5-72B-Instruct with --base-url for vLLM.",
     ),
     queries: Path = typer.Option(
-        ..., "--queries", "-q", metavar="FILE",
+        ..., "--queries", "-q", metavar="FILE", callback=input_file(),
         help="Tasks to run: plain text (one query per line, # comments) or JSONL with "
         '{"id", "query", "expected", "checker"} per line. Try examples/queries.jsonl.',
     ),
@@ -64,7 +67,7 @@ def collect_command(
         f"Default: the offline world's tools ({DEFAULT_TOOLS}).",
     ),
     tool_schemas: Optional[Path] = typer.Option(
-        None, "--tool-schemas", metavar="FILE",
+        None, "--tool-schemas", metavar="FILE", callback=input_file(),
         help="A JSON file of tool schemas (OpenAI or Anthropic spelling) that replace what the model sees for "
         "the same-named tools in --tools. Each schema must name a tool there: a schema alone cannot answer calls.",
     ),
@@ -73,7 +76,7 @@ def collect_command(
         "Default with the world's tools: the world's shop-assistant prompt.",
     ),
     store_path: Path = typer.Option(
-        Path(DEFAULT_STORE_PATH), "--store", metavar="PATH",
+        Path(DEFAULT_STORE_PATH), "--store", metavar="PATH", callback=sqlite_store(must_exist=False),
         help="SQLite trajectory store. Re-running with the same store resumes: finished runs are skipped, failed ones retried.",
     ),
     n: int = typer.Option(1, "--n", min=1, help="Samples per task (sample_index 0..n-1), for action distributions. n>1 defaults to temperature 1.0."),
@@ -85,14 +88,14 @@ def collect_command(
         "The budget is split evenly between them.",
     ),
     budget: Optional[float] = typer.Option(
-        None, "--budget", metavar="USD", min=0.0,
+        None, "--budget", metavar="USD", callback=number(0),
         help="Stop starting new runs before spending more than this many dollars (prices from prices.toml). In-flight runs finish.",
     ),
     max_steps: int = typer.Option(10, "--max-steps", min=1, help="Model calls per task before giving up (status max_steps)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature. Default 0.0 for --n 1, 1.0 for --n > 1."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Output token limit per model call (provider default if unset)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", callback=number(0, 2), help="Sampling temperature in [0, 2]. Default 0.0 for --n 1, 1.0 for --n > 1."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", callback=number(1), help="Output token limit per model call (provider default if unset)."),
     logprobs: bool = typer.Option(False, "--logprobs/--no-logprobs", help="Record token logprobs (OpenAI-compatible servers; needed for sparse KD and confidence)."),
-    top_logprobs: int = typer.Option(0, "--top-logprobs", metavar="K", min=0, help="Also record the top-K alternatives per token (implies --logprobs)."),
+    top_logprobs: int = typer.Option(0, "--top-logprobs", metavar="K", callback=number(0, 20), help="Also record the top-K alternatives per token, K in [0, 20] (implies --logprobs)."),
     base_url: Optional[str] = typer.Option(
         None, "--base-url", metavar="URL",
         help="Send requests to this server instead of the provider's API, e.g. http://localhost:8000/v1 for vLLM.",
@@ -108,10 +111,10 @@ def collect_command(
     tags: list[str] = typer.Option([], "--tag", help="Tag every trajectory (repeatable), e.g. --tag run-2026-03 --tag teacher."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live progress bar with counts and running cost."),
     log_level: str = typer.Option(
-        "WARNING", "--log-level", envvar="DISTILLERY_LOG_LEVEL",
+        "WARNING", "--log-level", envvar="DISTILLERY_LOG_LEVEL", callback=choice(*LOG_LEVELS),
         help="DEBUG, INFO (retries), WARNING (failed tasks) or ERROR.",
     ),
-    log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="PATH", help="Write logs to this file instead of stderr. API keys are redacted."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="PATH", callback=output_file(), help="Write logs to this file instead of stderr. API keys are redacted."),
 ) -> None:
     """Run the teacher agent over every query and store its trajectories (resumable)."""
     from distillery.collect import TeacherCollector, override_tool_specs
@@ -204,7 +207,8 @@ def _filters(model, status, success, tags_any, tags_all, limit) -> dict[str, Any
     return filters
 
 
-_STORE_OPTION = typer.Option(Path(DEFAULT_STORE_PATH), "--store", metavar="PATH", help="SQLite trajectory store to read.")
+_STORE_OPTION = typer.Option(Path(DEFAULT_STORE_PATH), "--store", metavar="PATH", callback=sqlite_store(must_exist=True),
+                             help="SQLite trajectory store to read.")
 _MODEL_OPTION = typer.Option([], "--model", help="Only this model URI (repeatable).")
 _STATUS_OPTION = typer.Option([], "--status", help="Only this status: ok, error, max_steps, max_tokens, refused (repeatable).")
 _SUCCESS_OPTION = typer.Option(None, "--success/--failed-check", help="Only trajectories the checker judged correct (or wrong).")
@@ -232,14 +236,14 @@ def store_stats(
 
 @store_app.command("export")
 def store_export(
-    out: Path = typer.Argument(..., metavar="OUT.jsonl", help="Where to write one Trajectory JSON per line."),
+    out: Path = typer.Argument(..., metavar="OUT.jsonl", callback=output_file(), help="Where to write one Trajectory JSON per line."),
     store_path: Path = _STORE_OPTION,
     model: list[str] = _MODEL_OPTION,
     status: list[str] = _STATUS_OPTION,
     success: Optional[bool] = _SUCCESS_OPTION,
     tag: list[str] = _TAG_OPTION,
     all_tags: list[str] = _ALL_TAGS_OPTION,
-    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="At most this many trajectories."),
+    limit: Optional[int] = typer.Option(None, "--limit", callback=number(0), help="At most this many trajectories."),
 ) -> None:
     """Export matching trajectories to JSONL (written to a temp file, then renamed)."""
     store = SQLiteStore(store_path, readonly=True)
