@@ -69,6 +69,13 @@ def trajectory_changed(**changes) -> str:
     return json.dumps(record)
 
 
+def trajectory_with_step_cost(cost) -> str:
+    """Line 6's trajectory with its first step's cost_usd replaced (json.dumps writes NaN and Infinity)."""
+    record = json.loads(TRAJECTORIES[5])
+    record["steps"][0]["cost_usd"] = cost
+    return json.dumps(record)
+
+
 EXAMPLE = {"messages": [{"role": "system", "content": "You answer briefly."}, {"role": "user", "content": "Hi"},
                         {"role": "assistant", "content": "Hello."}]}
 EXAMPLES = [json.dumps(EXAMPLE)] * 10
@@ -173,6 +180,10 @@ for id, text, names in [
     ("a date that is not one", trajectories_with(trajectory_changed(created_at="yesterday")), ("{ws}/in.jsonl:6", "created_at")),
     ("a sample index as text", trajectories_with(trajectory_changed(sample_index="first")), ("{ws}/in.jsonl:6", "sample_index")),
     ("a truncated last line", jsonl(TRAJECTORIES[:11] + [TRAJECTORIES[11][:60]]), ("{ws}/in.jsonl:12",)),
+    ("a NaN step cost", trajectories_with(trajectory_with_step_cost(float("nan"))), ("{ws}/in.jsonl:6", "steps.0.cost_usd", "finite")),
+    ("an infinite step cost", trajectories_with(trajectory_with_step_cost(float("inf"))), ("{ws}/in.jsonl:6", "steps.0.cost_usd")),
+    ("a negative step cost", trajectories_with(trajectory_with_step_cost(-0.01)), ("{ws}/in.jsonl:6", "steps.0.cost_usd")),
+    ("a step cost that is text", trajectories_with(trajectory_with_step_cost("free")), ("{ws}/in.jsonl:6", "steps.0.cost_usd")),
     ("a byte-order mark", "\ufeff" + jsonl(TRAJECTORIES), ("{ws}/in.jsonl:1", "BOM")),
 ]:
     case(FAILED, f"build: {id}", *FROM_JSONL, names=names, files={"in.jsonl": text})
@@ -559,3 +570,18 @@ def test_build_skip_invalid_leaves_unreadable_store_rows_out_and_says_so(templat
     assert any("2 store row(s) could not be read" in w for w in summary["warnings"])
     assert len((ws / "new" / "train.jsonl").read_text().splitlines()) == 10
     assert (ws / "store.db").read_bytes() == store_bytes
+
+
+def test_a_step_cost_must_be_finite_and_not_negative_so_the_json_round_trip_stays_lossless():
+    """NaN and infinity would be written to JSON as null and never read back; a negative cost corrupts totals."""
+    from pydantic import ValidationError
+
+    from distillery.trajectory import Step, Trajectory, Turn
+
+    for bad in (float("nan"), float("inf"), float("-inf"), -0.01):
+        for kind in (Turn, Step):
+            with pytest.raises(ValidationError, match="cost_usd"):
+                kind(cost_usd=bad)
+    trajectory = Trajectory(task_id="t", query="q", steps=[Step(cost_usd=0.0), Step(cost_usd=1e-9), Step(cost_usd=12.5)])
+    assert Trajectory.model_validate_json(trajectory.model_dump_json()) == trajectory
+    assert trajectory.cost_usd == pytest.approx(12.500000001)

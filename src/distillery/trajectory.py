@@ -142,7 +142,9 @@ class Turn(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
     latency_s: float = 0.0
-    cost_usd: float = 0.0
+    # Dollars; finite and not negative. NaN or infinity would be written to JSON as null and never
+    # read back (the round trip must stay lossless), and a negative cost would corrupt every total.
+    cost_usd: float = Field(0.0, ge=0.0, allow_inf_nan=False)
     # Provider-native content to send back verbatim on the next call (e.g. Anthropic blocks after
     # `pause_turn`). Kept as plain JSON so the round trip stays lossless.
     provider_content: list[dict[str, Any]] | None = None
