@@ -35,3 +35,18 @@ def test_training_price_and_custom_table(tmp_path, monkeypatch):
     bad.write_text("[openai\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         price_table(bad)
+
+
+def test_a_price_that_is_not_a_price_is_one_line_naming_the_entry(tmp_path, monkeypatch):
+    import pytest
+
+    from distillery.errors import ConfigError
+    from distillery.pricing import _load_table, price_for
+
+    for number, bad in enumerate(("nan", "-1.0", "inf", '"free"', "true")):
+        prices = tmp_path / f"prices-{number}.toml"
+        prices.write_text(f"[openai.gpt-4o]\ninput = {bad}\noutput = 10.0\n")
+        monkeypatch.setenv("DISTILLERY_PRICES", str(prices))
+        _load_table.cache_clear()
+        with pytest.raises(ConfigError, match=rf"{prices}: \[openai.gpt-4o\].input: .* is not a price"):
+            price_for("openai:gpt-4o")

@@ -51,7 +51,7 @@ def _load_table(path: str) -> dict:
 
 
 def price_table(path: str | Path | None = None) -> dict:
-    return _load_table(str(path or os.environ.get("DISTILLERY_PRICES") or DEFAULT_PRICES))
+    return _load_table(str(path or _table_path()))
 
 
 def price_for(uri: str, *, table: dict | None = None) -> Price | None:
@@ -60,6 +60,7 @@ def price_for(uri: str, *, table: dict | None = None) -> Price | None:
     A model name matches the longest table key it starts with, so `claude-opus-4-6-20260101`
     is priced as `claude-opus-4-6`. `world:` students of any size are priced as `world.student`.
     """
+    source = _table_path() if table is None else "prices"
     table = table if table is not None else price_table()
     scheme, _, name = uri.partition(":")
     section = table.get(scheme, {})
@@ -68,15 +69,29 @@ def price_for(uri: str, *, table: dict | None = None) -> Price | None:
     matches = [key for key in section if name == key or name.startswith(key + "-") or name.startswith(key)]
     if not matches:
         return None
-    entry = section[max(matches, key=len)]
+    key = max(matches, key=len)
+    entry = section[key]
+    where = f"{source}: [{scheme}.{key}]"
     return Price(
-        input=float(entry["input"]),
-        output=float(entry["output"]),
-        cache_write=float(entry.get("cache_write", entry["input"])),
-        cache_read=float(entry.get("cache_read", entry["input"])),
-        batch_discount=float(entry.get("batch_discount", 1.0)),
+        input=_dollars(entry, "input", where),
+        output=_dollars(entry, "output", where),
+        cache_write=_dollars(entry, "cache_write", where, default=entry.get("input")),
+        cache_read=_dollars(entry, "cache_read", where, default=entry.get("input")),
+        batch_discount=_dollars(entry, "batch_discount", where, default=1.0),
         stand_in_for=entry.get("stand_in_for"),
     )
+
+
+def _dollars(entry: dict, field: str, where: str, default: object = None) -> float:
+    """A price field as a finite, non-negative number; otherwise one line naming the table entry."""
+    value = entry.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ConfigError(f"{where}.{field}: {value!r} is not a price (a finite number >= 0, dollars per million tokens)")
+    return float(value)
+
+
+def _table_path() -> str:
+    return str(os.environ.get("DISTILLERY_PRICES") or DEFAULT_PRICES)
 
 
 def cost_usd(uri: str, usage: Usage, *, batch: bool = False) -> float:

@@ -93,7 +93,7 @@ def build_command(
     top_k: int = typer.Option(20, "--top-k", callback=number(1), help="How many teacher alternatives per token to keep in the topk sidecar."),
     topk_alignment: str = typer.Option("exact", "--topk-alignment", callback=choice("exact", "matched"), help="exact: targets only where the context is exactly what the teacher generated; matched: on every token the teacher also produced (approximate after a difference)."),
     action_dist: bool = typer.Option(False, "--action-dist", help="From n teacher samples per task, write the empirical distribution over canonical tool calls at each state (<split>.actions.jsonl)."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Drop malformed trajectories (unanswered calls, arguments that are not JSON) and list them, instead of failing."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Drop malformed trajectories (unanswered calls, arguments that are not JSON, store rows that do not parse) and list them, instead of failing."),
     keep_invalid_calls: bool = typer.Option(False, "--keep-invalid-calls", help="Keep examples whose calls violate the tool schema (they are dropped by default so the student does not learn them)."),
     epochs: int = typer.Option(3, "--epochs", callback=number(1), help="Epochs for the fine-tuning cost estimate (hosted fine-tuning bills every token once per epoch)."),
     price_model: str = typer.Option("openai:gpt-4o-mini", "--price-model", help="Whose training price to estimate with, from prices.toml [training.*]."),
