@@ -12,7 +12,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
 from distillery.errors import ConfigError
 from distillery.models import load_model
@@ -48,7 +48,7 @@ def _config(tokenizer, *, kind="llama", hidden=32, layers=4, heads=4, kv_heads=N
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=tied,
     )
-    return {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}[kind](**options)
+    return {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}[kind](**options)
 
 
 def _model(config, seed=0):
@@ -179,7 +179,7 @@ def test_grouped_query_attention_stays_consistent(tokenizer, rows, tmp_path, hea
     assert torch.allclose(_logits(load_model(f"hf:{tmp_path / 'g'}").model, ids), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "qwen3"])
+@pytest.mark.parametrize("kind", ["mistral", "qwen2", "qwen3"])
 def test_other_llama_family_layouts_untied_embeddings_and_biases(tokenizer, rows, tmp_path, kind):
     teacher = _model(_config(tokenizer, kind=kind, layers=2, heads=4, kv_heads=2, tied=False))
     same = init.init_student((teacher, tokenizer), rows, n_calibration=4)
