@@ -292,3 +292,14 @@ def test_cli_student_init(tokenizer, rows, tmp_path, capsys):
     for option in ("--from", "--calibration", "--layers", "--hidden", "--intermediate", "--heads", "--kv-heads",
                    "--layer-metric"):
         assert option in help_text
+
+
+def test_a_pruned_student_gets_a_recovery_learning_rate_by_default(tmp_path):
+    from distillery.distill.trainer import default_learning_rate
+
+    (tmp_path / "init.json").write_text("{}")
+    assert default_learning_rate(f"hf:{tmp_path}", lora=False, parameters=500_000) == 1e-3
+    assert default_learning_rate(str(tmp_path), lora=False, parameters=500_000_000) == 1e-4
+    assert default_learning_rate(f"hf:{tmp_path}", lora=True, parameters=500_000) == 2e-4
+    (tmp_path / "init.json").unlink()
+    assert default_learning_rate(f"hf:{tmp_path}", lora=False, parameters=500_000) == 2e-5

@@ -70,7 +70,7 @@ def train(
     max_steps: int = typer.Option(None, "--max-steps", callback=number(1), help="Optimizer steps; overrides --epochs when set."),
     epochs: float = typer.Option(1.0, "--epochs", callback=number(0, low_open=True), help="Passes over the data (when --max-steps is not set)."),
     lr: float = typer.Option(
-        None, "--lr", callback=number(0, low_open=True), help="Learning rate. Default: 1e-3 for an untrained world student, 2e-4 with --lora, else 2e-5."
+        None, "--lr", callback=number(0, low_open=True), help="Learning rate. Default: 1e-3 for an untrained world student or a small student pruned by `distillery student init` (1e-4 for a large one), 2e-4 with --lora, else 2e-5."
     ),
     batch_size: int = typer.Option(8, "--batch-size", callback=number(1), help="Examples per device per step."),
     grad_accum: int = typer.Option(1, "--grad-accum", callback=number(1), help="Micro-batches accumulated per optimizer step."),
