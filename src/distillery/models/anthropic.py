@@ -20,6 +20,7 @@ from typing import Any
 
 import anthropic
 
+from distillery.formats.anthropic import stop_reason_from_wire
 from distillery.errors import ConfigError, MissingAPIKeyError
 from distillery.models._hosted import (
     HostedChatModel,
@@ -38,17 +39,6 @@ MIN_THINKING_BUDGET = 1024  # the API's minimum for budget_tokens
 # extra_headers={"anthropic-version": "2023-06-01"} to send `temperature`.
 SAMPLING_API_VERSIONS = ("2023-06-01",)
 
-# Every stop reason the API documents, mapped onto ours. A context-window overflow is, for an
-# agent, the same as running out of tokens: the turn is cut off.
-STOP_REASONS = {
-    "end_turn": "end_turn",
-    "tool_use": "tool_use",
-    "max_tokens": "max_tokens",
-    "stop_sequence": "stop_sequence",
-    "refusal": "refusal",
-    "pause_turn": "pause_turn",
-    "model_context_window_exceeded": "max_tokens",
-}
 
 
 class AnthropicModel(HostedChatModel):
@@ -243,7 +233,7 @@ class AnthropicModel(HostedChatModel):
                 )
             # Server-side tool blocks (web search, code execution, ...) are not calls for us to run;
             # they stay in provider_content and go back to the API verbatim.
-        stop_reason = STOP_REASONS.get(response.stop_reason or "")
+        stop_reason = stop_reason_from_wire(response.stop_reason)
         if stop_reason is None:
             log.warning("%s: unknown stop_reason %r; keeping the turn as end_turn", self.uri, response.stop_reason)
             stop_reason = "end_turn"

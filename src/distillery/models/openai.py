@@ -24,6 +24,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from distillery.errors import MissingAPIKeyError
+from distillery.formats.openai import stop_reason_from_wire
 from distillery.models._hosted import HostedChatModel, check_http_transport, http_client, log, to_model_error
 from distillery.pricing import cost_usd
 from distillery.trajectory import Message, ThinkingBlock, TokenLogprob, ToolCall, ToolSpec, TopLogprob, Turn, Usage
@@ -32,13 +33,6 @@ OFFICIAL_HOST = "api.openai.com"
 # OpenAI-compatible servers run without auth more often than not; the SDK still insists on a key.
 PLACEHOLDER_KEY = "EMPTY"
 
-FINISH_REASONS = {
-    "stop": "end_turn",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "length": "max_tokens",
-    "content_filter": "refusal",
-}
 
 # OpenAI's reasoning models (o1, o3, o4-mini, gpt-5...) accept only the default temperature.
 REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
@@ -209,7 +203,7 @@ class OpenAIModel(HostedChatModel):
             fc = message.function_call
             tool_calls = [_parsed_tool_call("call_" + uuid.uuid4().hex[:24], fc.name, fc.arguments)]
         text = message.content or ""
-        stop_reason = FINISH_REASONS.get(choice.finish_reason or "")
+        stop_reason = stop_reason_from_wire(choice.finish_reason)
         if stop_reason is None:
             log.warning("%s: unknown finish_reason %r; keeping the turn as end_turn", self.uri, choice.finish_reason)
             stop_reason = "end_turn"

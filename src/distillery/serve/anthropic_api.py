@@ -17,19 +17,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.formats.anthropic import stop_reason_to_wire
 from distillery.serve.backend import GatewayError, RoutedTurn, StepOptions, json_dumps
 from distillery.serve.openai_api import text_pieces
 from distillery.trajectory import Message, ThinkingBlock, ToolCall, ToolSpec, Turn
 
-STOP_REASONS = {
-    "end_turn": "end_turn",
-    "tool_use": "tool_use",
-    "max_tokens": "max_tokens",
-    "stop_sequence": "stop_sequence",
-    "refusal": "refusal",
-    "pause_turn": "pause_turn",
-    "error": "end_turn",
-}
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
@@ -286,7 +278,7 @@ def message_body(routed: RoutedTurn, *, model: str, message_id: str, thinking: b
         "role": "assistant",
         "model": model,
         "content": content_blocks(routed.turn, thinking=thinking),
-        "stop_reason": STOP_REASONS.get(routed.turn.stop_reason, "end_turn"),
+        "stop_reason": stop_reason_to_wire(routed.turn.stop_reason),
         "stop_sequence": None,
         "usage": usage_body(routed),
         "distillery": routed.summary(),
@@ -342,7 +334,7 @@ def stream_events(routed: RoutedTurn, *, model: str, message_id: str, thinking: 
             yield event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
         yield event("content_block_stop", {"type": "content_block_stop", "index": index})
     yield event("message_delta", {"type": "message_delta",
-                                  "delta": {"stop_reason": STOP_REASONS.get(routed.turn.stop_reason, "end_turn"),
+                                  "delta": {"stop_reason": stop_reason_to_wire(routed.turn.stop_reason),
                                             "stop_sequence": None},
                                   "usage": usage})
     yield event("message_stop", {"type": "message_stop"})

@@ -16,18 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.formats.openai import stop_reason_to_wire
 from distillery.serve.backend import GatewayError, RoutedTurn, StepOptions, json_dumps
 from distillery.trajectory import Message, ThinkingBlock, ToolCall, ToolSpec, Turn
 
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "tool_use": "tool_calls",
-    "max_tokens": "length",
-    "stop_sequence": "stop",
-    "refusal": "content_filter",
-    "pause_turn": "stop",
-    "error": "stop",
-}
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
                404: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
@@ -325,7 +317,7 @@ def completion_body(routed: list[RoutedTurn], *, model: str, request_id: str, cr
         "model": model,
         "choices": [
             {"index": i, "message": _message(r.turn), "logprobs": _logprobs(r.turn) if logprobs else None,
-             "finish_reason": FINISH_REASONS.get(r.turn.stop_reason, "stop")}
+             "finish_reason": stop_reason_to_wire(r.turn.stop_reason)}
             for i, r in enumerate(routed)
         ],
         "usage": usage_body(routed),
@@ -397,7 +389,7 @@ def stream_chunks(routed: list[RoutedTurn], *, model: str, request_id: str, crea
                                                 "function": {"name": call.name, "arguments": ""}}]})
             for fragment in _fragments(_arguments_json(call)):
                 yield chunk(index, {"tool_calls": [{"index": k, "function": {"arguments": fragment}}]})
-        yield chunk(index, {}, finish=FINISH_REASONS.get(turn.stop_reason, "stop"))
+        yield chunk(index, {}, finish=stop_reason_to_wire(turn.stop_reason))
     if include_usage:
         yield sse({**base, "choices": [], "usage": usage_body(routed)})
     yield b"data: [DONE]\n\n"
