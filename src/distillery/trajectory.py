@@ -128,6 +128,7 @@ StopReason = Literal[
     "refusal",  # the provider's safety system declined
     "pause_turn",  # Anthropic paused a long server-tool turn; continue by sending it back
     "error",
+    "early_reject",  # a local proposal stopped once its scorer had to reject it (it is escalated)
 ]
 
 

@@ -16,6 +16,7 @@ model wrote (tool-call markup included, the end-of-turn token excluded).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from distillery import chat_format, chat_tokens
 from distillery.errors import ConfigError, ModelError
@@ -56,6 +58,52 @@ _DECODE_CONTEXT = 4
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
+class _EarlyReject(StoppingCriteria):
+    """Stops each row of a greedy batch once a min-logprob scorer must reject what it wrote.
+
+    Per step it takes the chosen token's temperature-1 logprob from the raw logits transformers
+    passes in, splits the text so far with `HFModel.token_pieces` (the split the scorer will use)
+    and asks `surely_rejected_by_min`. `stopped` maps a row to the number of tokens it had.
+    """
+
+    def __init__(self, model: HFModel, threshold: float, prompt_width: int):
+        self.model = model
+        self.threshold = threshold
+        self.width = prompt_width
+        self.bound = math.log(threshold) if threshold > 0 else float("-inf")
+        self.logprobs: dict[int, list[float]] = {}
+        self.doubtful: set[int] = set()  # rows with a token below the threshold so far
+        self.stopped: dict[int, int] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        from distillery.routing.confidence import surely_rejected_by_min
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        chosen = input_ids[:, -1]
+        last = scores[-1] if isinstance(scores, tuple) else scores  # transformers passes every step's so far
+        step_logprobs = last.float().log_softmax(-1).gather(1, chosen[:, None])[:, 0].tolist()
+        for row, logprob in enumerate(step_logprobs):
+            if row in self.stopped:
+                done[row] = True
+                continue
+            self.logprobs.setdefault(row, []).append(logprob)
+            tokens = input_ids[row, self.width:].tolist()
+            if any(token in self.model.stop_token_ids for token in tokens):
+                continue  # finished on its own (later positions are padding)
+            # The full check decodes the whole text; run it only once some token is doubtful and
+            # this one is doubtful too or may close a name or an argument object. Skipping a check
+            # only means stopping later, never a different decision.
+            if logprob < self.bound:
+                self.doubtful.add(row)
+            elif row not in self.doubtful or not any(c in self.model._decode([tokens[-1]]) for c in '"}'):
+                continue
+            if row in self.doubtful and surely_rejected_by_min(self.model.token_pieces(tokens), self.logprobs[row],
+                                                               self.threshold):
+                self.stopped[row] = len(tokens)
+                done[row] = True
+        return done
+
+
 class HFModel(SyncChatModel):
     """A causal LM and its tokenizer, speaking the `ChatModel` protocol.
 
@@ -74,6 +122,8 @@ class HFModel(SyncChatModel):
     `chat_template_kwargs` are extra variables for the chat template, e.g. `{"enable_thinking":
     False}` for Qwen3.
     """
+
+    supports_early_reject = True  # generate(early_reject=threshold): see _EarlyReject
 
     def __init__(
         self,
@@ -249,6 +299,13 @@ class HFModel(SyncChatModel):
             "output_logits": logprobs,
         }
         kwargs.update({k: v for k, v in options.items() if k in GENERATION_OPTIONS})
+        early = None
+        if options.get("early_reject") is not None and not sampling and not any(k in options for k in GENERATION_OPTIONS):
+            # Stop a proposal as soon as a min-logprob scorer must reject it. Greedy, with no logits
+            # processor asked for, so the scores a stopping criterion sees are the raw logits.
+            early = _EarlyReject(self, float(options["early_reject"]), width)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([early])
+            kwargs["output_scores"] = True
 
         # Left padding, so every row's next token comes from the last position; transformers
         # derives position ids from the attention mask, so padding does not shift positions.
@@ -281,6 +338,7 @@ class HFModel(SyncChatModel):
                             prompt_tokens=len(prompt),
                             top_logprobs=top_logprobs,
                             latency=latency,
+                            stopped_at=early.stopped.get(row) if early is not None else None,
                         )
                     )
                 results.append(turns)
@@ -294,7 +352,10 @@ class HFModel(SyncChatModel):
         prompt_tokens: int,
         top_logprobs: int,
         latency: float,
+        stopped_at: int | None = None,
     ) -> Turn:
+        if stopped_at is not None:  # rejected early: a batch pads the row after that step, cut there
+            generated = generated[:stopped_at]
         stop_at = next((i for i, token in enumerate(generated) if token in self.stop_token_ids), None)
         finished = stop_at is not None
         tokens = generated[:stop_at] if finished else generated
@@ -308,7 +369,10 @@ class HFModel(SyncChatModel):
 
         thinking, visible = _split_thinking(text)
         content, calls = chat_format.parse_tool_calls(visible, id_prefix=f"call_{uuid.uuid4().hex[:16]}_")
-        stop_reason: StopReason = "max_tokens" if not finished else ("tool_use" if calls else "end_turn")
+        stop_reason: StopReason = (
+            "early_reject" if stopped_at is not None and not finished
+            else "max_tokens" if not finished else ("tool_use" if calls else "end_turn")
+        )
         # The end-of-turn token was generated (and would be billed by a hosted API), so it counts.
         usage = Usage(input_tokens=prompt_tokens, output_tokens=len(tokens) + (1 if finished else 0))
         return Turn(

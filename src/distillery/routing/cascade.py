@@ -47,7 +47,14 @@ from distillery.agent import DEFAULT_MAX_STEPS, Agent
 from distillery.errors import ConfigError, DistilleryError, ModelError
 from distillery.models.base import ChatModel
 from distillery.pricing import cost_usd
-from distillery.routing.confidence import ConfidenceScorer, action_key, get_scorer, invalid_reason, score_action
+from distillery.routing.confidence import (
+    ConfidenceScorer,
+    LogprobScorer,
+    action_key,
+    get_scorer,
+    invalid_reason,
+    score_action,
+)
 from distillery.routing.config import (  # the config file lives in routing/config.py; re-exported here
     DEFAULT_FALLBACK_TIMEOUT_S,
     DEFAULT_SCORER,
@@ -126,6 +133,7 @@ class Cascade(Agent):
         max_tokens: int | None = None,
         tool_timeout_s: float | None = None,
         generate_options: dict[str, Any] | None = None,
+        early_escalation: bool = True,
     ):
         tiers = list(tiers)
         if not tiers:
@@ -158,6 +166,7 @@ class Cascade(Agent):
         ]
         self.escalate = escalate
         self.on_fallback_error = on_fallback_error
+        self.early_escalation = early_escalation  # stop a proposal that must be rejected (see _can_reject_early)
         self.store = store
         self._warned: set[str] = set()
         super().__init__(
@@ -193,6 +202,21 @@ class Cascade(Agent):
 
     # -- one call to one tier ----------------------------------------------------------------------
 
+    def _can_reject_early(self, index: int) -> bool:
+        """Whether tier `index`'s proposal may stop as soon as it must be rejected.
+
+        Only where stopping provably gives full generation's decision: a min-logprob scorer (a
+        token below the threshold keeps the min below it), greedy, no extra samples, a threshold to
+        escalate past, and a model that can stop mid-generation (local `hf:` / `world:` models).
+        """
+        tier = self.tiers[index]
+        scorer = tier.scorer
+        minimum = isinstance(scorer, LogprobScorer) and (scorer.statistic == "min" or
+                                                         (scorer.statistic == "quantile" and scorer.q == 0))
+        return (minimum and self.early_escalation and index < len(self.tiers) - 1 and tier.threshold is not None
+                and self.temperature == 0 and not scorer.samples_needed
+                and bool(getattr(tier.model, "supports_early_reject", False)))
+
     async def _ask(self, index: int, messages: Sequence[Message]) -> tuple[Turn, list[Turn], list[dict[str, Any]]]:
         """The tier's proposal (greedy), the extra samples its scorer wants, and a record per call."""
         tier = self.tiers[index]
@@ -213,8 +237,12 @@ class Cascade(Agent):
                     raise ModelError(f"{tier.name}: no answer within {tier.timeout_s:g}s") from None
             return turns, time.perf_counter() - start
 
+        proposal_options = dict(common)
+        if self._can_reject_early(index):
+            proposal_options["early_reject"] = tier.threshold
         proposal_call = timed(self.model_call(tier.model, messages, n=1, temperature=self.temperature,
-                                              logprobs=wants_logprobs or bool(scorer and scorer.needs_logprobs), **common))
+                                              logprobs=wants_logprobs or bool(scorer and scorer.needs_logprobs),
+                                              **proposal_options))
         calls = [proposal_call]
         if scorer is not None and scorer.samples_needed:
             calls.append(timed(self.model_call(tier.model, messages, n=scorer.samples_needed,

@@ -75,6 +75,62 @@ def _tool_call_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _settled_tool_call_spans(text: str) -> list[tuple[int, int]]:
+    """The action spans of a *partial* generation that no continuation can change.
+
+    Inside each `<tool_call>` block seen so far: the name once its closing quote is written (the
+    leftmost match is fixed from then on), and the arguments once their JSON value is complete.
+    These are exactly spans `_tool_call_spans` will find in the final text, whatever follows.
+    """
+    spans: list[tuple[int, int]] = []
+    position = 0
+    while (open_at := text.find(TOOL_CALL_OPEN, position)) >= 0:
+        body_start = open_at + len(TOOL_CALL_OPEN)
+        close_at = text.find(TOOL_CALL_CLOSE, body_start)
+        body = text[body_start:close_at if close_at >= 0 else len(text)]
+        name = re.search(r'"name"\s*:\s*"([^"]*)"', body)
+        if name:
+            spans.append((body_start + name.start(1), body_start + name.end(1)))
+        arguments = re.search(r'"arguments"\s*:\s*', body)
+        # The value's start is settled once a non-space character follows the colon.
+        if arguments and arguments.end() < len(body):
+            try:
+                _, value_end = json.JSONDecoder().raw_decode(body, arguments.end())
+            except json.JSONDecodeError:
+                pass  # not complete yet (or broken, which the validity gate rejects anyway)
+            else:
+                spans.append((body_start + arguments.end(), body_start + value_end))
+        if close_at < 0:
+            break
+        position = close_at + len(TOOL_CALL_CLOSE)
+    return spans
+
+
+def surely_rejected_by_min(pieces: Sequence[str], logprobs: Sequence[float], threshold: float) -> bool:
+    """True when a partial generation can no longer pass a min-logprob scorer at `threshold`.
+
+    `pieces[i]` is token i's text (they concatenate to the text so far) and `logprobs[i]` its
+    temperature-1 logprob. If a token that surely belongs to the final action is already below
+    log(threshold), the final min is too; and if the action ends up invalid it scores 0. Either
+    way the proposal is rejected, so generation can stop: the decision is the one full generation
+    would have reached (`tests/test_early_escalation.py`).
+    """
+    if threshold <= 0:
+        return False
+    text = "".join(pieces)
+    spans = _settled_tool_call_spans(text) if TOOL_CALL_OPEN in text else []
+    if not spans:
+        return False
+    bound = math.log(threshold)
+    offset = 0
+    for piece, logprob in zip(pieces, logprobs):
+        start, end = offset, offset + len(piece)
+        offset = end
+        if logprob < bound and end > start and any(start < s_end and end > s_start for s_start, s_end in spans):
+            return True
+    return False
+
+
 def _answer_span(text: str) -> list[tuple[int, int]]:
     """The span of a final answer: the text without thinking sections, special tokens and outer whitespace."""
     visible_end = len(text)
@@ -172,7 +228,7 @@ def invalid_reason(turn: Turn, tools: Sequence[ToolSpec] | None = None) -> str |
     or with arguments that violate that tool's JSON schema. `tools=None` means "not known": names
     and arguments are then not checked.
     """
-    if turn.stop_reason in ("error", "max_tokens", "refusal"):
+    if turn.stop_reason in ("error", "max_tokens", "refusal", "early_reject"):
         return f"stop_reason={turn.stop_reason}"
     text = turn.text or ""
     markup = next((tag for tag in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE) if tag in text), None)
