@@ -664,4 +664,7 @@ def train_student(
             "log_history": trainer.state.log_history,
         }
         (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))
+    # The other ranks wait for the main one's writing and self-check: a rank that leaves the process
+    # group early can abort the run's teardown (seen as SIGABRT under torchrun).
+    trainer.accelerator.wait_for_everyone()
     return out
