@@ -79,10 +79,10 @@ def collect_command(
         Path(DEFAULT_STORE_PATH), "--store", metavar="PATH", callback=sqlite_store(must_exist=False),
         help="SQLite trajectory store. Re-running with the same store resumes: finished runs are skipped, failed ones retried.",
     ),
-    n: int = typer.Option(1, "--n", min=1, help="Samples per task (sample_index 0..n-1), for action distributions. n>1 defaults to temperature 1.0."),
-    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Runs in flight at once (in total). Raise it until the provider starts rate-limiting (429s are retried)."),
+    n: int = typer.Option(1, "--n", callback=number(1, 1000), help="Samples per task (sample_index 0..n-1), for action distributions. n>1 defaults to temperature 1.0."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", callback=number(1, 10_000), help="Runs in flight at once (in total). Raise it until the provider starts rate-limiting (429s are retried)."),
     processes: int = typer.Option(
-        1, "--processes", "-p", min=1,
+        1, "--processes", "-p", callback=number(1, 256),
         help="Split the runs over this many processes, each with its own event loop and SDK client. One process "
         "tops out at a few hundred requests/s (SDK CPU); use more for fast local servers (vLLM) on a multi-core machine. "
         "The budget is split evenly between them.",
@@ -91,7 +91,7 @@ def collect_command(
         None, "--budget", metavar="USD", callback=number(0),
         help="Stop starting new runs before spending more than this many dollars (prices from prices.toml). In-flight runs finish.",
     ),
-    max_steps: int = typer.Option(10, "--max-steps", min=1, help="Model calls per task before giving up (status max_steps)."),
+    max_steps: int = typer.Option(10, "--max-steps", callback=number(1, 1000), help="Model calls per task before giving up (status max_steps)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", callback=number(0, 2), help="Sampling temperature in [0, 2]. Default 0.0 for --n 1, 1.0 for --n > 1."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", callback=number(1), help="Output token limit per model call (provider default if unset)."),
     logprobs: bool = typer.Option(False, "--logprobs/--no-logprobs", help="Record token logprobs (OpenAI-compatible servers; needed for sparse KD and confidence)."),
@@ -100,7 +100,7 @@ def collect_command(
         None, "--base-url", metavar="URL",
         help="Send requests to this server instead of the provider's API, e.g. http://localhost:8000/v1 for vLLM.",
     ),
-    max_retries: int = typer.Option(6, "--max-retries", min=0, help="Retries per model call for 429/5xx/timeouts (exponential backoff with jitter, or the server's retry-after)."),
+    max_retries: int = typer.Option(6, "--max-retries", callback=number(0, 100), help="Retries per model call for 429/5xx/timeouts (exponential backoff with jitter, or the server's retry-after)."),
     timeout: float = typer.Option(
         # = distillery.collect.DEFAULT_TIMEOUT_S (a test checks), not imported: the CLI starts without the collector
         120.0, "--timeout", metavar="SECONDS", callback=number(0, low_open=True),
