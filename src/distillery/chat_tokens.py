@@ -169,7 +169,7 @@ def tokenize_rows(tokenizer: Any, rows: list[dict[str, Any]], *, names: list[str
     where each row came from, for errors (default "training example N")."""
     out = []
     for number, row in enumerate(rows):
-        messages = [_template_message(m) for m in row["messages"]]
+        messages = [template_message(m) for m in row["messages"]]
         try:
             pieces = tokenize_conversation(tokenizer, messages, row.get("tools"), **template_kwargs)
         except ConfigError as exc:
@@ -181,6 +181,6 @@ def tokenize_rows(tokenizer: Any, rows: list[dict[str, Any]], *, names: list[str
     return out
 
 
-def _template_message(message: dict[str, Any]) -> dict[str, Any]:
+def template_message(message: dict[str, Any]) -> dict[str, Any]:
     """A stored chat message without the keys Arrow pads in (None), as templates expect."""
     return {key: value for key, value in message.items() if value is not None}

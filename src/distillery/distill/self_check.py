@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from distillery.chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from distillery.chat_tokens import template_message
 
 # Below these a student has not learned its training data: serving it would answer with garbage
 # at whatever confidence its logprobs happen to give.
@@ -95,7 +96,7 @@ def run_self_check(model: Any, tokenizer: Any, rows: list[dict[str, Any]], *, sa
                 row = rows[r]
                 raw_tools = json.loads(row["tools"]) if isinstance(row.get("tools"), str) else row.get("tools") or []
                 tools = [ToolSpec(**t.get("function", t)) for t in raw_tools]
-                messages = [{k: v for k, v in m.items() if v is not None} for m in row["messages"][:i]]
+                messages = [template_message(m) for m in row["messages"][:i]]
                 conversations.append(parse_messages(messages))
                 tool_lists.append(tools)
                 expected.append((_expected(row["messages"][i]), {t.name for t in tools}, r))

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from distillery.chat_tokens import completion_text, encode, template_message, tokenize_rows
 from distillery.errors import ConfigError
 
 KD_ROW = "kd_row"  # the one column signals keep through TRL's dataset preparation
@@ -46,8 +47,6 @@ def tokenize_rows_dataset(dataset, tokenizer):
     them: `input_ids`, `labels`, `source_row`, `turns`, and `kd_row` (the sequence's number, the
     key signals look their targets up by)."""
     from datasets import Dataset
-
-    from distillery.chat_tokens import tokenize_rows
 
     sequences = tokenize_rows(tokenizer, dataset.to_list())
     for number, sequence in enumerate(sequences):
@@ -369,7 +368,7 @@ class ActionSignal(TeacherSignal):
             distributions = json.loads(distributions)
         if not distributions:
             return []
-        messages = [{k: v for k, v in m.items() if v is not None} for m in example["messages"]]
+        messages = [template_message(m) for m in example["messages"]]
         assistant_at = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         states = []
         for index, distribution in zip(assistant_at, distributions, strict=False):
@@ -378,8 +377,6 @@ class ActionSignal(TeacherSignal):
         return states
 
     def collate(self, batch: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
-        from distillery.chat_tokens import completion_text, encode
-
         sequences, labels, state_of, probs = [], [], [], []
         tools_column = "tools" in self.dataset.column_names
         num_states = 0
