@@ -24,8 +24,10 @@ import json
 import random
 from pathlib import Path
 
-from distillery.routing.calibrate import TierRun, calibrate, simulate
-from distillery.routing.certify import certify
+from distillery.offline.calibrate import calibrate
+from distillery.offline.certify import certify
+from distillery.offline.runs import TierRun
+from distillery.offline.simulate import simulate
 
 
 def synthetic_pool(rng: random.Random, n: int) -> list[list[TierRun]]:
@@ -46,9 +48,9 @@ def world_pool(student: str, n: int, seed: int, cache: Path) -> list[list[TierRu
     if cache.exists():
         data = json.loads(cache.read_text())
         return [[TierRun(**r) for r in tier] for tier in data]
-    from distillery.evaluate import run_tiers_alone, tier_scorers
+    from distillery.offline.runs import run_tiers_alone
     from distillery.models import load_model
-    from distillery.routing.cascade import CascadeConfig, TierConfig
+    from distillery.routing.config import CascadeConfig, TierConfig
     from distillery.world import SYSTEM_PROMPT
     from distillery.world.tasks import generate_tasks
     from distillery.world.tools import toolbox
@@ -58,7 +60,7 @@ def world_pool(student: str, n: int, seed: int, cache: Path) -> list[list[TierRu
     config = CascadeConfig(tiers=[TierConfig(student, threshold=0.5), TierConfig("world:teacher")]).validate()
     models = [load_model(t.model) for t in config.tiers]
     tasks = generate_tasks("validation", n, seed)
-    alone = asyncio.run(run_tiers_alone(models, tier_scorers(config), tasks, tools=toolbox(), system=SYSTEM_PROMPT))
+    alone = asyncio.run(run_tiers_alone(models, config.scorer_names(), tasks, tools=toolbox(), system=SYSTEM_PROMPT))
     runs = [[TierRun.from_trajectory(t) for t in tier] for tier in alone]
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps([[vars(r) for r in tier] for tier in runs]))

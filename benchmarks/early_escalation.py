@@ -33,8 +33,8 @@ def rejected_student_calls(trajectories):
     calls = []
     for t in trajectories:
         for step in t.steps:
-            doubted = {r["tier"] for r in step.routing.get("rejected", [])}
-            calls += [c for c in step.routing.get("calls", []) if c["tier"] == 0 and 0 in doubted]
+            doubted = {r.tier for r in step.routing.rejected}
+            calls += [c for c in step.routing.calls if c.tier == 0 and 0 in doubted]
     return calls
 
 
@@ -62,8 +62,8 @@ def main() -> None:
     for name, trajectories in (("full", full), ("early", early)):
         calls = rejected_student_calls(trajectories)
         out[f"rejected_proposals_{name}"] = len(calls)
-        out[f"student_tokens_per_rejected_{name}"] = round(sum(c["usage"]["output_tokens"] for c in calls) / max(len(calls), 1), 1)
-        out[f"student_s_per_rejected_{name}"] = round(sum(c["latency_s"] for c in calls) / max(len(calls), 1), 4)
+        out[f"student_tokens_per_rejected_{name}"] = round(sum(c.usage.output_tokens for c in calls) / max(len(calls), 1), 1)
+        out[f"student_s_per_rejected_{name}"] = round(sum(c.latency_s for c in calls) / max(len(calls), 1), 4)
     print(json.dumps(out, indent=2))
 
 

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from distillery.serve.backend import CascadeBackend, _StepCascade
+from distillery.routing.cascade import Cascade
+from distillery.serve.backend import CascadeBackend
 from distillery.trajectory import Message, Turn, Usage
 from tests.routing_fakes import ScriptedModel, tool_call_tokens, turn_from_tokens
 
@@ -112,8 +113,7 @@ def scripted_teacher(*, delay_s: float = 0.0, fail: bool = False) -> ScriptedMod
 
 
 def scripted_backend(threshold: float = 0.5, **teacher_options: Any) -> CascadeBackend:
-    cascade = _StepCascade([scripted_student(), scripted_teacher(**teacher_options)], [threshold],
-                           scorer="logprob-mean")
+    cascade = Cascade([scripted_student(), scripted_teacher(**teacher_options)], [threshold], scorer="logprob-mean")
     return CascadeBackend(cascade)
 
 

@@ -183,8 +183,8 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     assert any(escalated)
     assert rows["cascade"]["task_escalation_rate"] == pytest.approx(sum(escalated) / len(cascade))
     for trajectory, doubted in zip(cascade, escalated):
-        student_confidences = [c["confidence"] for step in trajectory.steps for c in step.routing["confidences"]
-                               if c["tier"] == 0]
+        student_confidences = [c.confidence for step in trajectory.steps for c in step.routing.confidences
+                               if c.tier == 0]
         if doubted:
             assert TEACHER in {step.producer for step in trajectory.steps}
         else:

@@ -7,7 +7,7 @@ import pytest
 
 from distillery.models import load_model
 from distillery.routing.cascade import Cascade
-from distillery.routing.confidence import surely_rejected_by_min
+from distillery.routing.action_tokens import surely_rejected_by_min
 from distillery.world import SYSTEM_PROMPT
 from distillery.world.tasks import generate_tasks
 from distillery.world.tools import toolbox
@@ -47,10 +47,10 @@ def test_decisions_are_those_of_full_generation_with_fewer_student_tokens():
     assert [t.final_answer for t in early] == [t.final_answer for t in full]
 
     def student_tokens(trajectories):
-        return sum(call["usage"]["output_tokens"] for t in trajectories for s in t.steps
-                   for call in s.routing.get("calls", []) if call["tier"] == 0)
+        return sum(call.usage.output_tokens for t in trajectories for s in t.steps
+                   for call in s.routing.calls if call.tier == 0)
 
-    stopped = [c for t in early for s in t.steps for c in s.routing.get("confidences", [])
-               if c["tier"] == 0 and c.get("invalid", "").startswith("stop_reason=early_reject")]
+    stopped = [c for t in early for s in t.steps for c in s.routing.confidences
+               if c.tier == 0 and (c.invalid or "").startswith("stop_reason=early_reject")]
     assert stopped, "a 0.999 threshold must stop some proposals early"
     assert student_tokens(early) < student_tokens(full)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from distillery.evaluate import check_gates, evaluate, load_results, save_results, tool_call_accuracy
+from distillery.offline.evaluate import check_gates, evaluate, tool_call_accuracy
+from distillery.offline.results import load_results, save_results
 from distillery.routing.cascade import CascadeConfig, TierConfig
 from distillery.tasks import Task
 from distillery.tools import ToolBox, tool

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from distillery.cli import app
-from distillery.evaluate import evaluate, save_results
+from distillery.offline.evaluate import evaluate
+from distillery.offline.results import save_results
 from distillery.models import register_provider
 from distillery.report import data
 from distillery.report.plots import pareto
@@ -212,8 +213,8 @@ def test_restart_shows_the_abandoned_attempt_as_the_cascade_recorded_it(tmp_path
 def test_older_restart_results_fall_back_to_the_student_alone_run(tmp_path):
     loaded = data.load(run_restart_eval(tmp_path))
     for trajectory in next(runs for name, runs in loaded.runs.items() if name.startswith("cascade")):
-        if trajectory.steps:
-            (trajectory.steps[0].routing.get("abandoned_attempt") or {}).pop("attempts_detail", None)
+        if trajectory.steps and trajectory.steps[0].routing.abandoned_attempt is not None:
+            trajectory.steps[0].routing.abandoned_attempt.attempts_detail = []
     record = next(r for r in data.viewer_records(loaded.results, loaded.runs) if "restarted" in r)
     assert "recorded" not in record["alone"] and record["alone"]["model"] == "fake:student"
     assert record["alone"]["steps"][1]["text"].startswith("Maybe 7.")
@@ -259,7 +260,7 @@ def test_serve_answers_get_report_with_the_latest_report_for_its_cascade(evaluat
     from tests.serve_helpers import ThreadedGateway, scripted_backend
 
     _, config, _ = evaluated
-    backend = CascadeBackend(scripted_backend().template, source=str(config))
+    backend = CascadeBackend(scripted_backend().cascade, source=str(config))
     with ThreadedGateway(create_app(backend, GatewaySettings(api_keys=["sk-right"]))) as server:
         assert httpx.get(server.url + "/report").status_code == 401
         response = httpx.get(server.url + "/report", headers={"authorization": "Bearer sk-right"})

@@ -63,8 +63,8 @@ def test_escalation_happens_below_threshold_not_at_it():
     first, second = trajectory.steps
     assert (first.producer, first.escalated, first.confidence) == ("world:student-xs", False, 0.5)
     assert (second.producer, second.escalated) == ("world:teacher", True)
-    assert second.routing["rejected"][0]["confidence"] == pytest.approx(0.5 - 1e-9)
-    assert [c["confidence"] for c in second.routing["confidences"]] == [pytest.approx(0.5 - 1e-9), None]
+    assert second.routing.rejected[0].confidence == pytest.approx(0.5 - 1e-9)
+    assert [c.confidence for c in second.routing.confidences] == [pytest.approx(0.5 - 1e-9), None]
     assert trajectory.outcome.success and "escalated" in trajectory.tags
     assert trajectory.metadata["routing"]["steps_by_tier"] == [1, 1]
 
@@ -105,7 +105,7 @@ def test_cost_sums_to_every_call_made_including_rejected_proposals_and_samples()
             expected += call["n"] * cost_usd(model.uri, Usage(input_tokens=1000, output_tokens=50))
     assert len(student.calls) == 4 and len(teacher.calls) == 1  # 2 steps x (proposal + samples), 1 fallback
     assert trajectory.cost_usd == pytest.approx(expected)
-    assert sum(c["cost_usd"] for s in trajectory.steps for c in s.routing["calls"]) == pytest.approx(expected)
+    assert sum(c.cost_usd for s in trajectory.steps for c in s.routing.calls) == pytest.approx(expected)
     assert trajectory.metadata["routing"]["cost_by_tier"][1] == pytest.approx(cost_usd("world:teacher", Usage(input_tokens=1000, output_tokens=50)))
     assert trajectory.usage.output_tokens == 50 * (1 + 3 + 1 + 1 + 3)
 
@@ -137,7 +137,7 @@ def test_restart_mode_starts_a_doubted_task_over_with_the_teacher_and_charges_th
     teacher_cost = cost_usd("world:teacher", Usage(input_tokens=1000, output_tokens=50))
     assert trajectory.cost_usd == pytest.approx(2 * student_cost + 2 * teacher_cost)
     # The student was asked twice (its kept-then-abandoned tool call, its doubted answer), and doubted once.
-    abandoned = dict(trajectory.steps[0].routing["abandoned_attempt"])
+    abandoned = trajectory.steps[0].routing.abandoned_attempt.model_dump()
     [detail] = abandoned.pop("attempts_detail")
     assert abandoned == {
         "attempts": 1, "steps": 1, "cost_usd": pytest.approx(2 * student_cost), "asked_tiers": [0, 0], "doubted_tiers": [0],
@@ -171,8 +171,8 @@ def test_three_tiers_climb_in_order():
     cascade = Cascade([small, medium, teacher], [0.5, 0.4], [get_stock],
                       scorer=[FixedScorer([0.2, 0.1]), FixedScorer([0.3, 0.9])])
     trajectory = cascade.run(TASK)
-    assert [s.routing["tier"] for s in trajectory.steps] == [2, 1]
-    assert [r["tier"] for r in trajectory.steps[0].routing["rejected"]] == [0, 1]
+    assert [s.routing.tier for s in trajectory.steps] == [2, 1]
+    assert [r.tier for r in trajectory.steps[0].routing.rejected] == [0, 1]
     assert trajectory.model == "cascade:world:student-xs>world:student-s>world:teacher"
 
 
@@ -182,7 +182,7 @@ def test_fallback_failure_keep_flagged_keeps_the_student_answer():
     agent = StudentAgent(student, teacher, scorer=FixedScorer([0.1, 0.1]), threshold=0.5, tools=[get_stock])
     trajectory = agent.run(TASK)
     assert trajectory.status == "ok" and trajectory.outcome.success
-    assert all(s.producer == "world:student-xs" and "503" in s.routing["fallback_failed"] for s in trajectory.steps)
+    assert all(s.producer == "world:student-xs" and "503" in s.routing.fallback_failed for s in trajectory.steps)
     assert "fallback_failed" in trajectory.tags
 
 
@@ -204,7 +204,7 @@ def test_hanging_fallback_times_out_instead_of_hanging():
     start = time.perf_counter()
     trajectory = agent.run(TASK)
     assert time.perf_counter() - start < 5
-    assert "no answer within 0.2s" in trajectory.steps[0].routing["fallback_failed"]
+    assert "no answer within 0.2s" in trajectory.steps[0].routing.fallback_failed
     assert trajectory.outcome.success
 
 
@@ -219,7 +219,7 @@ def test_escalated_trajectories_go_to_the_store_tagged(tmp_path):
     assert "escalated" not in calm.tags and "escalated" in hard.tags
     stored = list(store.iter_trajectories(tags_any=["escalated"]))
     assert [t.task_id for t in stored] == ["t2"]
-    assert stored[0].steps[0].routing["rejected"][0]["model"] == "world:student-xs"
+    assert stored[0].steps[0].routing.rejected[0].model == "world:student-xs"
     store.close()
 
 
@@ -242,7 +242,7 @@ def test_unscoreable_student_escalates_instead_of_trusting():
     teacher = ScriptedModel("anthropic:claude-opus-4-6", agent_script(-0.1))
     trajectory = StudentAgent(student, teacher, threshold=0.1, tools=[get_stock]).run(TASK)
     assert all(s.producer == "anthropic:claude-opus-4-6" for s in trajectory.steps)
-    assert "logprobs" in trajectory.steps[0].routing["confidences"][0]["score_error"]
+    assert "logprobs" in trajectory.steps[0].routing.confidences[0].score_error
 
 
 def test_bad_arguments_are_refused_with_clear_errors():

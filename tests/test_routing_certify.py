@@ -7,8 +7,9 @@ import random
 import pytest
 
 from distillery.errors import ConfigError
-from distillery.routing.calibrate import TierRun, calibrate
-from distillery.routing.certify import certify
+from distillery.offline.calibrate import calibrate
+from distillery.offline.certify import certify
+from distillery.offline.runs import TierRun
 
 
 def run(task: int, success: bool, confidence: float, cost: float) -> TierRun:

@@ -41,10 +41,10 @@ def test_tiny_student_logprobs_score_and_escalate_to_fallback(tiny_student):
         trajectory = agent.run(task)
         step = trajectory.steps[-1]
         assert step.producer == "world:teacher" and step.escalated
-        first = step.routing["confidences"][0]
+        first = step.routing.confidences[0]
         # A random 30k-parameter model is never sure: its confidence is well below 0.5 (or 0 when invalid).
-        assert first["model"] == "world:student-xs" and 0.0 <= first["confidence"] < 0.5
-        assert trajectory.cost_usd == pytest.approx(sum(c["cost_usd"] for s in trajectory.steps for c in s.routing["calls"]))
+        assert first.model == "world:student-xs" and 0.0 <= first.confidence < 0.5
+        assert trajectory.cost_usd == pytest.approx(sum(c.cost_usd for s in trajectory.steps for c in s.routing.calls))
         assert trajectory.cost_usd > 0 and "escalated" in trajectory.tags
 
 

@@ -168,8 +168,8 @@ def test_cascade_escalates_an_invalid_but_confident_student(student_turn, reason
     trajectory = cascade.run("How many units of SKU-1?")
     first = trajectory.steps[0]
     assert first.producer == "fake:teacher" and first.escalated
-    student_entry = first.routing["confidences"][0]
-    assert student_entry["confidence"] == 0.0 and reason in student_entry["invalid"]
+    student_entry = first.routing.confidences[0]
+    assert student_entry.confidence == 0.0 and reason in student_entry.invalid
     assert trajectory.final_answer.startswith("There are 7 units.")
 
 

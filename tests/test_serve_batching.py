@@ -33,6 +33,6 @@ def test_concurrent_requests_to_a_local_tier_are_one_batch_with_the_same_answers
     batched = CascadeBackend.from_config(config, max_batch=8)
     expected = answers(one_at_a_time, queries)
     assert answers(batched, queries) == expected
-    model = batched.template.tiers[0].model
+    model = batched.cascade.tiers[0].model
     assert model.calls == len(queries) and model.batches < len(queries)  # several requests per generate_many
-    assert not hasattr(one_at_a_time.template.tiers[0].model, "batches")  # max_batch=1 leaves the model alone
+    assert not hasattr(one_at_a_time.cascade.tiers[0].model, "batches")  # max_batch=1 leaves the model alone

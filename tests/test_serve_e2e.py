@@ -158,8 +158,8 @@ def test_captured_rows_are_in_the_store_without_any_key(served):
     assert wait_for(lambda: store.count(tags_all=["gateway", "escalated"]) >= 3, timeout_s=15)
     trajectory = next(store.iter_trajectories(tags_all=["gateway", "escalated"]))
     step = trajectory.steps[-1]
-    assert step.routing["rejected"][0]["model"] == served.student_uri
-    assert step.routing["confidences"][0]["confidence"] < 0.5 and step.cost_usd > 0
+    assert step.routing.rejected[0].model == served.student_uri
+    assert step.routing.confidences[0].confidence < 0.5 and step.cost_usd > 0
     raw = b"".join(p.read_bytes() for p in served.store_path.parent.glob("store.db*"))
     assert GATEWAY_KEY.encode() not in raw and UPSTREAM_KEY.encode() not in raw
 

@@ -264,7 +264,7 @@ def test_exchanges_are_captured_with_routing_and_escalated_tag(oai, store):
     trajectory = stored()[0]
     step = trajectory.steps[-1]
     assert trajectory.query == "capture me: SKU-7 in Berlin" and trajectory.tools[0].name == "get_stock"
-    assert step.producer == TEACHER_URI and step.escalated and step.routing["rejected"][0]["model"] == STUDENT_URI
+    assert step.producer == TEACHER_URI and step.escalated and step.routing.rejected[0].model == STUDENT_URI
     assert step.tool_calls[0].arguments == {"sku": "SKU-7", "city": "Berlin"}
     assert trajectory.metadata["gateway"]["model"] == "gpt-4o"
 
@@ -280,7 +280,7 @@ def test_tool_loop_history_is_captured_as_client_history_steps(oai, store):
     assert wait_for(lambda: store.get_by_key((task_id, "cascade:world:student-xs>world:teacher", 0)) is not None)
     trajectory = store.get_by_key((task_id, "cascade:world:student-xs>world:teacher", 0))
     history, final = trajectory.steps
-    assert history.routing == {"source": "client_history"} and history.tool_results[0].name == "get_stock"
+    assert history.routing.source == "client_history" and history.tool_results[0].name == "get_stock"
     assert final.text == "There are 40 units."
     assert [m.role for m in trajectory.messages()] == ["user", "assistant", "tool", "assistant"]
 

@@ -9,7 +9,7 @@ import pytest
 from distillery.serve import GatewayError, RoutedTurn, StepOptions
 from distillery.serve import anthropic_api, openai_api
 from distillery.serve.capture import Exchange, exchange_trajectory
-from distillery.trajectory import Message, ToolCall, ToolSpec, Turn
+from distillery.trajectory import Message, RoutingRecord, ToolCall, ToolSpec, Turn
 from tests.serve_helpers import scripted_backend
 
 
@@ -59,14 +59,14 @@ def test_stream_pieces_rejoin_to_the_exact_text(text):
 def test_invalid_tool_schema_is_a_400_naming_the_tool():
     backend = scripted_backend()
     with pytest.raises(GatewayError, match="'broken'") as error:
-        backend._cascade_for([ToolSpec(name="broken", parameters={"type": "object", "properties": 3})], StepOptions())
+        backend.overrides([ToolSpec(name="broken", parameters={"type": "object", "properties": 3})], StepOptions())
     assert error.value.status == 400 and error.value.param == "tools"
 
 
 def test_multi_turn_conversation_is_captured_whole_in_metadata():
     messages = [Message(role="user", content="first"), Message(role="assistant", content="ok"),
                 Message(role="user", content="second")]
-    routed = RoutedTurn(turn=Turn(text="answer"), tier="t", escalated=True, routing={"tier": 0})
+    routed = RoutedTurn(turn=Turn(text="answer"), tier="t", escalated=True, routing=RoutingRecord(tier=0))
     trajectory = exchange_trajectory(Exchange(api="openai", requested_model="m", served_by="cascade", request_id="r1",
                                               messages=messages, tools=[], routed=routed))
     assert trajectory.query == "second" and [s.text for s in trajectory.steps] == ["answer"]

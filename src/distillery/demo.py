@@ -13,7 +13,7 @@ re-implemented here):
              and its top-k KD sidecar `data/train.topk.parquet` (teacher logprobs, shared vocab).
 3. train     `train_student` distils the smallest world student with sparse top-k KD from that
              sidecar (sequence-level KD when the teacher is a black box such as Claude).
-4. calibrate the student alone on validation, then `routing.calibrate` over the cached runs picks
+4. calibrate the student alone on validation, then `offline.calibrate` over the cached runs picks
              the escalation threshold; written to `cascade.toml`.
 5. queries   `StudentAgent` (student, teacher as fallback) answers each hard-coded query.
 6. evaluate  student alone and the cascade run on the test split; the teacher-alone row reuses
@@ -514,7 +514,8 @@ class Demo:
 
     def calibrate(self) -> dict[str, Any]:
         from distillery.routing import TierConfig, CascadeConfig, write_cascade_config
-        from distillery.routing.calibrate import TierRun, calibrate
+        from distillery.offline.calibrate import calibrate
+        from distillery.offline.runs import TierRun
 
         tasks, teacher = self.with_teacher_runs(self.tasks("validation"))
         student = self.run_alone(tasks, "student alone on validation")
@@ -570,7 +571,7 @@ class Demo:
         return self.run_agent(agent, tasks, label)
 
     def run_agent(self, agent: Any, tasks: Sequence[Task], label: str) -> list[Trajectory]:
-        from distillery.evaluate import run_tasks
+        from distillery.offline.runs import run_tasks
 
         with Progress(TextColumn("[bold]run[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=self.console) as progress:
@@ -586,10 +587,10 @@ class Demo:
         write_trajectories(trajectories, self.runs_path("cascade-queries"))
         rows = []
         for task, trajectory in zip(tasks, trajectories):
-            student_steps = sum(1 for step in trajectory.steps if step.routing.get("tier", 0) == 0)
+            student_steps = sum(1 for step in trajectory.steps if step.tier == 0)
             teacher_steps = len(trajectory.steps) - student_steps
-            confidences = [c["confidence"] for step in trajectory.steps for c in step.routing.get("confidences", [])
-                           if c["tier"] == 0 and c.get("confidence") is not None]
+            confidences = [c.confidence for step in trajectory.steps if step.routing for c in step.routing.confidences
+                           if c.tier == 0 and c.confidence is not None]
             rows.append({
                 "query": task.query, "tier": task.metadata["tier"],
                 "answered_by": "student" if teacher_steps == 0 else "escalated to teacher",
@@ -603,7 +604,7 @@ class Demo:
     # -- 6. evaluate ---------------------------------------------------------------------------
 
     def evaluate(self) -> dict[str, Any]:
-        from distillery.evaluate import run_row
+        from distillery.offline.evaluate import run_row
 
         tasks, teacher = self.with_teacher_runs(self.tasks("test"))
         student = self.run_alone(tasks, "student alone on test")
@@ -635,7 +636,8 @@ class Demo:
         The figures come from stage 6's saved runs and stage 1's teacher runs; there is no random-router
         run and there are no reference labels (its curve is simulated; confidences are judged by task outcome).
         """
-        from distillery.evaluate import save_results, summarise_runs
+        from distillery.offline.evaluate import summarise_runs
+        from distillery.offline.results import save_results
         from distillery.report import write_report
         from distillery.routing.config import load_cascade_config
 

@@ -11,7 +11,8 @@ their signatures in `Message.thinking`, and provider-native content that must be
 verbatim (Anthropic blocks, including after `pause_turn`) rides along in `Message.provider_content`.
 
 A routed step (a cascade's) counts every call made for it in its `usage` and `cost_usd`, rejected
-lower-tier proposals and confidence samples included; `Step.routing` itemises them.
+lower-tier proposals and confidence samples included; its `RoutingRecord` (`Step.routing`) says
+which tier answered and why, and itemises those calls.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def _new_id() -> str:
@@ -151,18 +152,151 @@ class Turn(BaseModel):
     provider_content: list[dict[str, Any]] | None = None
 
 
+class TierConfidence(BaseModel):
+    """One tier's score for the proposal it made at a step, or why it has none."""
+
+    tier: int
+    model: str = ""
+    confidence: float | None = None
+    threshold: float | None = None  # None: this tier could not escalate here (the last tier, or a pinned one)
+    score_error: str | None = None  # the scorer could not score the proposal, which then counted as 0
+    invalid: str | None = None  # why the action is invalid (unknown tool, bad arguments, stopped early)
+    error: str | None = None  # the call itself failed (error, timeout)
+
+
+class ModelCallRecord(BaseModel):
+    """One model call made for a step: a tier's proposal, or the extra samples its scorer wanted."""
+
+    tier: int
+    model: str = ""
+    kind: Literal["proposal", "samples"] = "proposal"
+    n: int = 1
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    error: str | None = None
+    abandoned: bool = False  # made in an attempt that `escalate="restart"` abandoned
+
+
+class RejectedProposal(BaseModel):
+    """A lower tier's proposal that the cascade did not keep."""
+
+    tier: int
+    model: str = ""
+    confidence: float | None = None
+    threshold: float | None = None
+    action: str | None = None  # the canonical action (`confidence.action_key`)
+    text: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+
+
+class AbandonedAttempt(BaseModel):
+    """What `escalate="restart"` threw away before the kept attempt, charged to its first step."""
+
+    attempts: int = 0
+    steps: int = 0
+    cost_usd: float = 0.0
+    asked_tiers: list[int] = Field(default_factory=list)  # each proposal asked for, by tier
+    doubted_tiers: list[int] = Field(default_factory=list)  # each doubt, by tier (the last one ended the attempt)
+    # per attempt: {"steps": [Step JSON without logprobs], "rejected": the doubted proposal}, for viewers
+    attempts_detail: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RoutingRecord(BaseModel):
+    """How a cascade chose a step: which tier answered, how sure it was, and every call it cost.
+
+    `tier` is the answering tier's index in the cascade (its config); `confidence` and `threshold`
+    are that tier's (threshold None: it could not escalate). `escalated` says a higher tier was
+    asked; `reasons` says why, one line per doubt or failure. `usage` is the answering call's
+    tokens (what a client is billed for); the step's own `usage` counts every call in `calls`.
+    Records stored before this type existed (plain dicts with `tier`, `confidences`, `rejected`,
+    `calls`) validate into it: the summary fields are derived from the itemised ones.
+    """
+
+    tier: int = 0
+    confidence: float | None = None
+    threshold: float | None = None
+    escalated: bool = False
+    reasons: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    confidences: list[TierConfidence] = Field(default_factory=list)
+    rejected: list[RejectedProposal] = Field(default_factory=list)
+    calls: list[ModelCallRecord] = Field(default_factory=list)
+    fallback_failed: str | None = None  # the escalation target failed; a lower tier's proposal was kept
+    abandoned_attempt: AbandonedAttempt | None = None
+    pinned: bool = False  # the request named the tier (the gateway's `distillery.tier`)
+    dropped_parallel_calls: int = 0  # tool calls the gateway dropped for `parallel_tool_calls=false`
+    source: str | None = None  # where an unrouted step came from, e.g. "client_history" (the gateway)
+
+    @model_validator(mode="after")
+    def _derive_what_was_not_given(self) -> RoutingRecord:
+        # A record stored as a plain dict before this type existed has only the itemised fields;
+        # derive the summary from them. A cascade gives the summary but leaves `reasons` to this.
+        given = self.model_fields_set
+        answering = [c for c in self.confidences if c.tier == self.tier and c.error is None]
+        if answering and "confidence" not in given:
+            self.confidence = answering[-1].confidence
+        if answering and "threshold" not in given:
+            self.threshold = answering[-1].threshold
+        if "usage" not in given:
+            calls = [c for c in self.calls
+                     if c.tier == self.tier and c.kind == "proposal" and c.error is None and not c.abandoned]
+            self.usage = calls[-1].usage if calls else Usage()
+        if "escalated" not in given:
+            self.escalated = bool(self.rejected or self.fallback_failed is not None or self.abandoned_attempt is not None)
+        if "reasons" not in given:
+            self.reasons = escalation_reasons(self)
+        return self
+
+
+def escalation_reasons(record: RoutingRecord) -> list[str]:
+    """Why a step left its lower tiers, one line per doubted proposal or failed call, from the record's facts.
+
+    The doubts are the rejected proposals (plus the kept one when the fallback failed); the
+    decision itself was made by `routing.decision.should_escalate`, not re-made here.
+    """
+    by_tier = {entry.tier: entry for entry in record.confidences if entry.error is None}
+    doubted = [(r.tier, r.model, r.confidence) for r in record.rejected]
+    if record.fallback_failed is not None:
+        doubted.append((record.tier, by_tier[record.tier].model if record.tier in by_tier else "", record.confidence))
+    reasons = []
+    for tier, model, confidence in doubted:
+        entry = by_tier.get(tier)
+        if entry is not None and entry.score_error is not None:
+            reasons.append(f"tier {tier} ({model}) could not be scored ({entry.score_error}); counted as confidence 0")
+            continue
+        shown = "none (unscored)" if confidence is None else f"{confidence:.4g}"
+        threshold = entry.threshold if entry is not None else None
+        below = f" < threshold {threshold:g}" if threshold is not None else ""
+        reasons.append(f"tier {tier} ({model}): confidence {shown}{below}")
+    reasons += [f"tier {entry.tier} ({entry.model}) failed: {entry.error}"
+                for entry in record.confidences if entry.error is not None]
+    return reasons
+
+
 class Step(Turn):
     """A `Turn` in its place in a trajectory: the tool results it led to, and who produced it.
 
     `producer` names the model (or cascade tier) that produced this step; `confidence` is the
     router's score for it and `escalated` says whether a lower tier's proposal was rejected.
+    `routing` is the cascade's record of the choice (None for a step no cascade routed).
     """
 
     tool_results: list[ToolResult] = Field(default_factory=list)
     producer: str | None = None
     confidence: float | None = None
     escalated: bool = False
-    routing: dict[str, Any] = Field(default_factory=dict)
+    routing: RoutingRecord | None = None
+
+    @field_validator("routing", mode="before")
+    @classmethod
+    def _empty_is_unrouted(cls, value: Any) -> Any:
+        return None if value == {} else value  # stored steps without routing hold an empty dict
+
+    @property
+    def tier(self) -> int:
+        """The cascade tier that produced this step (0 when no cascade routed it)."""
+        return self.routing.tier if self.routing is not None else 0
 
     @property
     def final_answer(self) -> str | None:

@@ -76,7 +76,7 @@ class _EarlyReject(StoppingCriteria):
         self.stopped: dict[int, int] = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        from distillery.routing.confidence import surely_rejected_by_min
+        from distillery.routing.action_tokens import surely_rejected_by_min
 
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         chosen = input_ids[:, -1]

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from distillery.errors import ConfigError
-from distillery.evaluate import load_results
-from distillery.routing.metrics import cpt
-from distillery.trajectory import Step, ToolCall, Trajectory
+from distillery.offline.metrics import cpt
+from distillery.offline.results import load_results
+from distillery.routing.decision import should_escalate
+from distillery.trajectory import RoutingRecord, Step, TierConfidence, ToolCall, Trajectory
 
 # Tags the runtime adds to a trajectory; they are not a task's family.
 RUNTIME_TAGS = {"escalated", "fallback_failed", "gateway"}
@@ -206,9 +207,9 @@ def _calls(calls: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _confidence_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    return {key: entry.get(key) for key in ("tier", "confidence", "threshold", "invalid", "score_error", "error")
-            if entry.get(key) is not None}
+def _confidence_entry(entry: TierConfidence) -> dict[str, Any]:
+    return entry.model_dump(include={"tier", "confidence", "threshold", "invalid", "score_error", "error"},
+                            exclude_none=True)
 
 
 def _compact(record: dict[str, Any]) -> dict[str, Any]:
@@ -218,26 +219,25 @@ def _compact(record: dict[str, Any]) -> dict[str, Any]:
             if key == "ok" or not (value is None or value is False or (isinstance(value, (str, list, dict)) and not value))}
 
 
-def step_record(step: Any) -> dict[str, Any]:
-    routing = step.routing or {}
-    thresholds = {entry["tier"]: entry.get("threshold") for entry in routing.get("confidences", [])}
+def step_record(step: Step) -> dict[str, Any]:
+    routing = step.routing or RoutingRecord()
+    thresholds = {entry.tier: entry.threshold for entry in routing.confidences}
     rejected = [_compact({
-        "tier": r.get("tier"), "model": r.get("model"), "confidence": r.get("confidence"),
-        "threshold": thresholds.get(r.get("tier")), "text": _cut(r.get("text")), "calls": _calls(r.get("tool_calls") or []),
-    }) for r in routing.get("rejected", [])]
+        "tier": r.tier, "model": r.model, "confidence": r.confidence,
+        "threshold": thresholds.get(r.tier), "text": _cut(r.text), "calls": _calls(r.tool_calls),
+    }) for r in routing.rejected]
     record: dict[str, Any] = {
-        "by": step.producer or step.model, "tier": routing.get("tier", 0), "confidence": step.confidence,
+        "by": step.producer or step.model, "tier": routing.tier, "confidence": step.confidence,
         "escalated": step.escalated, "thinking": _cut("\n\n".join(b.thinking for b in step.thinking if b.thinking)),
         "text": _cut(step.text), "calls": _calls(step.tool_calls),
         "results": [_compact({"name": r.name, "content": _cut(r.content), "error": r.is_error}) for r in step.tool_results],
-        "confidences": [_confidence_entry(c) for c in routing.get("confidences", [])],
+        "confidences": [_confidence_entry(c) for c in routing.confidences],
         "rejected": rejected, "stop": step.stop_reason, "cost": step.cost_usd,
     }
-    if routing.get("fallback_failed"):
-        record["fallback_failed"] = routing["fallback_failed"]
-    if routing.get("abandoned_attempt"):
-        record["abandoned"] = {k: v for k, v in routing["abandoned_attempt"].items()
-                               if k not in ("calls", "attempts_detail")}
+    if routing.fallback_failed:
+        record["fallback_failed"] = routing.fallback_failed
+    if routing.abandoned_attempt is not None:
+        record["abandoned"] = routing.abandoned_attempt.model_dump(exclude={"attempts_detail"})
     return _compact(record)
 
 
@@ -246,12 +246,12 @@ def trajectory_record(index: int, trajectory: Trajectory, alone: Trajectory | No
     """One cascade trajectory for the viewer; `alone` is the student's run of the same task alone.
 
     Under `escalate = "restart"` the abandoned attempt is recorded on the first kept step
-    (`routing["abandoned_attempt"]["attempts_detail"]`) and shown as it was. Results saved before
+    (`routing.abandoned_attempt.attempts_detail`) and shown as it was. Results saved before
     the cascade recorded it fall back to the student-alone run of the task, shown up to its first
     step below the threshold and labelled as that run (greedy decoding repeats it).
     """
     outcome = trajectory.outcome
-    top = max((s.routing.get("tier", 0) for s in trajectory.steps), default=0)
+    top = max((s.tier for s in trajectory.steps), default=0)
     record: dict[str, Any] = {
         "i": index, "task": trajectory.task_id, "query": _cut(trajectory.query), "status": trajectory.status,
         "error": trajectory.error, "ok": None if outcome is None else outcome.success,
@@ -271,7 +271,8 @@ def trajectory_record(index: int, trajectory: Trajectory, alone: Trajectory | No
 
 def _recorded_attempt(trajectory: Trajectory) -> dict[str, Any] | None:
     """The first abandoned attempt as the cascade recorded it: its steps, then the doubted proposal."""
-    detail = (trajectory.steps[0].routing.get("abandoned_attempt") or {}).get("attempts_detail") if trajectory.steps else None
+    record = trajectory.steps[0].routing if trajectory.steps else None
+    detail = record.abandoned_attempt.attempts_detail if record and record.abandoned_attempt else None
     if not detail:
         return None
     attempt = detail[0]
@@ -292,7 +293,7 @@ def _student_attempt(alone: Trajectory | None, thresholds: Sequence[float]) -> d
     doubted = None
     for index, step in enumerate(alone.steps):
         steps.append(step_record(step))
-        if step.confidence is not None and step.confidence < threshold:
+        if should_escalate(step.confidence, threshold):
             doubted = index
             break
     return {"model": alone.model, "threshold": threshold, "doubted": doubted, "steps": steps}

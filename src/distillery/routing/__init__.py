@@ -1,20 +1,13 @@
-"""The student runtime: confidence scorers, cascades with escalation, threshold calibration.
+"""The student at run time: confidence scorers, cascades with escalation, the cascade config file.
 
     from distillery.routing import Cascade, StudentAgent, run_student, get_scorer
 
-See docs/routing.md for the cascade config file, the scorers and how thresholds are calibrated.
+What the gateway (`distillery.serve`) imports, and nothing offline: choosing thresholds, certifying
+them, evaluating a cascade and training one live in `distillery.offline`. When a step escalates is
+decided in one place, `routing/decision.py`. See docs/routing.md.
 """
 
-from distillery.routing.cascade import (
-    Cascade,
-    CascadeConfig,
-    StudentAgent,
-    Tier,
-    TierConfig,
-    load_cascade_config,
-    run_student,
-    write_cascade_config,
-)
+from distillery.routing.cascade import Cascade, StepOverrides, StudentAgent, Tier, run_student
 from distillery.routing.confidence import (
     AgreementScorer,
     ConfidenceScorer,
@@ -29,7 +22,14 @@ from distillery.routing.confidence import (
     register_scorer,
     score_action,
 )
-from distillery.routing.config import config_warnings
+from distillery.routing.config import (
+    CascadeConfig,
+    TierConfig,
+    config_warnings,
+    load_cascade_config,
+    write_cascade_config,
+)
+from distillery.routing.decision import should_escalate
 
 __all__ = [
     "AgreementScorer",
@@ -41,6 +41,7 @@ __all__ = [
     "NoActionLogprobs",
     "RandomScorer",
     "SchemaScorer",
+    "StepOverrides",
     "StudentAgent",
     "Tier",
     "TierConfig",
@@ -52,5 +53,6 @@ __all__ = [
     "register_scorer",
     "run_student",
     "score_action",
+    "should_escalate",
     "write_cascade_config",
 ]

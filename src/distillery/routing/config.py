@@ -59,6 +59,10 @@ class CascadeConfig:
     def thresholds(self) -> list[float]:
         return [tier.threshold for tier in self.tiers[:-1]]  # type: ignore[misc]
 
+    def scorer_names(self) -> list[str | None]:
+        """Each tier's scorer: the one it names, else the default (`default_scorers`)."""
+        return [tier.scorer or default for tier, default in zip(self.tiers, default_scorers(len(self.tiers)))]
+
     def validate(self) -> CascadeConfig:
         """Check every field; raise a one-line `ConfigError` naming the file and field."""
         where = self.source
@@ -103,6 +107,14 @@ class CascadeConfig:
                 raise ConfigError(f"{where}: {field_name}.base_url = {tier.options['base_url']!r}: {problem}")
         check_tier_order([tier.model for tier in self.tiers], where=where)
         return self
+
+
+def default_scorers(n_tiers: int, scorer: Any = DEFAULT_SCORER) -> list[Any]:
+    """The scorer of each tier when none is named: `scorer` on every tier that can escalate, None on
+    the last (it is never questioned). A lone tier is scored, so its confidences are recorded."""
+    if n_tiers == 1:
+        return [scorer]
+    return [scorer] * (n_tiers - 1) + [None]
 
 
 def is_number(value: Any) -> bool:
@@ -367,6 +379,7 @@ __all__ = [
     "ESCALATE_MODES",
     "TierConfig",
     "calibration_warning",
+    "default_scorers",
     "check_tier_order",
     "config_warnings",
     "load_cascade_config",

@@ -8,9 +8,10 @@ conversation each time. Each request becomes exactly one call to a `Backend`:
     routed.tier            # who answered, e.g. "hf:runs/xs-kd" or "world:teacher"
     routed.confidence      # that tier's score (None when the tier is not scored, e.g. the teacher)
 
-`CascadeBackend` runs the routing engineer's `Cascade` for one step: it asks tier 1, scores the
-proposal, escalates while the confidence is below the threshold, and returns the chosen step with
-its routing record. The whole decision is made before the HTTP layer writes a byte, so a streamed
+`CascadeBackend` runs one long-lived `Cascade` for one step per request: it asks tier 1, scores
+the proposal, escalates as `routing/decision.py` says, and returns the chosen step with its
+`RoutingRecord`. A request's settings (tools, sampling, threshold overrides, a pinned tier) go
+into `Cascade.next_step` as `StepOverrides`; the cascade itself never changes. The whole decision is made before the HTTP layer writes a byte, so a streamed
 answer never switches model midway. `FixedBackend` returns a fixed turn: the benchmark's
 "trivial backend".
 """
@@ -26,9 +27,11 @@ from typing import Any, Protocol
 
 from distillery.errors import ConfigError, DistilleryError
 from distillery.models.batching import batched
-from distillery.routing.cascade import Cascade, CascadeConfig, load_cascade_config
+from distillery.routing.cascade import Cascade, StepOverrides
+from distillery.routing.config import CascadeConfig, load_cascade_config
+from distillery.routing.decision import override_thresholds
 from distillery.tools import Tool
-from distillery.trajectory import Message, Step, ToolSpec, Trajectory, Turn, Usage, canonical_json
+from distillery.trajectory import Message, RoutingRecord, Step, ToolSpec, Trajectory, Turn, Usage, canonical_json
 
 
 class GatewayError(DistilleryError):
@@ -72,7 +75,7 @@ class RoutedTurn:
     confidence: float | None = None
     escalated: bool = False
     cost_usd: float = 0.0
-    routing: dict[str, Any] = field(default_factory=dict)
+    routing: RoutingRecord | None = None  # None for a backend that does not route
     tags: list[str] = field(default_factory=list)
 
     @property
@@ -82,11 +85,7 @@ class RoutedTurn:
         A step's own usage also counts rejected proposals and scorer samples (`total_usage`);
         reporting that as prompt tokens would double a client's idea of its context on escalation.
         """
-        answering = [c for c in self.routing.get("calls", [])
-                     if c.get("tier") == self.tier_index and c.get("kind") == "proposal" and "error" not in c]
-        if answering:
-            return Usage(**answering[-1]["usage"])
-        return self.turn.usage
+        return self.routing.usage if self.routing is not None else self.turn.usage
 
     @property
     def total_usage(self) -> Usage:
@@ -94,6 +93,9 @@ class RoutedTurn:
 
     def summary(self) -> dict[str, Any]:
         """The routing facts a client sees in the `distillery` response field."""
+        record = self.routing
+        confidences = [] if record is None else [{**entry.model_dump(exclude_none=True), "confidence": entry.confidence}
+                                                 for entry in record.confidences]
         return {
             "tier": self.tier,
             "tier_index": self.tier_index,
@@ -101,8 +103,8 @@ class RoutedTurn:
             "escalated": self.escalated,
             "cost_usd": self.cost_usd,
             "total_usage": self.total_usage.model_dump(),
-            "confidences": self.routing.get("confidences", []),
-            **({"fallback_failed": self.routing["fallback_failed"]} if "fallback_failed" in self.routing else {}),
+            "confidences": confidences,
+            **({"fallback_failed": record.fallback_failed} if record and record.fallback_failed is not None else {}),
         }
 
 
@@ -138,33 +140,20 @@ def _client_side_tool(spec: ToolSpec) -> Tool:
     return Tool(run_on_client, spec)
 
 
-class _StepCascade(Cascade):
-    """A `Cascade` that also asks every tier for logprobs when the client wants them."""
-
-    want_logprobs: bool = False
-    want_top_logprobs: int = 0
-
-    async def model_call(self, model, messages, **kwargs):
-        if self.want_logprobs:
-            kwargs["logprobs"] = True
-            kwargs["top_logprobs"] = max(self.want_top_logprobs, kwargs.get("top_logprobs", 0) or 0)
-        return await super().model_call(model, messages, **kwargs)
-
-
 class CascadeBackend:
-    """One routed step through a `Cascade` built from `cascade.toml`.
+    """One routed step per request through one long-lived `Cascade` built from `cascade.toml`.
 
-    The models are loaded once. Each request gets its own light `Cascade` over those same model
-    objects (the request's tools, temperature, limits and overrides differ per request, and
-    concurrent requests must not share them); local models serialise their own generation with a
-    lock and run in a worker thread, so the event loop stays free.
+    The models and the cascade are built once. Each request's settings (its tools, temperature,
+    limits, threshold overrides, a pinned tier) are passed to `next_step` as `StepOverrides`, so
+    concurrent requests share the cascade without sharing settings. Local models serialise their
+    own generation with a lock and run in a worker thread, so the event loop stays free.
 
     `escalate = "task"` and `"restart"` cannot apply here: the gateway sees single steps, not tasks,
     so every request starts at tier 1.
     """
 
     def __init__(self, cascade: Cascade, *, source: str = "<cascade>", calibration: dict[str, Any] | None = None):
-        self.template = cascade
+        self.cascade = cascade
         self.source = source
         self.calibration = calibration or {}  # the config's [calibration] table: metrics show its predictions
         self.name = cascade.name
@@ -176,19 +165,19 @@ class CascadeBackend:
         batching): requests that reach the same local tier together are generated together."""
         if not isinstance(config, CascadeConfig):
             config = load_cascade_config(config)
-        template = _StepCascade.from_config(config)
+        cascade = Cascade.from_config(config)
         if max_batch > 1:
-            for tier in template.tiers:
+            for tier in cascade.tiers:
                 tier.model = batched(tier.model, max_batch=max_batch)
-        return cls(template, source=config.source, calibration=config.calibration)
+        return cls(cascade, source=config.source, calibration=config.calibration)
 
     @property
     def tier_names(self) -> list[str]:
-        return [tier.name for tier in self.template.tiers]
+        return [tier.name for tier in self.cascade.tiers]
 
     def _tool(self, spec: ToolSpec) -> Tool:
-        # Building a Tool compiles its JSON Schema validator; agents send the same tools on every
-        # request, so keep the last few hundred.
+        # Building a Tool compiles (and so checks) its JSON Schema; agents send the same tools on
+        # every request, so keep the last few hundred.
         key = canonical_json(spec.model_dump())
         tool = self._tools.get(key)
         if tool is None:
@@ -203,70 +192,48 @@ class CascadeBackend:
             self._tools.move_to_end(key)
         return tool
 
-    def _cascade_for(self, tools: list[ToolSpec], options: StepOptions) -> tuple[_StepCascade, list[int]]:
-        """The cascade for this request, and the config index of each of its tiers."""
-        tiers = self.template.tiers
-        indices = list(range(len(tiers)))
-        if options.tier is not None:
-            if not 0 <= options.tier < len(tiers):
-                raise GatewayError(f"tier {options.tier} does not exist; this cascade has tiers 0..{len(tiers) - 1}",
-                                 param="distillery.tier")
-            indices = [options.tier]
-        chosen = [tiers[i] for i in indices]
-        thresholds = [t.threshold for t in chosen[:-1]]
-        if options.thresholds is not None and len(chosen) > 1:
-            given = list(options.thresholds)
-            if len(given) == 1:
-                given = given * len(thresholds)
-            if len(given) != len(thresholds):
-                raise GatewayError(f"threshold override has {len(options.thresholds)} values; this cascade takes "
-                                 f"1 or {len(thresholds)}", param="distillery.threshold")
-            thresholds = given
+    def overrides(self, tools: list[ToolSpec], options: StepOptions) -> StepOverrides:
+        """This request's settings for `Cascade.next_step`; a `GatewayError` for a bad tier, threshold or tool."""
+        n_tiers = len(self.cascade.tiers)
+        if options.tier is not None and not 0 <= options.tier < n_tiers:
+            raise GatewayError(f"tier {options.tier} does not exist; this cascade has tiers 0..{n_tiers - 1}",
+                               param="distillery.tier")
+        thresholds = None
+        if options.thresholds is not None and options.tier is None and n_tiers > 1:
+            try:
+                thresholds = override_thresholds(options.thresholds, n_tiers - 1)
+            except ConfigError as exc:
+                raise GatewayError(str(exc), param="distillery.threshold") from None
         generate_options: dict[str, Any] = {}
         if options.tool_choice not in (None, "auto", "none"):
             generate_options["tool_choice"] = options.tool_choice
         if options.stop:
             generate_options["stop"] = list(options.stop)
-        offered = [] if options.tool_choice == "none" else [self._tool(spec) for spec in tools]
-        cascade = _StepCascade(
-            [t.model for t in chosen],
-            thresholds,
-            offered,
-            scorer=[t.scorer for t in chosen],
-            on_fallback_error=self.template.on_fallback_error,
-            timeouts_s=[t.timeout_s for t in chosen],
-            temperature=options.temperature,
-            max_tokens=options.max_tokens,
-            generate_options=generate_options,
+        offered = [] if options.tool_choice == "none" else [self._tool(spec).spec for spec in tools]
+        return StepOverrides(
+            thresholds=thresholds, tier=options.tier, tools=offered, temperature=options.temperature,
+            max_tokens=options.max_tokens, generate_options=generate_options, logprobs=options.logprobs,
+            top_logprobs=options.top_logprobs,
         )
-        cascade.want_logprobs = options.logprobs
-        cascade.want_top_logprobs = options.top_logprobs
-        return cascade, indices
 
     async def step(self, messages: list[Message], tools: list[ToolSpec], options: StepOptions) -> RoutedTurn:
-        cascade, indices = self._cascade_for(tools, options)
+        overrides = self.overrides(tools, options)
         scratch = Trajectory(task_id="gateway", query="")
-        step: Step = await cascade.next_step(messages, scratch)
-        # Report tiers by their place in the config, also when the request was pinned to one tier.
-        routing = dict(step.routing)
-        routing["tier"] = indices[routing.get("tier", 0)]
-        for key in ("confidences", "rejected", "calls"):
-            routing[key] = [{**entry, "tier": indices[entry["tier"]]} for entry in routing.get(key, [])]
-        if options.tier is not None:
-            routing["pinned"] = True
+        step: Step = await self.cascade.next_step(messages, scratch, overrides)
+        record = step.routing
         turn = step
         if options.parallel_tool_calls is False and len(step.tool_calls) > 1:
             # The client asked for one call at a time; local models cannot be told, so keep the first.
             turn = step.model_copy(update={"tool_calls": step.tool_calls[:1]})
-            routing["dropped_parallel_calls"] = len(step.tool_calls) - 1
+            record.dropped_parallel_calls = len(step.tool_calls) - 1
         return RoutedTurn(
             turn=turn,
-            tier=step.producer or cascade.tiers[0].name,
-            tier_index=routing["tier"],
+            tier=step.producer or self.cascade.tiers[record.tier].name,
+            tier_index=record.tier,
             confidence=step.confidence,
             escalated=step.escalated,
             cost_usd=step.cost_usd,
-            routing=routing,
+            routing=record,
             tags=list(scratch.tags),
         )
 

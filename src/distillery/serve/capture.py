@@ -7,7 +7,7 @@ the queue is full the exchange is dropped and counted (`distillery_capture_total
 rather than slowing the answer down; on shutdown the queue is drained before the process exits.
 
 Each exchange becomes one trajectory: the client's conversation (assistant turns it sent back are
-steps with `routing["source"] = "client_history"`, so a dataset build can tell them from what the
+steps with `routing.source = "client_history"`, so a dataset build can tell them from what the
 gateway produced), then the gateway's step with its routing record. Tags: `gateway`, plus
 `escalated` (and `fallback_failed`) when the cascade escalated, so `distillery build --tag
 escalated` picks up exactly the cases the student could not do. Request headers, and therefore API
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillery.serve.backend import RoutedTurn
-from distillery.trajectory import Message, Step, ToolResult, ToolSpec, Trajectory
+from distillery.trajectory import Message, RoutingRecord, Step, ToolResult, ToolSpec, Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _history_steps(conversation: list[Message]) -> list[Step] | None:
         if message.role == "assistant":
             steps.append(Step(text=message.content, tool_calls=list(message.tool_calls), thinking=list(message.thinking),
                               stop_reason="tool_use" if message.tool_calls else "end_turn",
-                              producer=HISTORY_SOURCE, routing={"source": HISTORY_SOURCE}))
+                              producer=HISTORY_SOURCE, routing=RoutingRecord(source=HISTORY_SOURCE)))
         elif message.role == "tool" and steps:
             steps[-1].tool_results.append(ToolResult(tool_call_id=message.tool_call_id or "", name=message.name or "",
                                                      content=message.content, is_error=message.is_error))
@@ -87,7 +87,7 @@ def exchange_trajectory(exchange: Exchange) -> Trajectory:
     final.producer = routed.tier
     final.confidence = routed.confidence
     final.escalated = routed.escalated
-    final.routing = dict(routed.routing)
+    final.routing = routed.routing.model_copy(deep=True) if routed.routing is not None else None
     final.cost_usd = routed.cost_usd or final.cost_usd
     status = {"max_tokens": "max_tokens", "refusal": "refused"}.get(final.stop_reason, "ok")
     return Trajectory(

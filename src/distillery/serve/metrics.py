@@ -68,23 +68,23 @@ class GatewayMetrics:
 
     def observe_step(self, routed: RoutedTurn) -> None:
         self.steps.labels(routed.tier).inc()
-        for entry in routed.routing.get("confidences", []):
-            if entry.get("confidence") is not None and entry.get("threshold") is not None:
-                self.proposals.labels(entry.get("model", "?")).inc()
-                self.confidence.labels(entry.get("model", "?")).observe(entry["confidence"])
-        for rejected in routed.routing.get("rejected", []):
-            self.escalations.labels(rejected.get("model", "?")).inc()
-        if "fallback_failed" in routed.routing:
-            self.fallback_failures.inc()
-        calls = routed.routing.get("calls")
-        if calls is None:  # a backend without a routing record: count the turn itself
-            calls = [{"model": routed.tier, "usage": routed.turn.usage.model_dump(), "cost_usd": routed.cost_usd}]
-        for call in calls:
-            tier = call.get("model", routed.tier)
-            usage = call.get("usage", {})
-            self.tokens.labels(tier, "input").inc(usage.get("input_tokens", 0))
-            self.tokens.labels(tier, "output").inc(usage.get("output_tokens", 0))
-            self.cost.labels(tier).inc(call.get("cost_usd", 0.0))
+        record = routed.routing
+        if record is None:  # a backend without a routing record: count the turn itself
+            calls = [(routed.tier, routed.turn.usage, routed.cost_usd)]
+        else:
+            for entry in record.confidences:
+                if entry.confidence is not None and entry.threshold is not None:
+                    self.proposals.labels(entry.model).inc()
+                    self.confidence.labels(entry.model).observe(entry.confidence)
+            for rejected in record.rejected:
+                self.escalations.labels(rejected.model).inc()
+            if record.fallback_failed is not None:
+                self.fallback_failures.inc()
+            calls = [(call.model, call.usage, call.cost_usd) for call in record.calls]
+        for tier, usage, cost in calls:
+            self.tokens.labels(tier, "input").inc(usage.input_tokens)
+            self.tokens.labels(tier, "output").inc(usage.output_tokens)
+            self.cost.labels(tier).inc(cost)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

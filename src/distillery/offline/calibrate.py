@@ -1,13 +1,15 @@
 """Choosing thresholds on a validation split, from cached runs, without further model calls.
 
 Each tier is run *alone* on every validation task once (recording its per-step confidences, costs
-and success); the teacher is the last tier. A setting of thresholds is then evaluated by
-*task-level* routing over those cached runs: a task starts at tier 1 and moves to the next tier
-at its first step whose confidence is below the tier's threshold; the costs of the steps spent
-before the hand-over are counted. This is exact for `escalate="restart"` (the higher tier starts
-afresh from the query), and an approximation for `"task"` (the higher tier continues the lower
-tier's conversation) and `"step"`, whose conversations change after a teacher step. The real cascade's figures therefore come from running it (`distillery eval`),
-which also reports how far its realised escalation rate lands from the calibrated prediction.
+and success; `offline/runs.py`); the teacher is the last tier. A setting of thresholds is then
+evaluated by *task-level* routing over those cached runs (`offline/simulate.py`): a task starts at
+tier 1 and moves to the next tier at its first step the cascade would escalate
+(`routing.decision.should_escalate`: confidence below the tier's threshold, or unscored); the costs
+of the steps spent before the hand-over are counted. This is exact for `escalate="restart"` (the
+higher tier starts afresh from the query), and an approximation for `"task"` (the higher tier
+continues the lower tier's conversation) and `"step"`, whose conversations change after a teacher
+step. The real cascade's figures therefore come from running it (`distillery eval`), which also
+reports how far its realised escalation rate lands from the calibrated prediction.
 
 Two ways to choose:
 - `target`: the cheapest setting whose success is at least `target` x the teacher's success;
@@ -17,146 +19,17 @@ Two ways to choose:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from distillery.errors import ConfigError, DistilleryError
+from distillery.offline.certify import certify
+from distillery.offline.runs import TierRun, reference_actions, run_tiers_alone, step_wrong
+from distillery.offline.simulate import Simulated, sweep
+from distillery.routing.confidence import LearnedScorer, get_scorer, step_features
+from distillery.routing.config import load_tier_models
 from distillery.trajectory import Trajectory
-
-MAX_CANDIDATES_PER_TIER = 41
-
-
-@dataclass
-class TierRun:
-    """One tier's run of one task, alone: the figures routing simulations need."""
-
-    task_id: str
-    success: bool
-    cost_usd: float
-    latency_s: float
-    step_confidences: list[float | None] = field(default_factory=list)
-    step_costs: list[float] = field(default_factory=list)
-    step_latencies: list[float] = field(default_factory=list)
-
-    @classmethod
-    def from_trajectory(cls, trajectory: Trajectory) -> TierRun:
-        return cls(
-            task_id=trajectory.task_id,
-            success=bool(trajectory.outcome and trajectory.outcome.success),
-            cost_usd=trajectory.cost_usd,
-            latency_s=trajectory.latency_s,
-            step_confidences=[s.confidence for s in trajectory.steps],
-            step_costs=[s.cost_usd for s in trajectory.steps],
-            step_latencies=[s.latency_s + sum(r.latency_s for r in s.tool_results) for s in trajectory.steps],
-        )
-
-    def first_doubt(self, threshold: float) -> int | None:
-        """Index of the first step whose confidence is below `threshold` (unscored counts as 0)."""
-        for index, confidence in enumerate(self.step_confidences):
-            if (confidence if confidence is not None else 0.0) < threshold:
-                return index
-        return None
-
-    @property
-    def min_confidence(self) -> float:
-        values = [c if c is not None else 0.0 for c in self.step_confidences]
-        return min(values) if values else 0.0
-
-
-@dataclass
-class Simulated:
-    """Task-level routing over cached runs at one setting of thresholds."""
-
-    thresholds: list[float]
-    success: float
-    cost_per_task: float
-    reached: list[float]  # fraction of tasks that reached each tier (reached[0] == 1)
-    step_escalation_rate: float  # fraction of tier-1 steps below its threshold (a proxy for step routing)
-    latencies: list[float] = field(default_factory=list, repr=False)
-    task_success: list[bool] = field(default_factory=list, repr=False)  # per task, in order (for certification)
-
-    @property
-    def teacher_fraction(self) -> float:
-        return self.reached[-1]
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("latencies")
-        data.pop("task_success")
-        data["teacher_fraction"] = self.teacher_fraction
-        return data
-
-
-def _check_aligned(runs: Sequence[Sequence[TierRun]]) -> None:
-    if len(runs) < 2:
-        raise ConfigError("calibration needs at least two tiers (a student and the teacher)")
-    ids = [r.task_id for r in runs[0]]
-    for index, tier_runs in enumerate(runs[1:], start=1):
-        if [r.task_id for r in tier_runs] != ids:
-            raise ConfigError(f"calibration: tier {index}'s runs are not for the same tasks, in the same order, as tier 0's")
-
-
-def simulate(runs: Sequence[Sequence[TierRun]], thresholds: Sequence[float]) -> Simulated:
-    """Route every task through the tiers at `thresholds` (one per tier but the last)."""
-    _check_aligned(runs)
-    n_tiers, n_tasks = len(runs), len(runs[0])
-    if len(thresholds) != n_tiers - 1:
-        raise ConfigError(f"simulate: {n_tiers} tiers need {n_tiers - 1} thresholds, got {len(thresholds)}")
-    successes, cost, reached = 0, 0.0, [0] * n_tiers
-    latencies, task_success = [], []
-    for task in range(n_tasks):
-        task_latency = 0.0
-        for tier in range(n_tiers):
-            run = runs[tier][task]
-            reached[tier] += 1
-            doubt = run.first_doubt(thresholds[tier]) if tier < n_tiers - 1 else None
-            if doubt is None:
-                successes += run.success
-                task_success.append(run.success)
-                cost += run.cost_usd
-                task_latency += run.latency_s
-                break
-            cost += sum(run.step_costs[: doubt + 1])
-            task_latency += sum(run.step_latencies[: doubt + 1])
-        latencies.append(task_latency)
-    student_steps = [c if c is not None else 0.0 for run in runs[0] for c in run.step_confidences]
-    below = sum(c < thresholds[0] for c in student_steps)
-    return Simulated(
-        thresholds=list(thresholds),
-        success=successes / n_tasks if n_tasks else 0.0,
-        cost_per_task=cost / n_tasks if n_tasks else 0.0,
-        reached=[r / n_tasks if n_tasks else 0.0 for r in reached],
-        step_escalation_rate=below / len(student_steps) if student_steps else 0.0,
-        latencies=latencies,
-        task_success=task_success,
-    )
-
-
-def candidate_thresholds(tier_runs: Sequence[TierRun], limit: int = MAX_CANDIDATES_PER_TIER) -> list[float]:
-    """Thresholds worth trying for one tier: midway between consecutive distinct task-min confidences.
-
-    Midpoints (rather than the observed values) keep a little margin on both sides, so a test task
-    with nearly the same confidence is routed the same way. 0 (never escalate) and 1 (escalate all
-    but perfect confidence) close the range. Thinned to `limit` evenly spaced candidates.
-    """
-    values = sorted({round(run.min_confidence, 12) for run in tier_runs})
-    middles = [(a + b) / 2 for a, b in zip(values, values[1:])]
-    candidates = sorted({0.0, *middles, 1.0})
-    if len(candidates) > limit:
-        step = (len(candidates) - 1) / (limit - 1)
-        candidates = sorted({candidates[round(i * step)] for i in range(limit)})
-    return candidates
-
-
-def sweep(runs: Sequence[Sequence[TierRun]], candidates: Sequence[Sequence[float]] | None = None) -> list[Simulated]:
-    """Every combination of candidate thresholds (one list per tier but the last)."""
-    _check_aligned(runs)
-    if candidates is None:
-        candidates = [candidate_thresholds(tier_runs) for tier_runs in runs[:-1]]
-    return [simulate(runs, list(setting)) for setting in itertools.product(*candidates)]
-
 
 @dataclass
 class Calibration:
@@ -228,12 +101,6 @@ def calibrate(
     )
 
 
-def deferral_curve(student: Sequence[TierRun], teacher: Sequence[TierRun]) -> list[Simulated]:
-    """Two-tier task-level routing at every candidate threshold, ordered by teacher-call fraction."""
-    points = sweep([student, teacher])
-    return sorted(points, key=lambda p: (p.teacher_fraction, p.thresholds))
-
-
 # --------------------------------------------------------------------------------------------------
 # End to end: run the tiers on validation tasks, choose thresholds, return the config to write
 # --------------------------------------------------------------------------------------------------
@@ -257,7 +124,7 @@ async def acalibrate_cascade(
 ) -> tuple[Any, Calibration, dict[str, Any]]:
     """Run every tier alone on `tasks`, choose thresholds, and return (new config, calibration, report).
 
-    With `delta`, the thresholds are certified by Learn-then-Test (`distillery.routing.certify`):
+    With `delta`, the thresholds are certified by Learn-then-Test (`distillery.offline.certify`):
     success on new tasks is at least `target` (x the teacher's, unless `absolute`) with probability
     at least 1 - delta; when nothing is certified, `NotCertified` says so and what target could be.
     Without it they are the point estimate on validation.
@@ -267,14 +134,10 @@ async def acalibrate_cascade(
     """
     import copy
 
-    from distillery.routing.cascade import load_tier_models
-    from distillery.evaluate import reference_actions, run_tiers_alone, step_wrong, tier_scorers
-    from distillery.routing.confidence import LearnedScorer, get_scorer, step_features
-
     if len(config.tiers) < 2:
         raise ConfigError(f"{config.source}: calibration needs at least two tiers")
     models = list(models) if models is not None else load_tier_models(config)
-    scorers = tier_scorers(config)
+    scorers = config.scorer_names()
     alone = await run_tiers_alone(models, scorers, tasks, tools=tools, concurrency=concurrency, progress=progress,
                                   system=system, max_steps=max_steps)
     report: dict[str, Any] = {}
@@ -308,8 +171,6 @@ async def acalibrate_cascade(
     result = calibrate(runs, target=target if not absolute else 1.0, budget=budget_per_task)
     certificate = None
     if delta is not None:
-        from distillery.routing.certify import certify
-
         if target is None:
             raise ConfigError("--delta certifies a --target; a --budget is a point estimate")
         certificate = certify(runs, target=target, delta=delta, relative=not absolute)

@@ -1,7 +1,7 @@
 """Held-out evaluation of a cascade against the student alone, the teacher alone, a random router and the oracle.
 
     results = evaluate(tasks, load_cascade_config("cascade.toml"), tools=toolbox(), system=SYSTEM_PROMPT)
-    save_results(results, "runs/eval.json")       # + runs/eval.png and runs/eval.trajectories.jsonl
+    save_results(results, "runs/eval.json")       # offline/results.py: + runs/eval.png and .trajectories.jsonl
     failures = check_gates(results, min_success=0.9)
 
 What is run, and what is simulated (both are labelled in the JSON):
@@ -24,20 +24,14 @@ is the share of kept steps the first tier did not answer alone, whatever the esc
 from __future__ import annotations
 
 import asyncio
-import json
 import platform
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from distillery.errors import ConfigError
 from distillery.models.base import ChatModel
-from distillery.pricing import price_for
-from distillery.routing.calibrate import TierRun, deferral_curve, simulate
-from distillery.routing.cascade import DEFAULT_SCORER, Cascade, CascadeConfig, load_tier_models
-from distillery.routing.confidence import RandomScorer, action_key, get_scorer
-from distillery.routing.metrics import (
+from distillery.offline.metrics import (
     apgr,
     cpt,
     oracle_router_curve,
@@ -46,13 +40,18 @@ from distillery.routing.metrics import (
     random_router_curve,
     scorer_quality,
 )
+from distillery.offline.runs import Progress, TierRun, reference_actions, run_tasks, run_tiers_alone, step_wrong
+from distillery.offline.simulate import deferral_curve, simulate
+from distillery.pricing import price_for
+from distillery.routing.cascade import Cascade, CascadeConfig
+from distillery.routing.confidence import RandomScorer, action_key, get_scorer
+from distillery.routing.config import load_tier_models
 from distillery.tasks import Task, normalize_text
 from distillery.tools import ToolBox
-from distillery.trajectory import Message, Step, Trajectory, step_messages
+from distillery.trajectory import Step, Trajectory
 from distillery.world.tasks import is_world_task
 
 CPT_LEVELS = (0.5, 0.8, 0.95)
-Progress = Callable[[str, int, int], None]
 STEP_LABELS = "student step differs from the teacher's action at the same state"
 
 
@@ -71,81 +70,6 @@ class EvalResults(dict):
 # --------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------
-
-
-async def run_tasks(agent: Cascade, tasks: Sequence[Task], *, concurrency: int = 4, label: str = "",
-                    progress: Progress | None = None) -> list[Trajectory]:
-    """Run every task with bounded concurrency; a failing task is an error trajectory, never a crash."""
-    semaphore = asyncio.Semaphore(max(1, concurrency))
-    done = 0
-
-    async def one(task: Task) -> Trajectory:
-        nonlocal done
-        async with semaphore:
-            trajectory = await agent.arun(task)
-        done += 1
-        if progress:
-            progress(label, done, len(tasks))
-        return trajectory
-
-    return list(await asyncio.gather(*(one(task) for task in tasks)))
-
-
-async def run_tiers_alone(models: Sequence[ChatModel], scorers: Sequence[Any], tasks: Sequence[Task], *,
-                          tools: ToolBox, concurrency: int = 4, progress: Progress | None = None,
-                          **agent_options: Any) -> list[list[Trajectory]]:
-    """Each model alone on every task, its steps scored by its scorer (None: not scored)."""
-    alone = []
-    for model, scorer in zip(models, scorers):
-        agent = Cascade([model], [], tools, scorer=[scorer], **agent_options)
-        alone.append(await run_tasks(agent, tasks, concurrency=concurrency, label=f"{model.uri} alone", progress=progress))
-    return alone
-
-
-def state_before(trajectory: Trajectory, index: int) -> list[Message]:
-    """The conversation the model saw when it produced step `index`."""
-    messages = [Message(role="system", content=trajectory.system)] if trajectory.system else []
-    messages.append(Message(role="user", content=trajectory.query))
-    for step in trajectory.steps[:index]:
-        messages.extend(step_messages(step))
-    return messages
-
-
-async def reference_actions(trajectories: Sequence[Trajectory], teacher: ChatModel, tools: ToolBox, *,
-                            concurrency: int = 4, progress: Progress | None = None) -> list[list[dict[str, Any]]]:
-    """The teacher's action at every state each trajectory visited: `{"key", "tool_calls", "text"}` per step."""
-    semaphore = asyncio.Semaphore(max(1, concurrency))
-    jobs = [(t_index, s_index) for t_index, t in enumerate(trajectories) for s_index in range(len(t.steps))]
-    out: list[list[dict[str, Any]]] = [[{} for _ in t.steps] for t in trajectories]
-    done = 0
-
-    async def one(t_index: int, s_index: int) -> None:
-        nonlocal done
-        async with semaphore:
-            try:
-                turns = await teacher.agenerate(state_before(trajectories[t_index], s_index), tools.specs or None,
-                                                n=1, temperature=0.0)
-                turn = turns[0]
-                out[t_index][s_index] = {"key": action_key(turn), "tool_calls": [c.model_dump() for c in turn.tool_calls],
-                                         "text": turn.text}
-            except Exception as exc:  # a reference that fails leaves the step unlabelled, not the run dead
-                out[t_index][s_index] = {"error": f"{type(exc).__name__}: {exc}"}
-        done += 1
-        if progress:
-            progress("teacher reference labels", done, len(jobs))
-
-    await asyncio.gather(*(one(t, s) for t, s in jobs))
-    return out
-
-
-def step_wrong(trajectory: Trajectory, index: int, reference: dict[str, Any]) -> bool | None:
-    """Was the student's step wrong? Final answers by the checker when there is one, else by the teacher."""
-    step = trajectory.steps[index]
-    if not step.tool_calls and trajectory.outcome is not None and trajectory.outcome.success is not None:
-        return not trajectory.outcome.success
-    if "key" not in reference:
-        return None
-    return action_key(step) != reference["key"]
 
 
 def tool_call_accuracy(trajectories: Sequence[Trajectory], references: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
@@ -196,7 +120,7 @@ def _escalated(step: Step) -> bool:
     counts too: a higher tier was asked. (The abandoned steps of a restart are not kept steps;
     their calls are in the cost.)
     """
-    return step.escalated or step.routing.get("tier", 0) > 0
+    return step.escalated or step.tier > 0
 
 
 def run_row(name: str, trajectories: Sequence[Trajectory], n_tiers: int, teacher: Sequence[Trajectory],
@@ -215,19 +139,19 @@ def run_row(name: str, trajectories: Sequence[Trajectory], n_tiers: int, teacher
     last = n_tiers - 1
     asked = [0] * n_tiers
     escalated_from = [0] * n_tiers
-    for step in steps:
-        for entry in step.routing.get("confidences", []):
-            asked[entry["tier"]] += 1
-        for rejected in step.routing.get("rejected", []):
-            escalated_from[rejected["tier"]] += 1
+    for record in (s.routing for s in steps if s.routing is not None):
+        for entry in record.confidences:
+            asked[entry.tier] += 1
+        for rejected in record.rejected:
+            escalated_from[rejected.tier] += 1
         # Under `restart` the proposals of abandoned attempts, and the doubts that ended them,
         # are not in the kept steps; the first kept step lists them.
-        abandoned = step.routing.get("abandoned_attempt") or {}
-        for tier in abandoned.get("asked_tiers", []):
-            asked[tier] += 1
-        for tier in abandoned.get("doubted_tiers", []):
-            escalated_from[tier] += 1
-    by_tier = [sum(1 for s in steps if s.routing.get("tier", 0) == i) for i in range(n_tiers)]
+        if record.abandoned_attempt is not None:
+            for tier in record.abandoned_attempt.asked_tiers:
+                asked[tier] += 1
+            for tier in record.abandoned_attempt.doubted_tiers:
+                escalated_from[tier] += 1
+    by_tier = [sum(1 for s in steps if s.tier == i) for i in range(n_tiers)]
     agree = [(_answer(t) is not None and _answer(t) == _answer(ref)) for t, ref in zip(trajectories, teacher)]
     return {
         "name": name,
@@ -245,7 +169,7 @@ def run_row(name: str, trajectories: Sequence[Trajectory], n_tiers: int, teacher
         "steps_by_tier": [c / len(steps) if steps else 0.0 for c in by_tier],
         "teacher_call_fraction": by_tier[last] / len(steps) if steps and last_is_teacher else 0.0,
         "agreement_with_teacher": sum(agree) / n,
-        "fallback_failures": sum("fallback_failed" in s.routing for s in steps),
+        "fallback_failures": sum(s.routing is not None and s.routing.fallback_failed is not None for s in steps),
         "errors": sum(t.status == "error" for t in trajectories),
     }
 
@@ -278,11 +202,6 @@ def oracle_row(runs: Sequence[Sequence[TierRun]], student_success: float, teache
 # --------------------------------------------------------------------------------------------------
 
 
-def tier_scorers(config: CascadeConfig) -> list[str | None]:
-    last = len(config.tiers) - 1
-    return [tier.scorer or (DEFAULT_SCORER if i < last else None) for i, tier in enumerate(config.tiers)]
-
-
 async def aevaluate(
     tasks: Sequence[Task],
     config: CascadeConfig,
@@ -309,7 +228,7 @@ async def aevaluate(
     if models is None:
         models = load_tier_models(config)
     models = list(models)
-    scorers = tier_scorers(config)
+    scorers = config.scorer_names()
     n_tiers = len(models)
     common = dict(system=system, max_steps=max_steps)
 
@@ -363,7 +282,7 @@ def summarise_runs(
     simulated); without `references` there is no tool-call accuracy and no step-level scorer quality.
     `aevaluate` runs the models and calls this; `distillery demo` calls it over the runs it already has.
     """
-    scorers = tier_scorers(config)
+    scorers = config.scorer_names()
     n_tiers = len(alone)
     runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
     student, teacher = alone[0], alone[-1]
@@ -493,7 +412,7 @@ def evaluate(tasks: Sequence[Task], config: CascadeConfig, **options: Any) -> di
 
 
 # --------------------------------------------------------------------------------------------------
-# Gates, saving, plotting
+# Gates
 # --------------------------------------------------------------------------------------------------
 
 
@@ -514,83 +433,3 @@ def check_gates(results: dict[str, Any], *, min_success: float | None = None, mi
     if max_cost is not None and row["cost_per_1k_usd"] > max_cost:
         failures.append(f"cost ${row['cost_per_1k_usd']:.4f}/1k tasks > --max-cost {max_cost}")
     return failures
-
-
-def save_results(results: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
-    """Write the results JSON and, next to it, the deferral-curve PNG. Returns both paths.
-
-    Results from `evaluate` also carry their trajectories: they go to `<stem>.trajectories.jsonl`
-    (one `Trajectory` JSON per line, token logprobs left out), named in the JSON's `trajectories`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trajectories = getattr(results, "trajectories", None)
-    if trajectories:
-        results["trajectories"] = write_run_trajectories(trajectories, path.with_suffix(".trajectories.jsonl"))
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    png = path.with_suffix(".png")
-    plot_deferral_curve(results, png)
-    return path, png
-
-
-def write_run_trajectories(runs: dict[str, list[Trajectory]], path: Path) -> dict[str, Any]:
-    """Each run's trajectories, one after the other, to a JSONL file; returns where each run's lines are."""
-    index, start = [], 0
-    with open(path, "w", encoding="utf-8") as handle:
-        for name, trajectories in runs.items():
-            for trajectory in trajectories:
-                handle.write(trajectory.model_dump_json(exclude={"steps": {"__all__": {"logprobs"}}}) + "\n")
-            index.append({"name": name, "start": start, "count": len(trajectories)})
-            start += len(trajectories)
-    return {"path": path.name, "format": "one Trajectory JSON per line (token logprobs left out), runs in order, "
-                                       "each in task order", "runs": index}
-
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such results file") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    if not isinstance(results, dict):  # a list, a number: nothing `distillery eval` writes
-        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(results), "a number")
-        raise ConfigError(f"{path}: not a distillery eval results file (the JSON is {kind}, not an object)")
-    if results.get("kind") != "distillery.eval":
-        raise ConfigError(f"{path}: not a distillery eval results file (kind={results.get('kind')!r})")
-    return results
-
-
-def plot_deferral_curve(results: dict[str, Any], path: str | Path) -> None:
-    """Success against teacher-call fraction: the scorer's sweep, the random and oracle routers, the run points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    routing = results["routing"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    xs = [p["teacher_fraction"] for p in routing["curve"]]
-    ys = [p["success"] for p in routing["curve"]]
-    ax.plot(xs, ys, "-o", markersize=3, label=f"{results['scorer'].get('scorer', 'scorer')} (APGR {_fmt(routing['apgr'])})")
-    ax.plot(*zip(*routing["random_curve"]), "--", color="grey", label=f"random (APGR {_fmt(routing['apgr_random'])})")
-    ax.plot(*zip(*routing["oracle_curve"]), ":", color="green", label=f"oracle (APGR {_fmt(routing['apgr_oracle'])})")
-    for row in results["rows"]:
-        if row["kind"] == "run" and row["name"].startswith(("cascade", "random")):
-            marker = "*" if row["name"].startswith("cascade") else "x"
-            ax.plot([row["teacher_call_fraction"]], [row["success"]], marker, markersize=11,
-                    label=f"{row['name']}: run, step share to teacher")
-    ax.set_xlabel("teacher-call fraction")
-    ax.set_ylabel("success")
-    world = " (offline world)" if results["meta"].get("offline_world") else ""
-    ax.set_title(f"Deferral curve{world}, n={results['meta']['n_tasks']}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"

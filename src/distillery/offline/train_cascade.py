@@ -6,7 +6,7 @@ Order is top-down, because each tier learns from the one above it: the strongest
 from the teacher, the next from that freshly trained student, and so on down to tier 1.
 
 "The tasks that reach a tier" are the tasks the tier *below* it, as the config names it now,
-escalates at the config's threshold (its min step confidence is below the threshold); tier 1 sees
+escalates at the config's threshold (a step `routing.decision.should_escalate` rejects); tier 1 sees
 every task. In a first round, with untrained lower tiers, that is nearly every task; run it again
 with the trained tiers in the config (the flywheel) and each tier then learns on exactly the hard
 cases that reach it. Only trajectories the task's checker accepts are used as training data.
@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from distillery.errors import ConfigError
-from distillery.routing.calibrate import TierRun
-from distillery.routing.cascade import CascadeConfig, write_cascade_config
+from distillery.models import load_model
+from distillery.offline.runs import TierRun, run_tiers_alone
+from distillery.routing.config import CascadeConfig, load_tier_models, write_cascade_config
 
 
 def _trainer():
@@ -50,16 +51,12 @@ def train_cascade(
     """Train every student tier (all but the last) top-down; returns one record per tier, cheapest first."""
     import copy
 
-    from distillery.routing.cascade import load_tier_models
-    from distillery.evaluate import run_tiers_alone, tier_scorers
-    from distillery.models import load_model
-
     train_student = _trainer()
     if len(config.tiers) < 2:
         raise ConfigError(f"{config.source}: a cascade to train needs at least a student tier and a teacher")
     out = Path(out)
     models = load_tier_models(config)
-    scorers = tier_scorers(config)
+    scorers = config.scorer_names()
     source_model, source_name = models[-1], config.tiers[-1].model
     records: list[dict[str, Any]] = [{} for _ in config.tiers[:-1]]
     trained_config = copy.deepcopy(config)
@@ -69,7 +66,8 @@ def train_cascade(
             below = asyncio.run(run_tiers_alone([models[index - 1]], [scorers[index - 1]], reaching, tools=tools,
                                                 concurrency=concurrency, progress=progress, system=system))[0]
             threshold = config.tiers[index - 1].threshold or 0.0
-            reaching = [task for task, t in zip(reaching, below) if TierRun.from_trajectory(t).min_confidence < threshold]
+            reaching = [task for task, t in zip(reaching, below)
+                        if TierRun.from_trajectory(t).first_doubt(threshold) is not None]
         collected = asyncio.run(run_tiers_alone([source_model], [None], reaching, tools=tools, concurrency=concurrency,
                                                 progress=progress, system=system))[0]
         good = [t for t in collected if t.outcome is not None and t.outcome.success]

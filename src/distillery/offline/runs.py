@@ -1,0 +1,140 @@
+"""Each tier run alone over tasks, and the per-task results that offline routing works from.
+
+    alone = await run_tiers_alone(models, config.scorer_names(), tasks, tools=toolbox())
+    runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
+
+Calibration, certification, evaluation and cascade training all start here: each tier answers
+every task once, alone, its per-step confidences recorded, and routing is then simulated over
+those cached `TierRun`s without further model calls. `reference_actions` asks the teacher for its
+action at every state a student visited, which labels student steps right or wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillery.models.base import ChatModel
+from distillery.routing.cascade import Cascade
+from distillery.routing.confidence import action_key
+from distillery.routing.decision import should_escalate
+from distillery.tasks import Task
+from distillery.tools import ToolBox
+from distillery.trajectory import Message, Trajectory, step_messages
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TierRun:
+    """One tier's run of one task, alone: the figures routing simulations need."""
+
+    task_id: str
+    success: bool
+    cost_usd: float
+    latency_s: float
+    step_confidences: list[float | None] = field(default_factory=list)
+    step_costs: list[float] = field(default_factory=list)
+    step_latencies: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_trajectory(cls, trajectory: Trajectory) -> TierRun:
+        return cls(
+            task_id=trajectory.task_id,
+            success=bool(trajectory.outcome and trajectory.outcome.success),
+            cost_usd=trajectory.cost_usd,
+            latency_s=trajectory.latency_s,
+            step_confidences=[s.confidence for s in trajectory.steps],
+            step_costs=[s.cost_usd for s in trajectory.steps],
+            step_latencies=[s.latency_s + sum(r.latency_s for r in s.tool_results) for s in trajectory.steps],
+        )
+
+    def first_doubt(self, threshold: float) -> int | None:
+        """Index of the first step the cascade would escalate at `threshold` (`should_escalate`), or None."""
+        for index, confidence in enumerate(self.step_confidences):
+            if should_escalate(confidence, threshold):
+                return index
+        return None
+
+    @property
+    def min_confidence(self) -> float:
+        """The task's confidence for ranking (AUROC, candidate thresholds): its lowest step's, unscored as 0."""
+        values = [c if c is not None else 0.0 for c in self.step_confidences]
+        return min(values) if values else 0.0
+
+
+async def run_tasks(agent: Cascade, tasks: Sequence[Task], *, concurrency: int = 4, label: str = "",
+                    progress: Progress | None = None) -> list[Trajectory]:
+    """Run every task with bounded concurrency; a failing task is an error trajectory, never a crash."""
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    done = 0
+
+    async def one(task: Task) -> Trajectory:
+        nonlocal done
+        async with semaphore:
+            trajectory = await agent.arun(task)
+        done += 1
+        if progress:
+            progress(label, done, len(tasks))
+        return trajectory
+
+    return list(await asyncio.gather(*(one(task) for task in tasks)))
+
+
+async def run_tiers_alone(models: Sequence[ChatModel], scorers: Sequence[Any], tasks: Sequence[Task], *,
+                          tools: ToolBox, concurrency: int = 4, progress: Progress | None = None,
+                          **agent_options: Any) -> list[list[Trajectory]]:
+    """Each model alone on every task, its steps scored by its scorer (None: not scored)."""
+    alone = []
+    for model, scorer in zip(models, scorers):
+        agent = Cascade([model], [], tools, scorer=[scorer], **agent_options)
+        alone.append(await run_tasks(agent, tasks, concurrency=concurrency, label=f"{model.uri} alone", progress=progress))
+    return alone
+
+
+def state_before(trajectory: Trajectory, index: int) -> list[Message]:
+    """The conversation the model saw when it produced step `index`."""
+    messages = [Message(role="system", content=trajectory.system)] if trajectory.system else []
+    messages.append(Message(role="user", content=trajectory.query))
+    for step in trajectory.steps[:index]:
+        messages.extend(step_messages(step))
+    return messages
+
+
+async def reference_actions(trajectories: Sequence[Trajectory], teacher: ChatModel, tools: ToolBox, *,
+                            concurrency: int = 4, progress: Progress | None = None) -> list[list[dict[str, Any]]]:
+    """The teacher's action at every state each trajectory visited: `{"key", "tool_calls", "text"}` per step."""
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    jobs = [(t_index, s_index) for t_index, t in enumerate(trajectories) for s_index in range(len(t.steps))]
+    out: list[list[dict[str, Any]]] = [[{} for _ in t.steps] for t in trajectories]
+    done = 0
+
+    async def one(t_index: int, s_index: int) -> None:
+        nonlocal done
+        async with semaphore:
+            try:
+                turns = await teacher.agenerate(state_before(trajectories[t_index], s_index), tools.specs or None,
+                                                n=1, temperature=0.0)
+                turn = turns[0]
+                out[t_index][s_index] = {"key": action_key(turn), "tool_calls": [c.model_dump() for c in turn.tool_calls],
+                                         "text": turn.text}
+            except Exception as exc:  # a reference that fails leaves the step unlabelled, not the run dead
+                out[t_index][s_index] = {"error": f"{type(exc).__name__}: {exc}"}
+        done += 1
+        if progress:
+            progress("teacher reference labels", done, len(jobs))
+
+    await asyncio.gather(*(one(t, s) for t, s in jobs))
+    return out
+
+
+def step_wrong(trajectory: Trajectory, index: int, reference: dict[str, Any]) -> bool | None:
+    """Was the student's step wrong? Final answers by the checker when there is one, else by the teacher."""
+    step = trajectory.steps[index]
+    if not step.tool_calls and trajectory.outcome is not None and trajectory.outcome.success is not None:
+        return not trajectory.outcome.success
+    if "key" not in reference:
+        return None
+    return action_key(step) != reference["key"]
