@@ -11,23 +11,26 @@ step, scores it, and when `routing.decision.should_escalate(confidence, threshol
 the threshold, or unscored; exactly at the threshold is accepted) asks the next tier, up to the
 last tier, which is never questioned. `next_step` also takes per-call `StepOverrides`
 (thresholds, a pinned tier, tools, sampling settings): the gateway keeps one cascade for every
-request and passes each request's settings there. With `escalate="task"` a task that escalated once stays with the higher tier, which
-continues from the conversation so far, lower-tier steps included. With `escalate="restart"` a
-task whose step is rejected *after the first* starts over at the higher tier, from the query
-alone: the lower tier's earlier steps may already have gone wrong (a confident wrong call), and a
-teacher trained on clean trajectories does not recover from them. The abandoned attempt's cost is
-charged to the new first step (`routing.abandoned_attempt`), so `trajectory.cost_usd` stays
-what the task really cost; its steps are not kept. Restarting re-runs tools, so use it with tools
-that are safe to call twice (lookups), not with tools that act (send, pay, write). This is the
-routing that `calibrate` simulates.
+request and passes each request's settings there.
+
+With `escalate="task"` a task that escalated once stays with the higher tier, which continues
+from the conversation so far, lower-tier steps included. With `escalate="restart"` a task whose
+step is rejected *after the first* starts over at the higher tier, from the query alone: the
+lower tier's earlier steps may already have gone wrong (a confident wrong call), and a teacher
+trained on clean trajectories does not recover from them. The abandoned attempt's cost is charged
+to the new first step (`routing.abandoned_attempt`), so `trajectory.cost_usd` stays what the task
+really cost; its steps are not kept. Restarting re-runs tools, so use it with tools that are safe
+to call twice (lookups), not with tools that act (send, pay, write). This is the routing that
+`calibrate` simulates.
 
 Every step records who produced it (`producer`), its confidence, whether a lower tier's proposal
 was rejected (`escalated`) and, in its `RoutingRecord` (`step.routing`), the answering tier, why
 lower tiers were left, each tier's confidence, the rejected proposals and every model call made
-with its cost (bookkeeping in `routing/records.py`). A step's `cost_usd` and `usage` cover *all* the calls made
-for it, rejected proposals and agreement samples included, so `trajectory.cost_usd` is what the
-step really cost. Trajectories with an escalated step are tagged `escalated` and, when a store is
-given, written to it: the next distillation round learns what the student could not do.
+with its cost (the bookkeeping is in `routing/records.py`). A step's `cost_usd` and `usage` cover
+*all* the calls made for it, rejected proposals and agreement samples included, so
+`trajectory.cost_usd` is what the step really cost. Trajectories with an escalated step are
+tagged `escalated` and, when a store is given, written to it: the next distillation round learns
+what the student could not do.
 
 Fallback failure policy (`on_fallback_error`): when the model a step escalated to fails (error,
 5xx, or no answer within its timeout), `"keep_flagged"` keeps the best lower-tier proposal and
@@ -238,6 +241,7 @@ class Cascade(Agent):
         return "cascade:" + ">".join(tier.name for tier in self.tiers)
 
     def _settings(self, overrides: StepOverrides | None, trajectory: Trajectory) -> _Call:
+        """This call's settings: the cascade's own, with the overrides applied (checked, one-line errors)."""
         o = overrides or StepOverrides()
         last = len(self.tiers) - 1
         thresholds: list[float | None] = [tier.threshold for tier in self.tiers]

@@ -265,7 +265,7 @@ def write_cascade_config(config: CascadeConfig, path: str | Path, *, header: str
     lines = [f"# {line}" for line in header.splitlines()] if header else []
     lines += [
         "# Tiers go cheapest first; the last tier (the teacher) takes no threshold.",
-        "# A step escalates when its confidence < threshold.",
+        "# A step escalates when its confidence < threshold, or it is unscored (routing/decision.py).",
         f"escalate = {_toml_value(config.escalate)}",
         f"on_fallback_error = {_toml_value(config.on_fallback_error)}",
         f"fallback_timeout_s = {_toml_value(float(config.fallback_timeout_s))}",
