@@ -147,6 +147,10 @@ def test_restart_mode_starts_a_doubted_task_over_with_the_teacher_and_charges_th
     assert detail["rejected"]["confidence"] == 0.1 and detail["rejected"]["threshold"] == 0.5
     assert detail["rejected"]["model"] == "world:student-xs"
     assert trajectory.metadata["restarted"]["abandoned_steps"] == 1
+    record = trajectory.steps[0].routing
+    assert record.escalated and record.reasons[-1] == "restarted at tier 1 after 1 abandoned attempt(s) (1 step(s))"
+    stored = record.model_dump(mode="json", exclude={"reasons", "escalated", "usage"})  # as an old dict held it
+    assert type(record).model_validate(stored).reasons == record.reasons
     assert trajectory.metadata["routing"]["steps_by_tier"] == [0, 2]
     assert trajectory.metadata["routing"]["cost_by_tier"] == pytest.approx([2 * student_cost, 2 * teacher_cost])
     assert trajectory.usage.output_tokens == 50 * 4

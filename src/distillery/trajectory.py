@@ -271,6 +271,10 @@ def escalation_reasons(record: RoutingRecord) -> list[str]:
         reasons.append(f"tier {tier} ({model}): confidence {shown}{below}")
     reasons += [f"tier {entry.tier} ({entry.model}) failed: {entry.error}"
                 for entry in record.confidences if entry.error is not None]
+    if record.abandoned_attempt is not None:
+        abandoned = record.abandoned_attempt
+        reasons.append(f"restarted at tier {record.tier} after {abandoned.attempts} abandoned attempt(s) "
+                       f"({abandoned.steps} step(s))")
     return reasons
 
 

@@ -19,6 +19,7 @@ from distillery.trajectory import (
     Trajectory,
     Turn,
     Usage,
+    escalation_reasons,
 )
 
 ESCALATED_TAG = "escalated"
@@ -90,8 +91,7 @@ def charge_abandoned(trajectory: Trajectory, abandoned: list[Restart]) -> None:
             doubted_tiers=[t for attempt in abandoned for t in attempt.doubted_tiers],
             attempts_detail=[attempt.attempt for attempt in abandoned],
         )
-        first.routing.reasons.append(f"restarted at tier {abandoned[-1].tier} after {len(abandoned)} abandoned "
-                                     f"attempt(s) ({steps} step(s))")
+        first.routing.reasons = escalation_reasons(first.routing)
 
 
 def routing_summary(trajectory: Trajectory, n_tiers: int) -> dict[str, Any]:
