@@ -239,8 +239,8 @@ def stream_chunks(routed: list[RoutedTurn], *, model: str, request_id: str, crea
         if thinking:
             yield chunk(index, {"reasoning_content": thinking})
         for k, call in enumerate(turn.tool_calls):
-            yield chunk(index, {"tool_calls": [{"index": k, "id": call.id, "type": "function",
-                                                "function": {"name": call.name, "arguments": ""}}]})
+            # The call's id, type and name come first, its arguments after in fragments.
+            yield chunk(index, {"tool_calls": [{"index": k, **openai_format.tool_call_dict(call.id, call.name, "")}]})
             for fragment in _fragments(openai_format.call_arguments(call)):
                 yield chunk(index, {"tool_calls": [{"index": k, "function": {"arguments": fragment}}]})
         yield chunk(index, {}, finish=stop_reason_to_wire(turn.stop_reason))
