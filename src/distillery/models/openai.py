@@ -165,12 +165,11 @@ class OpenAIModel(HostedChatModel):
         start = time.perf_counter()
         try:
             # The SDK's typed `create()` first re-walks the whole request against its TypedDict
-            # definitions (`async_maybe_transform`): about 0.4 ms of CPU per call for nothing,
-            # since `build_request` already gives plain JSON. That walk is the largest single
-            # cost of a collection at 64 requests in flight, so the body goes through the SDK's
-            # documented low-level `post` on the same path: same client, auth, headers, error
-            # types and `ChatCompletion` parsing (tests/test_provider_openai.py checks that the
-            # server receives the same body either way).
+            # definitions (`async_maybe_transform`), CPU spent for nothing since `build_request`
+            # already gives plain JSON, and the largest single cost of a busy collection
+            # (BENCHMARKS.md). So the body goes through the SDK's documented low-level `post` on
+            # the same path: same client, auth, headers, error types and `ChatCompletion` parsing
+            # (tests/test_provider_openai.py checks that the server receives the same body either way).
             completion = await client.post("/chat/completions", body=request_body(request), cast_to=ChatCompletion)
         except openai.OpenAIError as exc:
             raise to_model_error(exc, openai, self.uri, secrets=[self._api_key]) from None
