@@ -193,10 +193,10 @@ def run_load(port: int, path: str, body: dict, total: int, concurrency: int, tim
 
 def measure_direct(n: int) -> dict:
     from distillery.serve import FixedBackend, StepOptions
-    from distillery.serve.openai_api import parse_messages, parse_tools
+    from distillery.formats.openai import messages_from_wire, tools_from_wire
 
     backend = FixedBackend()
-    messages, tools = parse_messages(REQUEST_BODY["messages"]), parse_tools(REQUEST_BODY["tools"])
+    messages, tools = messages_from_wire(REQUEST_BODY["messages"]), tools_from_wire(REQUEST_BODY["tools"])
 
     async def go() -> list[float]:
         times = []

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from distillery.chat_format import parse_tool_calls
+from distillery.formats.hermes import parse_tool_calls
 from distillery.errors import ModelError
 from distillery.models.base import AsyncChatModel
 from distillery.trajectory import Message, TokenLogprob, ToolSpec, Turn, Usage

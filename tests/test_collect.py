@@ -16,16 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from distillery.collect import (
-    CollectResult,
-    RetryingModel,
-    TeacherCollector,
-    as_tasks,
-    collect_teacher_trajectories,
-    redact_secrets,
-)
+from distillery.collect import CollectResult, TeacherCollector, as_tasks, collect_teacher_trajectories
 from distillery.errors import ConfigError, ModelError, TransientModelError
 from distillery.models import _PROVIDERS, register_provider
+from distillery.models.retrying import RetryingModel
+from distillery.redaction import redact_secrets
 from distillery.store import SQLiteStore, TrajectoryKey
 from distillery.tasks import Task
 from distillery.tools import tool

@@ -161,7 +161,7 @@ WATCHED = textwrap.dedent(
     import multiprocessing, os, sys, time
 
     def child(parent_pid, beat):
-        from distillery.collect import _die_with_parent
+        from distillery.collect.shards import _die_with_parent
         _die_with_parent(parent_pid, pdeathsig=False)   # the portable path alone: a thread polling getppid
         while True:
             with open(beat, "w") as handle:

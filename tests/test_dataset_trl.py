@@ -12,7 +12,7 @@ import json
 import pytest
 from datasets import load_dataset
 
-from distillery.chat_format import to_hf_messages, to_hf_tools
+from distillery.formats.hermes import to_hf_messages, to_hf_tools
 from distillery.dataset import build_finetune_jsonl
 from distillery.trajectory import DistillationSample
 from tests.test_dataset_support import golden_trajectory, varied_trajectories

@@ -12,9 +12,10 @@ import pytest
 
 from distillery.agent import Agent
 from distillery.errors import ConfigError, MissingAPIKeyError, ModelError, TransientModelError
+from distillery.formats.anthropic import messages_to_wire
 from distillery.models import load_model
 from distillery.models._hosted import parse_retry_after
-from distillery.models.anthropic import AnthropicModel, to_anthropic_messages
+from distillery.models.anthropic import AnthropicModel
 from distillery.pricing import price_for
 from distillery.tools import tool
 from distillery.trajectory import Message, ThinkingBlock, ToolCall, ToolSpec, Trajectory
@@ -170,7 +171,7 @@ def test_neutral_messages_rebuild_signed_thinking_without_provider_content():
         Message(role="tool", tool_call_id="toolu_2", name="g", content="boom", is_error=True),
         Message(role="user", content="and then?"),
     ]
-    system, wire = to_anthropic_messages(messages)
+    system, wire = messages_to_wire(messages)
     assert system == "A\n\nB"
     assert wire[1] == {
         "role": "assistant",
@@ -197,7 +198,7 @@ def test_neutral_messages_rebuild_signed_thinking_without_provider_content():
 def test_provider_content_whose_tool_ids_do_not_match_falls_back_to_neutral_blocks():
     stale = [{"type": "tool_use", "id": "toolu_OLD", "name": "f", "input": {}}]
     msg = Message(role="assistant", tool_calls=[ToolCall(id="toolu_NEW", name="f")], provider_content=stale)
-    _, wire = to_anthropic_messages([Message(role="user", content="q"), msg])
+    _, wire = messages_to_wire([Message(role="user", content="q"), msg])
     assert wire[1]["content"] == [{"type": "tool_use", "id": "toolu_NEW", "name": "f", "input": {}}]
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from distillery import chat_format
+from distillery.formats import hermes
 from distillery.agent import Agent
 from distillery.errors import ConfigError, DistilleryError, ModelError
 from distillery.models import load_model
@@ -91,8 +91,8 @@ def test_rendered_parallel_tool_calls_parse_back_to_the_same_calls(random_model)
     for content in ("", "Let me compute both."):
         reply = Message(role="assistant", content=content, tool_calls=calls)
         written = random_model.render_completion(QUESTION, [ADD_SPEC], reply)
-        assert written.count(chat_format.TOOL_CALL_OPEN) == 2
-        text, parsed = chat_format.parse_tool_calls(written)
+        assert written.count(hermes.TOOL_CALL_OPEN) == 2
+        text, parsed = hermes.parse_tool_calls(written)
         assert text == content
         assert [(c.name, c.arguments) for c in parsed] == [(c.name, c.arguments) for c in calls]
         assert [c.canonical() for c in parsed] == [c.canonical() for c in calls]
@@ -252,7 +252,7 @@ def metaspace_tokenizer():
     trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<|im_end|>"], show_progress=False)
     backend.train_from_iterator(["the quick brown fox jumps over the lazy dog", "hello world of tools"], trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", unk_token="<unk>")
-    tokenizer.chat_template = chat_format.HERMES_CHAT_TEMPLATE
+    tokenizer.chat_template = hermes.HERMES_CHAT_TEMPLATE
     return tokenizer
 
 

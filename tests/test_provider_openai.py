@@ -11,8 +11,9 @@ import pytest
 
 from distillery.agent import Agent
 from distillery.errors import MissingAPIKeyError, ModelError, TransientModelError
+from distillery.formats.openai import messages_to_wire
 from distillery.models import load_model
-from distillery.models.openai import OpenAIModel, to_openai_messages
+from distillery.models.openai import OpenAIModel
 from distillery.pricing import price_for
 from distillery.tools import tool
 from distillery.trajectory import Message, ToolCall, Trajectory
@@ -203,11 +204,11 @@ def test_invalid_json_arguments_are_kept_not_raised(server):
 
 
 def test_arguments_that_are_json_but_not_an_object():
-    call = to_openai_messages(
+    call = messages_to_wire(
         [Message(role="assistant", tool_calls=[ToolCall(id="c", name="f", raw_arguments="[1]", parse_error="x")])]
     )
     assert call[0]["tool_calls"][0]["function"]["arguments"] == "[1]"
-    from distillery.models.openai import parse_arguments
+    from distillery.formats.openai import parse_arguments
 
     assert parse_arguments("[1, 2]") == ({}, "arguments must be a JSON object, got list")
     assert parse_arguments("") == ({}, None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distillery.chat_format import to_hf_messages, to_hf_tools
+from distillery.formats.hermes import to_hf_messages, to_hf_tools
 from distillery.distill.self_check import run_self_check
 from distillery.distill.trainer import chat_rows
 from distillery.world.expert import solve

@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from distillery.serve.openai_api import parse_messages
+from distillery.formats.openai import messages_from_wire
 from distillery.store import SQLiteStore
 from tests.serve_helpers import (
     STOCK_TOOL_ANTHROPIC,
@@ -41,7 +41,7 @@ QUERY = "How many units of SKU-1042 are in Berlin and Paris?"
 
 def expert_reply(request):
     """The remote teacher: reads the conversation off the wire and acts like an expert."""
-    messages = parse_messages(request.json["messages"])
+    messages = messages_from_wire(request.json["messages"])
     if "slow" in messages[-1].content or any("slow" in m.content for m in messages if m.role == "user"):
         time.sleep(3.0)  # past the tier's 1 s timeout: the cascade's fallback policy decides
     turn = expert_turn(messages)

@@ -7,48 +7,10 @@ import json
 import pytest
 
 from distillery.serve import GatewayError, RoutedTurn, StepOptions
-from distillery.serve import anthropic_api, openai_api
+from distillery.serve import openai_api
 from distillery.serve.capture import Exchange, exchange_trajectory
 from distillery.trajectory import Message, RoutingRecord, ToolCall, ToolSpec, Turn
 from tests.serve_helpers import scripted_backend
-
-
-def test_openai_history_keeps_invalid_tool_arguments_verbatim():
-    messages = openai_api.parse_messages([
-        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1'}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "Error: bad JSON"},
-    ])
-    assert [m.role for m in messages] == ["system", "user", "assistant", "tool"]
-    call = messages[2].tool_calls[0]
-    assert call.arguments == {} and call.raw_arguments == '{"a": 1' and call.parse_error
-    assert messages[3].name == "f"  # looked up from the assistant's call id
-    assert openai_api._message(Turn(tool_calls=[call], stop_reason="tool_use"))["tool_calls"][0]["function"][
-        "arguments"] == '{"a": 1'
-
-
-def test_anthropic_tool_results_become_tool_messages_before_the_users_text():
-    messages = anthropic_api.parse_messages([
-        {"role": "user", "content": "stock?"},
-        {"role": "assistant", "content": [{"type": "text", "text": "Checking."},
-                                          {"type": "tool_use", "id": "t1", "name": "get_stock", "input": {"sku": "A"}}]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "t1", "is_error": True, "content": [{"type": "text", "text": "down"}]},
-            {"type": "text", "text": "try again"}]},
-    ], system=[{"type": "text", "text": "Be brief."}])
-    assert [m.role for m in messages] == ["system", "user", "assistant", "tool", "user"]
-    assert messages[2].content == "Checking." and messages[2].tool_calls[0].arguments == {"sku": "A"}
-    assert messages[3].is_error and messages[3].name == "get_stock" and messages[3].content == "down"
-
-
-def test_anthropic_tool_choice_and_server_tools():
-    assert anthropic_api.parse_tool_choice({"type": "any"}) == ("required", None)
-    assert anthropic_api.parse_tool_choice({"type": "tool", "name": "f", "disable_parallel_tool_use": True}) == (
-        {"type": "function", "function": {"name": "f"}}, False)
-    with pytest.raises(GatewayError, match="server tool"):
-        anthropic_api.parse_tools([{"type": "web_search_20250305", "name": "web_search"}])
 
 
 @pytest.mark.parametrize("text", ["", "one", "Hello, world! " * 9, "  leading and trailing  ", "naïve 日本語 text\n\nnext"])

@@ -200,7 +200,7 @@ def test_limit_count_and_streaming_order(filled):
 
 
 def test_streaming_pages_through_many_rows(store, monkeypatch):
-    monkeypatch.setattr("distillery.store._PAGE", 7)
+    monkeypatch.setattr("distillery.store.sqlite._PAGE", 7)
     for i in range(30):
         store.put(make(f"t{i:02d}"))
     assert [t.task_id for t in store.iter_trajectories()] == [f"t{i:02d}" for i in range(30)]

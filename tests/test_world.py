@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from distillery import chat_format
+from distillery.formats import hermes
 from distillery.models import load_model
 from distillery.tasks import Task, load_tasks
 from distillery.trajectory import Message, ToolCall
@@ -173,11 +173,11 @@ def test_stock_names_known_warehouses_when_the_city_is_wrong():
 def test_tokenizer_round_trips_rendered_transcripts_and_splits_digits():
     tokenizer = load_world_tokenizer()
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
-    assert tokenizer.chat_template == chat_format.HERMES_CHAT_TEMPLATE
+    assert tokenizer.chat_template == hermes.HERMES_CHAT_TEMPLATE
     for task in generate_tasks("test", 30, seed=2):
         gold = solve(task)
         text = tokenizer.apply_chat_template(
-            chat_format.to_hf_messages(gold.messages()), tools=chat_format.to_hf_tools(gold.tools), tokenize=False
+            hermes.to_hf_messages(gold.messages()), tools=hermes.to_hf_tools(gold.tools), tokenize=False
         )
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert tokenizer.decode(ids) == text
@@ -206,7 +206,7 @@ def test_rendered_tool_call_is_parsed_back_by_the_hf_provider():
     first = gold.steps[0]
     completion = model.render_completion(messages, gold.tools, first)
     assert completion.startswith(first.text) and "<tool_call>" in completion
-    content, calls = chat_format.parse_tool_calls(completion)
+    content, calls = hermes.parse_tool_calls(completion)
     assert content == first.text
     assert [c.canonical() for c in calls] == [c.canonical() for c in first.tool_calls]
     # The prompt the provider renders is the Qwen/Hermes layout, with every world tool in it.

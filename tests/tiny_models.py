@@ -21,7 +21,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from distillery.chat_format import EOS_TOKEN, HERMES_CHAT_TEMPLATE, PAD_TOKEN, SPECIAL_TOKENS
+from distillery.formats.hermes import EOS_TOKEN, HERMES_CHAT_TEMPLATE, PAD_TOKEN, SPECIAL_TOKENS
 
 # Text the default tokenizer learns its merges from: the chat template's fixed wording plus the
 # JSON and tool-call shapes tests produce, so prompts tokenize to a sensible number of tokens.

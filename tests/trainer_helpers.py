@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distillery.chat_format import to_hf_messages, to_hf_tools
+from distillery.formats.hermes import to_hf_messages, to_hf_tools
 from distillery.trajectory import Message, ToolCall, ToolSpec
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 

@@ -127,6 +127,6 @@ class Agent:
 
     def run(self, query: str | Task, **kwargs: Any) -> Trajectory:
         """Blocking `arun`, for scripts; inside a running loop (a notebook) it runs on a worker thread."""
-        from distillery.collect import run_blocking
+        from distillery.models.blocking import run_blocking
 
         return run_blocking(lambda: self.arun(query, **kwargs))

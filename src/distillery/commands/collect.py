@@ -26,7 +26,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "
 
 def setup_logging(level: str, log_file: Path | None) -> None:
     """Log to a file (or stderr) at `level`, with API keys redacted from every record."""
-    from distillery.collect import RedactingFilter
+    from distillery.redaction import RedactingFilter
 
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):

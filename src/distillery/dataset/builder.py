@@ -28,15 +28,7 @@ from typing import Any
 from distillery.chat_tokens import check_prefix_property, tokenize_rows
 from distillery.dataset import filters as F
 from distillery.dataset.formats import FORMATS, StagedFiles, check_format, write_jsonl, write_records
-from distillery.dataset.render import (
-    OPENAI_FUNCTION_KEYS,
-    REASONING_CHOICES,
-    ReasoningPolicy,
-    hf_record,
-    openai_record,
-    tool_dicts,
-    training_messages,
-)
+from distillery.dataset.render import REASONING_CHOICES, ReasoningPolicy, hf_record, tool_dicts, training_messages
 from distillery.dataset.sidecar import (
     SidecarError,
     TopKReport,
@@ -52,6 +44,7 @@ from distillery.dataset.splits import SPLIT_NAMES, split_examples
 from distillery.dataset.stats import CostEstimate, TokenCounter, TokenStats, estimate_cost, template_messages
 from distillery.dataset.validate import DEFAULT_TOKEN_LIMIT, MIN_EXAMPLES, function_name_problem, validate_records
 from distillery.errors import ConfigError
+from distillery.formats.openai import FUNCTION_KEYS, fine_tuning_record
 from distillery.trajectory import DistillationSample, Trajectory
 
 DEDUP_CHOICES = ("exact", "near", "none")
@@ -245,7 +238,7 @@ class DatasetBuilder:
             examples = removed(f"near duplicate (Jaccard >= {self.near_threshold:g})", F.dedup_near(examples, threshold=self.near_threshold, seed=self.seed))
         for e in examples:
             # Counted on the OpenAI record, so `build` and `build validate` report the same numbers.
-            record = openai_record(e.messages, e.weights, tool_dicts(e.sample))
+            record = fine_tuning_record(e.messages, e.weights, tool_dicts(e.sample))
             e.tokens = self.counter.count(record["messages"], record.get("tools"))
         if self.max_tokens is not None:
             examples = removed(f"over {self.max_tokens} tokens", F.max_tokens(examples, self.max_tokens))
@@ -261,7 +254,7 @@ class DatasetBuilder:
             )
         if self.format == "openai":
             dropped = sorted({key for e in examples for spec in e.sample.tools for key in (spec.model_extra or {})
-                              if key not in OPENAI_FUNCTION_KEYS})
+                              if key not in FUNCTION_KEYS})
             if dropped:
                 report.warnings.append(
                     f"tool keys {', '.join(dropped)} are not part of OpenAI's function format and are left out of the "
@@ -296,7 +289,7 @@ class DatasetBuilder:
         for e in examples:
             tools = tool_dicts(e.sample)
             if self.format == "openai":
-                out.append(openai_record(e.messages, e.weights, tools, parallel_tool_calls=self.parallel_tool_calls))
+                out.append(fine_tuning_record(e.messages, e.weights, tools, parallel_tool_calls=self.parallel_tool_calls))
             else:
                 extra: dict[str, Any] = {"task_id": e.sample.task_id, "trajectory_id": e.sample.trajectory_id}
                 if e.sample.action_distributions is not None:
@@ -308,7 +301,7 @@ class DatasetBuilder:
     def _validate(self, name: str, examples: list[Example], report: BuildReport) -> None:
         """Our own output must pass OpenAI's format rules; the example minimum is only a warning."""
         openai_rows = [
-            (i + 1, openai_record(e.messages, e.weights, tool_dicts(e.sample), parallel_tool_calls=self.parallel_tool_calls))
+            (i + 1, fine_tuning_record(e.messages, e.weights, tool_dicts(e.sample), parallel_tool_calls=self.parallel_tool_calls))
             for i, e in enumerate(examples)
         ]
         counts = iter(e.tokens for e in examples)

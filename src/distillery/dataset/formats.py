@@ -1,6 +1,6 @@
 """The three output formats, and writing a whole build atomically.
 
-* `openai`: OpenAI chat fine-tuning JSONL (`render.openai_record`), one example per line.
+* `openai`: OpenAI chat fine-tuning JSONL (`formats.openai.fine_tuning_record`), one example per line.
 * `hf`: Hugging Face chat JSONL, `messages` + `tools` (JSON string) per line, for
   `load_dataset("json", data_files=...)` and TRL's `SFTTrainer`; also `task_id`,
   `trajectory_id`, and with action distributions an `action_distributions` JSON string column

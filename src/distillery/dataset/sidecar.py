@@ -47,6 +47,7 @@ from distillery.chat_tokens import tokenize_conversation, trained_spans
 from distillery.dataset.sources import Example
 from distillery.dataset.stats import template_messages
 from distillery.errors import ConfigError
+from distillery.formats.hermes import to_hf_tools
 from distillery.trajectory import Step, Trajectory, canonical_json
 
 # /2: one row per training sequence (`chat_tokens`), tokenized turn by turn as inference does.
@@ -148,7 +149,7 @@ def align_topk(example: Example, tokenizer: Any, k: int, alignment: str = "exact
     """
     if alignment not in ALIGNMENTS:
         raise ConfigError(f"unknown top-k alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
-    tools = [{"type": "function", "function": s.model_dump()} for s in example.sample.tools] or None
+    tools = to_hf_tools(example.sample.tools)
     messages = template_messages(example.messages)
     pieces = tokenize_conversation(tokenizer, messages, tools)
     steps: list[Step] = example.trajectory.steps if example.trajectory is not None else []

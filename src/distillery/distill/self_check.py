@@ -21,7 +21,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from distillery.chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from distillery.formats.hermes import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from distillery.chat_tokens import template_message
 
 # Below these a student has not learned its training data: serving it would answer with garbage
@@ -78,7 +78,7 @@ def run_self_check(model: Any, tokenizer: Any, rows: list[dict[str, Any]], *, sa
                    batch_size: int = 8) -> SelfCheck:
     """Replay up to `samples` assistant turns of `rows` (HF chat rows) greedily and score them."""
     from distillery.models.hf import HFModel
-    from distillery.serve.openai_api import parse_messages
+    from distillery.formats.openai import messages_from_wire as parse_messages
     from distillery.trajectory import ToolSpec
 
     turns = [(r, i) for r, row in enumerate(rows) for i, m in enumerate(row["messages"]) if m["role"] == "assistant"]

@@ -290,25 +290,9 @@ class DistillationTrainer(SFTTrainer):
 
 def _normalise_message(message: dict[str, Any]) -> dict[str, Any]:
     """A chat message in the shape that survives Arrow: tool-call arguments as JSON strings."""
-    out = {
-        "role": message["role"],
-        "content": message.get("content") or "",
-        "tool_calls": None,
-        "tool_call_id": message.get("tool_call_id"),
-        "name": message.get("name"),
-    }
-    if message.get("tool_calls"):
-        calls = []
-        for call in message["tool_calls"]:
-            function = call.get("function", call)
-            arguments = function.get("arguments", {})
-            if not isinstance(arguments, str):
-                # json.dumps(ensure_ascii=False) is exactly what the template's `tojson` writes.
-                arguments = json.dumps(arguments, ensure_ascii=False)
-            calls.append({"id": call.get("id", ""), "type": "function",
-                          "function": {"name": function["name"], "arguments": arguments}})
-        out["tool_calls"] = calls
-    return out
+    from distillery.formats.hermes import arrow_message
+
+    return arrow_message(message)
 
 
 def chat_rows(records: Iterable[Any]) -> list[dict[str, Any]]:

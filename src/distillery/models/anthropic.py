@@ -1,7 +1,8 @@
 """Claude through the Anthropic Messages API: `load_model("anthropic:claude-opus-4-6")`.
 
 The neutral, OpenAI-shaped `Message`s become Messages API requests (top-level `system`, content
-blocks, tool results gathered into one user turn), and each response becomes a `Turn`. Thinking
+blocks, tool results gathered into one user turn: `distillery.formats.anthropic`), and each response
+becomes a `Turn`. Thinking
 blocks keep their signatures byte for byte and the raw response blocks ride along in
 `Turn.provider_content`, because the API requires them back unmodified inside a tool loop and
 after a `pause_turn`.
@@ -20,8 +21,9 @@ from typing import Any
 
 import anthropic
 
-from distillery.formats.anthropic import stop_reason_from_wire
 from distillery.errors import ConfigError, MissingAPIKeyError
+from distillery.formats import anthropic as anthropic_format
+from distillery.formats.anthropic import stop_reason_from_wire
 from distillery.models._hosted import (
     HostedChatModel,
     check_http_transport,
@@ -31,7 +33,7 @@ from distillery.models._hosted import (
     to_model_error,
 )
 from distillery.pricing import cost_usd
-from distillery.trajectory import Message, ThinkingBlock, ToolCall, ToolSpec, Turn, Usage
+from distillery.trajectory import Message, ToolSpec, Turn, Usage
 
 THINKING_MODES = (None, "adaptive", "enabled", "off", "auto")
 MIN_THINKING_BUDGET = 1024  # the API's minimum for budget_tokens
@@ -140,14 +142,12 @@ class AnthropicModel(HostedChatModel):
     ) -> dict[str, Any]:
         """The keyword arguments for `messages.create`. Unknown options travel in `extra_body`."""
         max_tokens = max_tokens or self.max_tokens
-        system, wire_messages = to_anthropic_messages(messages)
+        system, wire_messages = anthropic_format.messages_to_wire(messages)
         request: dict[str, Any] = {"model": self.name, "max_tokens": max_tokens, "messages": wire_messages}
         if system:
             request["system"] = system
         if tools:
-            request["tools"] = [
-                {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools
-            ]
+            request["tools"] = anthropic_format.tools_to_wire(tools)
         thinking = self.thinking_config(max_tokens)
         if thinking is not None:
             request["thinking"] = thinking
@@ -158,7 +158,7 @@ class AnthropicModel(HostedChatModel):
             request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
         tool_choice = options.pop("tool_choice", None)
         if tool_choice is not None:
-            request["tool_choice"] = anthropic_tool_choice(tool_choice)
+            request["tool_choice"] = anthropic_format.tool_choice_to_wire(tool_choice)
         thinking_on = thinking is not None and thinking["type"] != "disabled"
         if self.sends_temperature and not thinking_on:
             extra_body["temperature"] = temperature
@@ -208,38 +208,16 @@ class AnthropicModel(HostedChatModel):
 
     def to_turn(self, response: Any, *, latency_s: float = 0.0) -> Turn:
         """A Messages API response (the SDK's `Message`) as a `Turn`."""
-        texts: list[str] = []
-        thinking: list[ThinkingBlock] = []
-        tool_calls: list[ToolCall] = []
-        for block in response.content:
-            kind = getattr(block, "type", None)
-            if kind == "text":
-                texts.append(block.text)
-            elif kind == "thinking":
-                thinking.append(ThinkingBlock(type="thinking", thinking=block.thinking, signature=block.signature))
-            elif kind == "redacted_thinking":
-                thinking.append(ThinkingBlock(type="redacted_thinking", data=block.data))
-            elif kind == "tool_use":
-                arguments = block.input if isinstance(block.input, dict) else {}
-                parse_error = None if isinstance(block.input, dict) else "tool input is not a JSON object"
-                tool_calls.append(
-                    ToolCall(
-                        id=block.id,
-                        name=block.name,
-                        arguments=arguments,
-                        raw_arguments=None if parse_error is None else repr(block.input),
-                        parse_error=parse_error,
-                    )
-                )
-            # Server-side tool blocks (web search, code execution, ...) are not calls for us to run;
-            # they stay in provider_content and go back to the API verbatim.
+        # exclude_unset: exactly the fields the API sent, so they go back unmodified.
+        content = [block.to_dict(mode="json", exclude_unset=True) for block in response.content]
+        text, thinking, tool_calls = anthropic_format.assistant_from_wire(content)
         stop_reason = stop_reason_from_wire(response.stop_reason)
         if stop_reason is None:
             log.warning("%s: unknown stop_reason %r; keeping the turn as end_turn", self.uri, response.stop_reason)
             stop_reason = "end_turn"
         usage = anthropic_usage(response.usage)
         return Turn(
-            text="".join(texts),
+            text=text,
             thinking=thinking,
             tool_calls=tool_calls,
             stop_reason=stop_reason,
@@ -248,8 +226,7 @@ class AnthropicModel(HostedChatModel):
             model=self.uri,
             latency_s=latency_s,
             cost_usd=cost_usd(self.uri, usage),
-            # exclude_unset: exactly the fields the API sent, so they go back unmodified.
-            provider_content=[block.to_dict(mode="json", exclude_unset=True) for block in response.content],
+            provider_content=content,
         )
 
 
@@ -262,100 +239,3 @@ def anthropic_usage(usage: Any) -> Usage:
         cache_read_input_tokens=usage.cache_read_input_tokens or 0,
         reasoning_tokens=(getattr(details, "thinking_tokens", None) or 0) if details is not None else 0,
     )
-
-
-def anthropic_tool_choice(choice: Any) -> dict[str, Any]:
-    """Accept Anthropic's `{"type": ...}` or the OpenAI spellings ("auto", "required", "none", a name)."""
-    if isinstance(choice, dict):
-        if choice.get("type") == "function":  # OpenAI's {"type": "function", "function": {"name": ...}}
-            return {"type": "tool", "name": choice["function"]["name"]}
-        return choice
-    if choice in ("auto", "any", "none"):
-        return {"type": choice}
-    if choice == "required":
-        return {"type": "any"}
-    return {"type": "tool", "name": str(choice)}
-
-
-def _thinking_blocks(message: Message) -> list[dict[str, Any]]:
-    """Thinking the API will accept back: signed thinking and redacted thinking, unchanged.
-
-    Unsigned thinking (from another provider or a local model) cannot be verified by the API and
-    would be rejected, so it is left out.
-    """
-    blocks = []
-    for block in message.thinking:
-        if block.type == "redacted_thinking" and block.data:
-            blocks.append({"type": "redacted_thinking", "data": block.data})
-        elif block.type == "thinking" and block.signature:
-            blocks.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature})
-    return blocks
-
-
-def _usable_provider_content(message: Message) -> bool:
-    """Whether `provider_content` can be sent back as is.
-
-    It must be a list of typed blocks, and its tool_use ids must be exactly the message's tool
-    calls: the tool results that follow refer to those ids, so content edited or produced elsewhere
-    (a cascade that replaced the call) falls back to the neutral conversion.
-    """
-    content = message.provider_content
-    if not content or not all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in content):
-        return False
-    block_ids = [b.get("id") for b in content if b["type"] == "tool_use"]
-    return block_ids == [call.id for call in message.tool_calls]
-
-
-def _assistant_blocks(message: Message) -> list[dict[str, Any]]:
-    if _usable_provider_content(message):
-        return [dict(block) for block in message.provider_content]
-    blocks = _thinking_blocks(message)
-    if message.content:
-        blocks.append({"type": "text", "text": message.content})
-    for call in message.tool_calls:
-        # A call whose arguments did not parse goes back with empty input: the API needs an object,
-        # and the tool result that follows tells the model what went wrong.
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
-    return blocks
-
-
-def to_anthropic_messages(messages: list[Message]) -> tuple[str | None, list[dict[str, Any]]]:
-    """Neutral messages as the Messages API wants them: `(system, messages)`.
-
-    System messages become the top-level `system` (joined by blank lines). Tool results become
-    `tool_result` blocks in a user turn, and consecutive turns of the same role are merged into one,
-    so any run of tool messages is one user message, as the API requires.
-    """
-    system_parts: list[str] = []
-    out: list[dict[str, Any]] = []
-
-    def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": list(blocks)})
-
-    for message in messages:
-        if message.role == "system":
-            if message.content:
-                system_parts.append(message.content)
-        elif message.role == "user":
-            append("user", [{"type": "text", "text": message.content}] if message.content else [])
-        elif message.role == "assistant":
-            append("assistant", _assistant_blocks(message))
-        elif message.role == "tool":
-            block: dict[str, Any] = {
-                "type": "tool_result",
-                "tool_use_id": message.tool_call_id or "",
-                "content": message.content,
-            }
-            if message.is_error:
-                block["is_error"] = True
-            append("user", [block])
-    # Within a user turn the API wants tool results before any text.
-    for turn in out:
-        if turn["role"] == "user":
-            turn["content"].sort(key=lambda b: b.get("type") != "tool_result")
-    return ("\n\n".join(system_parts) or None), out

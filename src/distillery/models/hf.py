@@ -6,7 +6,7 @@
 One code path serves the bundled world models and a real Qwen checkpoint: the prompt is the
 tokenizer's own chat template (`apply_chat_template(messages, tools=...)`, Hermes/Qwen
 convention), and tool calls are parsed back out of `<tool_call>{json}</tool_call>` blocks by
-`chat_format.parse_tool_calls`.
+`hermes.parse_tool_calls`.
 
 Logprobs are always those of the model's own temperature-1 distribution (log_softmax of the raw
 logits), whatever temperature was used to sample, and each token's `.token` is the exact slice of
@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from distillery import chat_format, chat_tokens
+from distillery import chat_tokens
 from distillery.errors import ConfigError, ModelError
+from distillery.formats import hermes
 from distillery.models.base import SyncChatModel
 from distillery.pricing import cost_usd
 from distillery.trajectory import (
@@ -151,7 +152,7 @@ class HFModel(SyncChatModel):
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"{self.uri}: the tokenizer has no chat_template; hf: models need one "
-                "(set tokenizer.chat_template, e.g. distillery.chat_format.HERMES_CHAT_TEMPLATE)"
+                "(set tokenizer.chat_template, e.g. distillery.formats.hermes.HERMES_CHAT_TEMPLATE)"
             )
         self.model = model
         self.tokenizer = tokenizer
@@ -177,8 +178,8 @@ class HFModel(SyncChatModel):
     def render_prompt(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None = None) -> str:
         """The prompt text exactly as the chat template renders it, ending with the assistant header."""
         return self.tokenizer.apply_chat_template(
-            chat_format.to_hf_messages(list(messages)),
-            tools=chat_format.to_hf_tools(list(tools) if tools else None),
+            hermes.to_hf_messages(list(messages)),
+            tools=hermes.to_hf_tools(list(tools) if tools else None),
             add_generation_prompt=True,
             tokenize=False,
             **self.chat_template_kwargs,
@@ -196,8 +197,8 @@ class HFModel(SyncChatModel):
             reply = Message(role="assistant", content=reply.text, tool_calls=list(reply.tool_calls))
         prompt = self.render_prompt(messages, tools)
         full = self.tokenizer.apply_chat_template(
-            chat_format.to_hf_messages([*messages, reply]),
-            tools=chat_format.to_hf_tools(list(tools) if tools else None),
+            hermes.to_hf_messages([*messages, reply]),
+            tools=hermes.to_hf_tools(list(tools) if tools else None),
             add_generation_prompt=False,
             tokenize=False,
             **self.chat_template_kwargs,
@@ -368,7 +369,7 @@ class HFModel(SyncChatModel):
             token_logprobs = self._token_logprobs(tokens, pieces, rows, top_logprobs)
 
         thinking, visible = _split_thinking(text)
-        content, calls = chat_format.parse_tool_calls(visible, id_prefix=f"call_{uuid.uuid4().hex[:16]}_")
+        content, calls = hermes.parse_tool_calls(visible, id_prefix=f"call_{uuid.uuid4().hex[:16]}_")
         stop_reason: StopReason = (
             "early_reject" if stopped_at is not None and not finished
             else "max_tokens" if not finished else ("tool_use" if calls else "end_turn")

@@ -7,16 +7,15 @@
 One request gives `n` choices, one `Turn` each, with token logprobs and top-k alternatives when
 asked: the offline sparse teacher signal (`distill.signals`) comes from exactly these fields.
 Tool-call arguments that are not valid JSON are kept verbatim on the `ToolCall`
-(`raw_arguments`, `parse_error`), never raised.
+(`raw_arguments`, `parse_error`), never raised. Messages, tool calls and tools convert in
+`distillery.formats.openai`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
-import uuid
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,6 +23,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from distillery.errors import MissingAPIKeyError
+from distillery.formats import openai as openai_format
 from distillery.formats.openai import stop_reason_from_wire
 from distillery.models._hosted import HostedChatModel, check_http_transport, http_client, log, to_model_error
 from distillery.pricing import cost_usd
@@ -111,15 +111,9 @@ class OpenAIModel(HostedChatModel):
         **options: Any,
     ) -> dict[str, Any]:
         """The keyword arguments for `chat.completions.create`. Unknown options travel in `extra_body`."""
-        request: dict[str, Any] = {"model": self.name, "messages": to_openai_messages(messages)}
+        request: dict[str, Any] = {"model": self.name, "messages": openai_format.messages_to_wire(messages)}
         if tools:
-            request["tools"] = [
-                {
-                    "type": "function",
-                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-                }
-                for t in tools
-            ]
+            request["tools"] = openai_format.tools_to_wire(tools)
         if n > 1:
             request["n"] = n
         if REASONING_MODEL.match(self.name):
@@ -171,12 +165,11 @@ class OpenAIModel(HostedChatModel):
         start = time.perf_counter()
         try:
             # The SDK's typed `create()` first re-walks the whole request against its TypedDict
-            # definitions (`async_maybe_transform`): about 0.4 ms of CPU per call for nothing,
-            # since `build_request` already gives plain JSON. That walk is the largest single
-            # cost of a collection at 64 requests in flight, so the body goes through the SDK's
-            # documented low-level `post` on the same path: same client, auth, headers, error
-            # types and `ChatCompletion` parsing (tests/test_provider_openai.py checks that the
-            # server receives the same body either way).
+            # definitions (`async_maybe_transform`), CPU spent for nothing since `build_request`
+            # already gives plain JSON, and the largest single cost of a busy collection
+            # (BENCHMARKS.md). So the body goes through the SDK's documented low-level `post` on
+            # the same path: same client, auth, headers, error types and `ChatCompletion` parsing
+            # (tests/test_provider_openai.py checks that the server receives the same body either way).
             completion = await client.post("/chat/completions", body=request_body(request), cast_to=ChatCompletion)
         except openai.OpenAIError as exc:
             raise to_model_error(exc, openai, self.uri, secrets=[self._api_key]) from None
@@ -201,7 +194,7 @@ class OpenAIModel(HostedChatModel):
         if not tool_calls and getattr(message, "function_call", None) is not None:
             # The deprecated single `function_call` field, still returned by some servers.
             fc = message.function_call
-            tool_calls = [_parsed_tool_call("call_" + uuid.uuid4().hex[:24], fc.name, fc.arguments)]
+            tool_calls = [openai_format.tool_call_from_wire(None, fc.name, fc.arguments)]
         text = message.content or ""
         stop_reason = stop_reason_from_wire(choice.finish_reason)
         if stop_reason is None:
@@ -254,27 +247,9 @@ def openai_usage(usage: Any) -> Usage:
     )
 
 
-def parse_arguments(raw: str | None) -> tuple[dict[str, Any], str | None]:
-    """`(arguments, parse_error)` for a tool call's argument string. Empty means no arguments."""
-    if raw is None or not raw.strip():
-        return {}, None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return {}, f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    if not isinstance(value, dict):
-        return {}, f"arguments must be a JSON object, got {type(value).__name__}"
-    return value, None
-
-
-def _parsed_tool_call(id: str, name: str, raw: str | None) -> ToolCall:
-    arguments, error = parse_arguments(raw)
-    return ToolCall(id=id, name=name, arguments=arguments, raw_arguments=raw if error else None, parse_error=error)
-
-
 def to_tool_call(call: Any) -> ToolCall:
     if getattr(call, "type", "function") == "function":
-        return _parsed_tool_call(call.id, call.function.name, call.function.arguments)
+        return openai_format.tool_call_from_wire(call.id, call.function.name, call.function.arguments)
     # A custom (free-text) tool: nothing we offered, but keep what the model wrote.
     custom = getattr(call, "custom", None)
     return ToolCall(
@@ -307,40 +282,4 @@ def _reasoning(message: Any) -> list[ThinkingBlock]:
     vLLM (with a reasoning parser) and DeepSeek send `reasoning_content`; newer servers send
     `reasoning`. The official API returns neither for Chat Completions.
     """
-    text = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
-    return [ThinkingBlock(type="thinking", thinking=text)] if isinstance(text, str) and text else []
-
-
-def to_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """Neutral messages as Chat Completions messages.
-
-    Tool-call arguments go back as a JSON string: exactly what the model wrote when it did not
-    parse, so the model sees its own mistake. Thinking is not sent back (the format has no place
-    for it).
-    """
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == "assistant":
-            entry: dict[str, Any] = {"role": "assistant", "content": message.content or None}
-            if message.tool_calls:
-                entry["tool_calls"] = [
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {
-                            "name": call.name,
-                            "arguments": call.raw_arguments
-                            if call.parse_error is not None and call.raw_arguments is not None
-                            else json.dumps(call.arguments, ensure_ascii=False),
-                        },
-                    }
-                    for call in message.tool_calls
-                ]
-            elif entry["content"] is None:
-                entry["content"] = ""
-            out.append(entry)
-        elif message.role == "tool":
-            out.append({"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.content})
-        else:
-            out.append({"role": message.role, "content": message.content})
-    return out
+    return openai_format.thinking_from_wire(getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None))

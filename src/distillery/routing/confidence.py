@@ -29,7 +29,7 @@ from typing import Any
 
 import jsonschema
 
-from distillery.chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from distillery.formats.hermes import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from distillery.errors import ConfigError, DistilleryError
 from distillery.routing.action_tokens import (
     NoActionLogprobs,

@@ -6,7 +6,8 @@ with content blocks (`text`, `tool_use`, `thinking`), `stop_reason` and `usage`;
 `input_json_delta`, `thinking_delta`, `signature_delta`) / `content_block_stop`, then
 `message_delta` (stop reason, output tokens) and `message_stop`. Errors use
 `{"type": "error", "error": {"type", "message"}}`. Routing facts ride in an extra top-level
-`distillery` object, which the official SDK keeps (`message.model_extra`).
+`distillery` object, which the official SDK keeps (`message.model_extra`). Messages, content blocks
+and tools convert in `distillery.formats.anthropic`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from distillery.formats import anthropic as anthropic_format
 from distillery.formats.anthropic import stop_reason_to_wire
 from distillery.serve.backend import GatewayError, RoutedTurn, StepOptions, json_dumps
-from distillery.serve.openai_api import text_pieces
-from distillery.trajectory import Message, ThinkingBlock, ToolCall, ToolSpec, Turn
+from distillery.serve.openai_api import from_wire, text_pieces
+from distillery.trajectory import Message, ToolSpec
 
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -48,162 +50,6 @@ def error_body(status: int, message: str, *, param: str | None = None) -> dict[s
 # --------------------------------------------------------------------------------------------------
 
 
-def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        raise GatewayError(f"{where}: content must be a string or a list of content blocks")
-    for i, block in enumerate(content):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise GatewayError(f"{where}[{i}]: each content block needs a 'type'")
-    return content
-
-
-def _tool_result_text(content: Any, where: str) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for i, block in enumerate(content):
-            if not isinstance(block, dict) or block.get("type") != "text":
-                kind = block.get("type") if isinstance(block, dict) else type(block).__name__
-                raise GatewayError(f"{where}[{i}]: tool_result content of type {kind!r} is not supported; send text")
-            texts.append(str(block.get("text", "")))
-        return "\n".join(texts)
-    raise GatewayError(f"{where}: tool_result content must be a string or a list of text blocks")
-
-
-def _system_text(system: Any) -> str | None:
-    if system is None:
-        return None
-    if isinstance(system, str):
-        return system
-    if isinstance(system, list):
-        return "\n".join(str(b.get("text", "")) for b in _blocks(system, "system") if b.get("type") == "text")
-    raise GatewayError("'system' must be a string or a list of text blocks")
-
-
-def parse_messages(raw_messages: Any, system: Any = None) -> list[Message]:
-    if not isinstance(raw_messages, list) or not raw_messages:
-        raise GatewayError("messages: must be a non-empty list")
-    messages: list[Message] = []
-    system_text = _system_text(system)
-    if system_text:
-        messages.append(Message(role="system", content=system_text))
-    call_names: dict[str, str] = {}
-    # Anthropic's rule: the tool_use blocks of an assistant turn are answered, each by a
-    # tool_result, in the very next (user) message, and a tool_result answers only those.
-    previous_uses: dict[str, None] = {}
-    for i, raw in enumerate(raw_messages):
-        where = f"messages.{i}"
-        if not isinstance(raw, dict):
-            raise GatewayError(f"{where}: must be an object with 'role' and 'content'")
-        role = raw.get("role")
-        blocks = _blocks(raw.get("content"), f"{where}.content")
-        uses, previous_uses = previous_uses, {}
-        if role != "user":
-            _check_answered(uses, [], i - 1)
-        if role == "user":
-            texts: list[str] = []
-            for j, block in enumerate(blocks):
-                kind = block["type"]
-                if kind == "text":
-                    texts.append(str(block.get("text", "")))
-                elif kind == "tool_result":
-                    call_id = block.get("tool_use_id")
-                    if not isinstance(call_id, str) or not call_id:
-                        raise GatewayError(f"{where}.content.{j}.tool_use_id: Field required")
-                    if call_id not in uses:
-                        raise GatewayError(
-                            f"{where}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: {call_id}. "
-                            "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
-                        )
-                    messages.append(Message(
-                        role="tool", tool_call_id=call_id, name=call_names.get(call_id),
-                        content=_tool_result_text(block.get("content"), f"{where}.content.{j}.content"),
-                        is_error=bool(block.get("is_error", False)),
-                    ))
-                else:
-                    raise GatewayError(f"{where}.content.{j}: block type {kind!r} is not supported here; "
-                                     "send text or tool_result")
-            _check_answered(uses, [b.get("tool_use_id") for b in blocks if b["type"] == "tool_result"], i - 1)
-            if texts:
-                messages.append(Message(role="user", content="\n".join(texts)))
-        elif role == "assistant":
-            text_parts: list[str] = []
-            calls: list[ToolCall] = []
-            thinking: list[ThinkingBlock] = []
-            for j, block in enumerate(blocks):
-                kind = block["type"]
-                if kind == "text":
-                    text_parts.append(str(block.get("text", "")))
-                elif kind == "tool_use":
-                    name, call_id, arguments = block.get("name"), block.get("id"), block.get("input", {})
-                    if not isinstance(name, str) or not isinstance(call_id, str) or not isinstance(arguments, dict):
-                        raise GatewayError(f"{where}.content.{j}: tool_use needs 'id', 'name' and an 'input' object")
-                    calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
-                    call_names[call_id] = name
-                    previous_uses[call_id] = None
-                elif kind == "thinking":
-                    thinking.append(ThinkingBlock(thinking=str(block.get("thinking", "")), signature=block.get("signature")))
-                elif kind == "redacted_thinking":
-                    thinking.append(ThinkingBlock(type="redacted_thinking", data=block.get("data")))
-                else:
-                    raise GatewayError(f"{where}.content.{j}: block type {kind!r} is not supported in an assistant turn")
-            messages.append(Message(role="assistant", content="".join(text_parts), tool_calls=calls, thinking=thinking))
-        else:
-            raise GatewayError(f"{where}.role: Input should be 'user' or 'assistant'")
-    return messages
-
-
-def _check_answered(uses: dict[str, None], answered: list[Any], at: int) -> None:
-    missing = [call_id for call_id in uses if call_id not in answered]
-    if missing:
-        raise GatewayError(
-            f"messages.{at}: `tool_use` ids were found without `tool_result` blocks immediately after: "
-            f"{', '.join(missing)}. Each `tool_use` block must have a corresponding `tool_result` block in the "
-            "next message."
-        )
-
-
-def parse_tools(raw_tools: Any) -> list[ToolSpec]:
-    if raw_tools is None:
-        return []
-    if not isinstance(raw_tools, list):
-        raise GatewayError("tools: must be a list")
-    specs = []
-    for i, raw in enumerate(raw_tools):
-        if not isinstance(raw, dict):
-            raise GatewayError(f"tools.{i}: must be an object")
-        if raw.get("type") not in (None, "custom"):
-            raise GatewayError(f"tools.{i}: server tool {raw.get('type')!r} is not supported by this gateway; "
-                             "define client tools with name, description and input_schema")
-        name, schema = raw.get("name"), raw.get("input_schema")
-        if not isinstance(name, str) or not name:
-            raise GatewayError(f"tools.{i}.name: Field required")
-        if not isinstance(schema, dict):
-            raise GatewayError(f"tools.{i}.input_schema: Field required")
-        specs.append(ToolSpec(name=name, description=raw.get("description") or "", parameters=schema))
-    return specs
-
-
-def parse_tool_choice(choice: Any) -> tuple[Any, bool | None]:
-    """Anthropic's tool_choice as the neutral (OpenAI) spelling, plus its parallel-call setting."""
-    if choice is None:
-        return None, None
-    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
-        raise GatewayError("tool_choice: must be {\"type\": \"auto\" | \"any\" | \"tool\" | \"none\"}")
-    parallel = False if choice.get("disable_parallel_tool_use") else None
-    kind = choice["type"]
-    if kind == "tool":
-        if not isinstance(choice.get("name"), str):
-            raise GatewayError("tool_choice.name: Field required")
-        return {"type": "function", "function": {"name": choice["name"]}}, parallel
-    return {"auto": "auto", "any": "required", "none": "none"}[kind], parallel
-
-
 def parse_request(body: Any) -> MessagesRequest:
     if not isinstance(body, dict):
         raise GatewayError("the request body must be a JSON object")
@@ -229,14 +75,14 @@ def parse_request(body: Any) -> MessagesRequest:
     overrides = body.get("distillery") or {}
     if not isinstance(overrides, dict):
         raise GatewayError("distillery: must be an object, e.g. {\"threshold\": 0.4} or {\"tier\": 0}")
-    tool_choice, parallel = parse_tool_choice(body.get("tool_choice"))
+    tool_choice, parallel = from_wire(anthropic_format.tool_choice_from_wire, body.get("tool_choice"))
     thinking = body.get("thinking")
     options = StepOptions(temperature=float(temperature), max_tokens=max_tokens, tool_choice=tool_choice,
                           parallel_tool_calls=parallel, stop=stop)
     return MessagesRequest(
         model=model,
-        messages=parse_messages(body.get("messages"), body.get("system")),
-        tools=parse_tools(body.get("tools")),
+        messages=from_wire(anthropic_format.messages_from_wire, body.get("messages"), body.get("system")),
+        tools=from_wire(anthropic_format.tools_from_wire, body.get("tools")),
         options=options,
         stream=stream,
         thinking=isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"),
@@ -247,21 +93,6 @@ def parse_request(body: Any) -> MessagesRequest:
 # --------------------------------------------------------------------------------------------------
 # Response
 # --------------------------------------------------------------------------------------------------
-
-
-def content_blocks(turn: Turn, *, thinking: bool) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
-    if thinking:
-        for block in turn.thinking:
-            if block.type == "redacted_thinking":
-                blocks.append({"type": "redacted_thinking", "data": block.data or ""})
-            else:
-                blocks.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature or ""})
-    if turn.text or not turn.tool_calls:
-        blocks.append({"type": "text", "text": turn.text})
-    for call in turn.tool_calls:
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
-    return blocks
 
 
 def usage_body(routed: RoutedTurn) -> dict[str, Any]:
@@ -277,7 +108,7 @@ def message_body(routed: RoutedTurn, *, model: str, message_id: str, thinking: b
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": content_blocks(routed.turn, thinking=thinking),
+        "content": anthropic_format.turn_to_wire(routed.turn, thinking=thinking),
         "stop_reason": stop_reason_to_wire(routed.turn.stop_reason),
         "stop_sequence": None,
         "usage": usage_body(routed),
@@ -302,7 +133,7 @@ def stream_events(routed: RoutedTurn, *, model: str, message_id: str, thinking: 
              "distillery": routed.summary()}
     yield event("message_start", {"type": "message_start", "message": start})
     yield event("ping", {"type": "ping"})
-    for index, block in enumerate(content_blocks(routed.turn, thinking=thinking)):
+    for index, block in enumerate(anthropic_format.turn_to_wire(routed.turn, thinking=thinking)):
         kind = block["type"]
         if kind == "text":
             yield event("content_block_start", {"type": "content_block_start", "index": index,

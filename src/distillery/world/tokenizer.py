@@ -3,7 +3,7 @@
 Digits are split one per token before BPE (copying a number digit by digit is far easier for a
 tiny model than copying arbitrary multi-digit chunks), and the vocabulary stays small (about 1.5k).
 It is saved as a Hugging Face `PreTrainedTokenizerFast` whose chat template is
-`distillery.chat_format.HERMES_CHAT_TEMPLATE`, so `apply_chat_template(messages, tools=...)` renders
+`distillery.formats.hermes.HERMES_CHAT_TEMPLATE`, so `apply_chat_template(messages, tools=...)` renders
 exactly as Qwen2.5 does and the HF provider's `<tool_call>` parser works unchanged.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from distillery.chat_format import EOS_TOKEN, HERMES_CHAT_TEMPLATE, PAD_TOKEN, SPECIAL_TOKENS, to_hf_messages, to_hf_tools
+from distillery.formats.hermes import EOS_TOKEN, HERMES_CHAT_TEMPLATE, PAD_TOKEN, SPECIAL_TOKENS, to_hf_messages, to_hf_tools
 from distillery.trajectory import Trajectory
 
 DEFAULT_VOCAB_SIZE = 1536

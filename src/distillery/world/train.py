@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillery.chat_format import to_hf_messages, to_hf_tools
+from distillery.formats.hermes import to_hf_messages, to_hf_tools
 from distillery.chat_tokens import tokenize_conversation
 from distillery.errors import ConfigError
 from distillery.trajectory import Trajectory
