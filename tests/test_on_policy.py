@@ -262,3 +262,19 @@ def test_vllm_served_teacher(world_rows, tmp_path):
     assert all(isinstance(ids, list) and all(isinstance(i, int) for i in ids) for ids in scored[0]["prompt"])
     assert summary["teacher_kind"] == "server" and summary["compute"]["teacher_params"] == 123
     assert math.isfinite(summary["train_loss"]) and summary["train_loss"] > 0
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_needs_exactly_one_prompt_source_and_refuses_claude(world_rows, tmp_path):
+    from tests.test_cli_usage_errors import assert_failed_run, assert_usage_error, invoke
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in world_rows[:2]))
+    base = ("train", "--signal", "on-policy", "--student", "world:student-xs", "--out", tmp_path / "out")
+    assert_usage_error(invoke(*base, "--teacher", "world:teacher"), "--data", "--from-store")
+    assert_usage_error(invoke("train", "--student", "world:student-xs", "--out", tmp_path / "o2"), "--data")
+    line = assert_failed_run(invoke(*base, "--data", data, "--teacher", "anthropic:claude-opus-4-6"), "logprobs")
+    assert "anthropic:claude-opus-4-6" in line
+    assert not (tmp_path / "out").exists()

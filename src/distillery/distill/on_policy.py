@@ -315,7 +315,7 @@ def train_on_policy(
     set_training_threads(model, threads)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # TRL generates from left-padded prompts
+    saved_padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # TRL pads prompts on the left
     prepare_tool_parsing(tokenizer)
 
     teacher_model = client = None
@@ -356,6 +356,7 @@ def train_on_policy(
     result = trainer.train(resume_from_checkpoint=last)
 
     totals = ledger.summed_over_processes(trainer.accelerator)
+    tokenizer.padding_side = saved_padding_side  # the saved tokenizer is the one inference loads
     check = save_trained_student(trainer, out, tokenizer, lora=lora, rows=rows, self_check=self_check, seed=seed)
     if trainer.accelerator.is_main_process:
         summary = {
