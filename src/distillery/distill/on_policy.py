@@ -356,6 +356,7 @@ def train_on_policy(
     result = trainer.train(resume_from_checkpoint=last)
 
     totals = ledger.summed_over_processes(trainer.accelerator)
+    tool_totals = stats.summed_over_processes(trainer.accelerator)
     tokenizer.padding_side = saved_padding_side  # the saved tokenizer is the one inference loads
     check = save_trained_student(trainer, out, tokenizer, lora=lora, rows=rows, self_check=self_check, seed=seed)
     if trainer.accelerator.is_main_process:
@@ -372,7 +373,7 @@ def train_on_policy(
             "max_completion_length": max_completion_length,
             "max_tool_turns": max_tool_turns,
             "replayed_tools": sorted(replay_tools),
-            "tools": stats.to_dict(),
+            "tools": tool_totals.to_dict(),
             "rollout_matches_inference": trainer.rollout_note is None,
             "rollout_note": trainer.rollout_note,
             "compute": totals.to_dict(),

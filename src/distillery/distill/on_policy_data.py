@@ -127,6 +127,20 @@ class ToolStats:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def summed_over_processes(self, accelerator: Any) -> ToolStats:
+        """The run's totals: each process ran the tools of its own episodes."""
+        if accelerator.num_processes == 1:
+            return self
+        from accelerate.utils import gather_object
+
+        total = ToolStats()
+        for part in gather_object([self]):
+            for name in ("calls", "errors", "replayed", "replay_misses"):
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+            for tool_name, count in part.calls_by_tool.items():
+                total.calls_by_tool[tool_name] = total.calls_by_tool.get(tool_name, 0) + count
+        return total
+
 
 def synchronous(tool: Tool) -> Tool:
     """`tool` itself, or for an async function a `Tool` that runs it to completion.
