@@ -251,9 +251,20 @@ def test_run_writes_the_compute_ledger(world_rows, tmp_path):
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
-def test_vllm_served_teacher(world_rows, tmp_path):
+def test_vllm_served_teacher(world_rows, tmp_path, monkeypatch):
+    from trl.experimental.server_distillation import ServerDistillationTrainer
+
     from tests.wire.vllm_teacher_server import VLLMTeacherServer
 
+    # Spy on the labels TRL's server loss receives: tool results must not be among them.
+    seen = []
+    original = ServerDistillationTrainer._compute_server_sparse_top_1_divergence_loss
+
+    def spy(self, teacher_result, student_log_probs, completion_tokens, labels):
+        seen.append((completion_tokens.clone(), labels.clone()))
+        return original(self, teacher_result, student_log_probs, completion_tokens, labels)
+
+    monkeypatch.setattr(ServerDistillationTrainer, "_compute_server_sparse_top_1_divergence_loss", spy)
     teacher = load_model("world:student-xs", seed=0)
     with VLLMTeacherServer(teacher.model, teacher.tokenizer) as server:
         summary = _run(tmp_path / "out", f"vllm:{server.base_url}/v1", _stock_queries(world_rows)[:2], teacher_params=123)
@@ -262,6 +273,13 @@ def test_vllm_served_teacher(world_rows, tmp_path):
     assert all(isinstance(ids, list) and all(isinstance(i, int) for i in ids) for ids in scored[0]["prompt"])
     assert summary["teacher_kind"] == "server" and summary["compute"]["teacher_params"] == 123
     assert math.isfinite(summary["train_loss"]) and summary["train_loss"] > 0
+    tokenizer = teacher.tokenizer
+    (tokens, labels), = seen
+    everything = [tokenizer.decode(row) for row in tokens]
+    trained = [tokenizer.decode(row[row != -100]) for row in labels]
+    assert any("<tool_response>" in text for text in everything)  # the episodes called tools
+    assert not any("<tool_response>" in text for text in trained)
+    assert all(text.strip() for text in trained)
 
 
 # -- the command line ---------------------------------------------------------------------------
