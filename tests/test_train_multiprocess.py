@@ -142,3 +142,29 @@ def test_accelerate_cpu_launcher_that_starts_one_process_is_refused():
     _check_launch({**simple, "OMPI_COMM_WORLD_SIZE": "2"})  # accelerate --cpu --mpirun_hostfile
     _check_launch({"ACCELERATE_MIXED_PRECISION": "no"})  # accelerate launch with one process
     _check_launch({})  # no launcher
+
+
+@pytest.mark.slow
+def test_on_policy_under_two_cpu_processes(tmp_path):
+    """`--signal on-policy` under torchrun: every rank rolls out its share, the ledger and tool counts are summed."""
+    from distillery.distill.trainer import chat_rows
+    from distillery.world.expert import solve
+    from distillery.world.tasks import generate_tasks
+
+    data = tmp_path / "train.jsonl"
+    rows = chat_rows([solve(task) for task in generate_tasks("train", 8, seed=3)])
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "ddp"
+    # The world teacher is the student (it calls tools); the untrained world student grades it.
+    args = ["train", "--signal", "on-policy", "--student", "world:teacher", "--teacher", "world:student-xs",
+            "--data", str(data), "--max-steps", "2", "--batch-size", "2", "--max-completion-length", "64",
+            "--logging-steps", "1", "--self-check", "0", "--out", str(out)]
+    result = run_launcher([*launcher("torchrun-module"), *args], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("signal=on-policy ") == 1, result.stdout
+    summary = json.loads((out / "distillation.json").read_text())
+    assert summary["global_step"] == 2
+    assert summary["compute"]["episodes"] == 2 * 2 * 2  # ranks x batch x steps
+    assert summary["tools"]["calls"] == sum(summary["tools"]["calls_by_tool"].values()) > 0
+    assert (out / "model.safetensors").is_file()

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distillery.commands.options import (choice, input_file, input_file_or_dir, non_empty, number, output_dir,
-                                         seed as seed_range)
+                                         seed as seed_range, sqlite_store, usage_error)
 from distillery.errors import ConfigError
 
 console = Console()
@@ -18,7 +18,7 @@ console = Console()
 
 # distill.config.SIGNALS and distill.losses.DIVERGENCES, spelled out so that a usage error does not
 # wait for torch to import (tests/test_cli_usage_errors.py keeps them equal).
-SIGNAL_CHOICES = ("sequence", "online", "sparse", "action")
+SIGNAL_CHOICES = ("sequence", "online", "sparse", "action", "on-policy")
 DIVERGENCE_CHOICES = ("forward_kl", "reverse_kl", "jsd")
 
 
@@ -27,12 +27,17 @@ def train(
         ..., "--student", callback=non_empty(), help="Student to train: a URI (world:student-xs, hf:./dir) or a model directory."
     ),
     data: Path = typer.Option(
-        ...,
+        None,
         "--data",
         callback=input_file_or_dir(),
         help="Training data in the Hugging Face chat format (`distillery build --format hf`): a .jsonl or "
         ".parquet file, or a dataset directory. Sidecars next to it (train.topk.parquet, train.actions.jsonl) "
-        "are picked up for --signal sparse / action.",
+        "are picked up for --signal sparse / action. For --signal on-policy, the prompts (each row's messages "
+        "before its first assistant turn) and the recorded tool results --replay-tools answers from.",
+    ),
+    from_store: Path = typer.Option(
+        None, "--from-store", callback=sqlite_store(must_exist=True),
+        help="--signal on-policy: take the prompts (system prompt, user query) from this trajectory store instead of --data.",
     ),
     out: Path = typer.Option(
         ..., "--out", callback=output_dir(), help="Output directory: the trained model (config.json + safetensors + tokenizer), "
@@ -42,7 +47,9 @@ def train(
         None,
         "--teacher",
         help="Local teacher (world:teacher, hf:./dir, a directory) sharing the student's tokenizer. Needed for "
-        "--signal online, and for sparse when there is no sidecar (its top-k is then computed once).",
+        "--signal online and on-policy, and for sparse when there is no sidecar (its top-k is then computed once). "
+        "On-policy also takes a vLLM server: vllm:http://host:8000 (it scores with prompt_logprobs). Teachers "
+        "without token logprobs (anthropic:, openai:) are refused for on-policy.",
     ),
     signal: str = typer.Option(
         "sequence",
@@ -50,14 +57,35 @@ def train(
         callback=choice(*SIGNAL_CHOICES),
         help="Teacher signal. sequence: SFT on the teacher's text (black-box teachers such as Claude). online: "
         "dense teacher logits per batch. sparse: top-k teacher logprobs from a sidecar. action: the teacher's "
-        "distribution over tool calls per step (k samples).",
+        "distribution over tool calls per step (k samples). on-policy: the student runs its own episodes with "
+        "the real tools and the teacher scores every token it wrote (reverse KL, TRL's DistillationTrainer); "
+        "start from an SFT checkpoint (docs/training.md).",
     ),
     sidecar: Path = typer.Option(None, "--sidecar", callback=input_file(text=False), help="Top-k sidecar (.topk.parquet) for --signal sparse."),
     alpha: float = typer.Option(
         0.5, "--alpha", callback=number(0, 1), help="Weight of the hard-label loss: L = alpha*CE + (1-alpha)*T^2*KD. 1.0 = plain SFT."
     ),
     temperature: float = typer.Option(
-        2.0, "--temperature", callback=number(0, low_open=True), help="Softening temperature T for teacher and student (soft term scaled by T^2)."
+        None, "--temperature", callback=number(0, low_open=True), help="Softening temperature T for teacher and student (soft term scaled by T^2); default 2. "
+        "On-policy: the sampling and loss temperature, default 1."
+    ),
+    beta: float = typer.Option(
+        1.0, "--beta", callback=number(0, 1), help="On-policy: generalized JSD beta; 1 = reverse KL(student||teacher), 0 = forward KL."
+    ),
+    tools: str = typer.Option(
+        None, "--tools", help="On-policy: the tools rollouts run, as module:attribute (a ToolBox or a list of @tool "
+        "functions). Default: the offline world's tools."
+    ),
+    replay_tools: str = typer.Option(
+        None, "--replay-tools", help="On-policy: comma-separated tools NOT to run (paid, side effects); their calls are "
+        "answered from the results recorded in --data / --from-store, and an unrecorded call gets an error result."
+    ),
+    max_completion_length: int = typer.Option(
+        256, "--max-completion-length", callback=number(1), help="On-policy: tokens per episode, the student's and tool results'."
+    ),
+    max_tool_turns: int = typer.Option(8, "--max-tool-turns", callback=number(1), help="On-policy: tool-calling rounds per episode."),
+    teacher_params: int = typer.Option(
+        None, "--teacher-params", callback=number(1), help="On-policy with a vLLM teacher: its parameter count, for the compute ledger's FLOPs."
     ),
     divergence: str = typer.Option(
         "forward_kl",
@@ -90,13 +118,17 @@ def train(
         "serve / cascade check warn again. 0 skips it."
     ),
 ) -> None:
-    """Train a student on what the teacher knows: its text, its logits, or its action distribution.
+    """Train a student on what the teacher knows: its text, its logits, its action distribution, or its grades of
+    the student's own episodes (on-policy).
 
     Works unchanged under `accelerate launch` or `torchrun` (DDP, FSDP, DeepSpeed); only the main
     process writes and prints. Example:
 
         distillery train --student world:student-xs --data data/train.jsonl --teacher world:teacher \\
             --signal online --alpha 0.5 --temperature 2 --out runs/xs-kd
+
+        distillery train --student hf:runs/xs-sft --data data/train.jsonl --teacher world:teacher \\
+            --signal on-policy --max-steps 200 --out runs/xs-onpolicy
     """
     # Imported here so that `distillery --help` and the other commands never pay for torch and TRL.
     from distillery.distill.config import SIGNALS
@@ -105,12 +137,32 @@ def train(
 
     if signal not in SIGNALS:
         raise ConfigError(f"--signal {signal!r}: choose one of {', '.join(SIGNALS)}")
+    if signal == "on-policy":
+        if (data is None) == (from_store is None):
+            raise usage_error("--signal on-policy takes its prompts from exactly one of --data and --from-store")
+    elif data is None or from_store is not None:
+        raise usage_error(f"--signal {signal} trains on --data (--from-store is for --signal on-policy)")
+    if signal == "on-policy":
+        _check_launch(os.environ)
+        from distillery.distill.on_policy import train_on_policy
+
+        result = train_on_policy(
+            student, out=out, teacher=teacher, data=data, from_store=from_store, tools=tools,
+            replay_tools=[name.strip() for name in (replay_tools or "").split(",") if name.strip()],
+            beta=beta, temperature=temperature if temperature is not None else 1.0,
+            max_completion_length=max_completion_length, max_tool_turns=max_tool_turns, teacher_params=teacher_params,
+            max_steps=max_steps, epochs=epochs, learning_rate=lr, batch_size=batch_size,
+            gradient_accumulation_steps=grad_accum, lora=lora, lora_r=lora_r, seed=seed, save_steps=save_steps,
+            resume=resume, logging_steps=logging_steps, threads=threads, self_check=self_check,
+        )
+        if _is_main_process():
+            _print_summary(result, data or from_store)
+        return
+    temperature = 2.0 if temperature is None else temperature
     if divergence not in DIVERGENCES:
         raise ConfigError(f"--divergence {divergence!r}: choose one of {', '.join(sorted(DIVERGENCES))}")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha must be in [0, 1], got {alpha}")
-    if not temperature > 0:
-        raise ConfigError(f"--temperature must be > 0, got {temperature}")
     if resume and not save_steps:
         save_steps = 100
     _check_launch(os.environ)
@@ -201,6 +253,17 @@ def _print_summary(out: Path, data: Path) -> None:
         + (f" in {runtime:.0f}s" if runtime else ""),
         highlight=False,
     )
+    compute = summary.get("compute")
+    if compute and compute.get("episodes"):
+        tools = summary.get("tools") or {}
+        console.print(
+            f"on-policy: {compute['episodes']} episodes, {compute['student_generated_tokens']} tokens written by the "
+            f"student, {tools.get('calls', 0)} tool calls ({tools.get('replayed', 0)} replayed), "
+            f"{compute['teacher_scored_tokens']} tokens scored by the teacher; ledger in distillation.json",
+            highlight=False,
+        )
+    if summary.get("rollout_note"):
+        console.print(f"[bold yellow]note:[/] {summary['rollout_note']}", highlight=False, soft_wrap=True)
     check = summary.get("self_check")
     if check:
         from distillery.distill.self_check import SelfCheck

@@ -21,7 +21,10 @@ from trl import SFTConfig
 
 from distillery.distill.losses import DIVERGENCES, TAIL_MODES
 
-SIGNALS = ("sequence", "online", "sparse", "action")
+SIGNALS = ("sequence", "online", "sparse", "action", "on-policy")
+# Signals `DistillationTrainer` (SFTTrainer-based) trains; on-policy runs on TRL's own
+# DistillationTrainer instead (`distillery.distill.on_policy.train_on_policy`).
+OFFLINE_SIGNALS = SIGNALS[:4]
 
 
 @dataclass
@@ -34,8 +37,9 @@ class DistillationConfig(SFTConfig):
             "help": "Where teacher targets come from. 'sequence': SFT on the trajectory text (the only choice for a "
             "black-box teacher such as Claude). 'online': a local teacher with the same tokenizer runs a no-grad "
             "forward on every batch (dense logits). 'sparse': top-k teacher logprobs read from a Parquet sidecar. "
-            "'action': the teacher's distribution over tool calls per step, estimated from k samples.",
-            "choices": list(SIGNALS),
+            "'action': the teacher's distribution over tool calls per step, estimated from k samples. "
+            "(On-policy distillation runs on TRL's DistillationTrainer: `distillery.distill.on_policy`.)",
+            "choices": list(OFFLINE_SIGNALS),
         },
     )
     alpha: float = field(
@@ -80,8 +84,9 @@ class DistillationConfig(SFTConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.signal not in SIGNALS:
-            raise ValueError(f"signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}")
+        if self.signal not in OFFLINE_SIGNALS:
+            hint = " (on-policy: distillery.distill.on_policy.train_on_policy)" if self.signal == "on-policy" else ""
+            raise ValueError(f"signal must be one of {', '.join(OFFLINE_SIGNALS)}, got {self.signal!r}{hint}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if not self.temperature > 0:

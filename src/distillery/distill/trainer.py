@@ -33,6 +33,7 @@ from trl import SFTTrainer
 
 from distillery.chat_tokens import check_prefix_property
 from distillery.distill.config import DistillationConfig
+from distillery.distill.ledger import offline_ledger
 from distillery.distill.losses import action_distribution_loss, kd_loss, sequence_logprob, sparse_kd_loss
 from distillery.distill.signals import (
     KD_ROW,
@@ -443,6 +444,79 @@ def _pruned_from_teacher(student: Any) -> bool:
     return (path / "init.json").is_file()
 
 
+def set_training_threads(model: Any, threads: int) -> None:
+    """Set torch's CPU threads: `threads` when > 0; for 0, one thread for a small model on a CPU."""
+    if threads == 0 and not torch.cuda.is_available() and model.num_parameters() < SMALL_MODEL_PARAMS:
+        # A few-million-parameter model gains nothing from intra-op threads on a CPU, and torch's
+        # default oversubscribes cores other work is using: one thread measured up to 15x faster.
+        threads = 1
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def save_trained_student(trainer: Any, out: Path, tokenizer: Any, *, lora: bool, rows: list[dict[str, Any]],
+                         self_check: int, seed: int):
+    """Write the trained model (a LoRA adapter merged in) and tokenizer to `out`; run the self-check.
+
+    Returns the `SelfCheck` on the main process (None when skipped, and on the other processes).
+    Under DDP every process gets here with the same weights; only the main one writes (and runs
+    the self-check), so files are never written twice at once.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    final = trainer.model
+    if lora:
+        if trainer.accelerator.is_main_process:
+            final.save_pretrained(out / "adapter")
+        final = final.merge_and_unload()
+    final = trainer.accelerator.unwrap_model(final)
+    if not trainer.accelerator.is_main_process:
+        return None
+    final.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if self_check <= 0:
+        return None
+    from distillery.distill.self_check import run_self_check
+
+    check = run_self_check(final, tokenizer, rows, samples=self_check, seed=seed)
+    logger.info(check.describe())
+    if check.warning:
+        logger.warning(check.warning)
+    return check
+
+
+def training_settings(checkpoints: Path, *, max_steps: int | None, epochs: float, learning_rate: float, batch_size: int,
+                      gradient_accumulation_steps: int, seed: int, logging_steps: int, save_steps: int | None,
+                      report: str | list[str], progress: bool) -> dict[str, Any]:
+    """The `TrainingArguments` every signal's run shares (the on-policy one included)."""
+    use_cuda = torch.cuda.is_available()
+    return dict(
+        output_dir=str(checkpoints),
+        max_steps=max_steps if max_steps is not None else -1,
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=logging_steps,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=2,
+        report_to=report,
+        disable_tqdm=not progress,
+        bf16=use_cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not use_cuda,
+        dataloader_pin_memory=use_cuda,
+    )
+
+
+def lora_config(r: int, alpha: int):
+    """The LoRA adapter every signal trains with `--lora`: all linear layers, no dropout."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules="all-linear")
+
+
 def train_student(
     student: Any,
     data: Any,
@@ -506,12 +580,7 @@ def train_student(
     out = Path(out)
     checkpoints = out / "checkpoints"
     model, tokenizer = load_model_and_tokenizer(student, what="student", seed=seed)
-    if threads == 0 and not torch.cuda.is_available() and model.num_parameters() < SMALL_MODEL_PARAMS:
-        # A few-million-parameter model gains nothing from intra-op threads on a CPU, and torch's
-        # default oversubscribes cores other work is using: one thread measured up to 15x faster.
-        threads = 1
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_training_threads(model, threads)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset = load_training_data(data)
@@ -532,40 +601,20 @@ def train_student(
     if signal == "sparse" and sidecar is None and teacher_model is None:
         raise ConfigError("--signal sparse needs --sidecar (top-k Parquet) or --teacher to compute one")
 
-    use_cuda = torch.cuda.is_available()
     config = DistillationConfig(
-        output_dir=str(checkpoints),
         signal=signal,
         alpha=alpha,
         temperature=temperature,
         divergence=divergence,
-        max_steps=max_steps if max_steps is not None else -1,
-        num_train_epochs=epochs,
-        learning_rate=learning_rate if learning_rate is not None else default_learning_rate(
-            student, lora=lora, parameters=model.num_parameters()),
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
         max_length=max_length,
-        seed=seed,
-        data_seed=seed,
-        logging_steps=logging_steps,
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
-        save_total_limit=2,
-        report_to=report,
-        disable_tqdm=not progress,
-        bf16=use_cuda and torch.cuda.is_bf16_supported(),
-        use_cpu=not use_cuda,
-        dataloader_pin_memory=use_cuda,
+        **training_settings(
+            checkpoints, max_steps=max_steps, epochs=epochs, learning_rate=learning_rate if learning_rate is not None
+            else default_learning_rate(student, lora=lora, parameters=model.num_parameters()), batch_size=batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps, seed=seed, logging_steps=logging_steps,
+            save_steps=save_steps, report=report, progress=progress),
         **config_overrides,
     )
-
-    peft_config = None
-    if lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                 target_modules="all-linear")
+    peft_config = lora_config(lora_r, lora_alpha) if lora else None
 
     if signal == "online":
         signal_obj: TeacherSignal = OnlineTeacherSignal(
@@ -608,26 +657,12 @@ def train_student(
     last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
 
-    # Under DDP every process gets here with the same weights; only the main one writes (and runs
-    # the self-check), so files are never written twice at once.
-    out.mkdir(parents=True, exist_ok=True)
-    final = trainer.model
-    if lora:
-        if trainer.accelerator.is_main_process:
-            final.save_pretrained(out / "adapter")
-        final = final.merge_and_unload()
-    final = trainer.accelerator.unwrap_model(final)
+    check = save_trained_student(trainer, out, tokenizer, lora=lora, rows=dataset.to_list(), self_check=self_check,
+                                 seed=seed)
     if trainer.accelerator.is_main_process:
-        final.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        check = None
-        if self_check > 0:
-            from distillery.distill.self_check import run_self_check
-
-            check = run_self_check(final, tokenizer, dataset.to_list(), samples=self_check, seed=seed)
-            logger.info(check.describe())
-            if check.warning:
-                logger.warning(check.warning)
+        teacher_params = teacher_model.num_parameters() if teacher_model is not None else None
+        ledger = offline_ledger(signal, student_params=model.num_parameters(), teacher_params=teacher_params,
+                                training_tokens=int(trainer._total_train_tokens))
         summary = {
             "student": str(student) if isinstance(student, (str, Path)) else type(model).__name__,
             "teacher": str(teacher) if isinstance(teacher, (str, Path)) else (None if teacher is None else "object"),
@@ -645,6 +680,7 @@ def train_student(
             "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
             "train_runtime_s": result.metrics.get("train_runtime"),
             "self_check": check.to_dict() if check is not None else None,
+            "compute": ledger.to_dict(),
             "log_history": trainer.state.log_history,
         }
         (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))
