@@ -19,7 +19,7 @@ from trl.chat_template_utils import (is_chat_template_prefix_preserving, parse_r
                                      supports_tool_calling)
 from trl.trainer.distillation_trainer import _chunked_divergence_loss
 
-from distillery.chat_format import parse_tool_calls
+from distillery.formats.hermes import parse_tool_calls
 from distillery.distill.ledger import ComputeLedger
 from distillery.distill.on_policy import OnPolicyTrainer, prepare_tool_parsing, train_on_policy
 from distillery.distill.on_policy_data import (

@@ -298,7 +298,7 @@ def _normalise_message(message: dict[str, Any]) -> dict[str, Any]:
 
 def chat_rows(records: Iterable[Any]) -> list[dict[str, Any]]:
     """Hugging Face chat rows from HF-format dicts, `DistillationSample`s or `Trajectory`s."""
-    from distillery.chat_format import to_hf_messages, to_hf_tools
+    from distillery.formats.hermes import to_hf_messages, to_hf_tools
     from distillery.trajectory import DistillationSample, Trajectory
 
     rows = []

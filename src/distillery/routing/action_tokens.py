@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from distillery.chat_format import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from distillery.formats.hermes import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from distillery.errors import DistilleryError
 from distillery.trajectory import Turn
 
