@@ -118,7 +118,11 @@ def test_trained_model_generates_the_tool_call(trained_model):
     written_tokens = len(trained_model.encode(CALL_TEXT)) + 1  # + the end-of-turn token
     assert (turn.usage.input_tokens, turn.usage.output_tokens) == (prompt_tokens, written_tokens)
     assert turn.model == "hf:trained"
-    assert turn.cost_usd == 0.0 and turn.latency_s > 0
+    # A local model costs what serving its parameters costs (prices.toml [self_hosted]), not nothing.
+    from distillery.pricing import self_hosted_price
+
+    assert turn.cost_usd == pytest.approx(self_hosted_price(trained_model.n_params).cost(turn.usage))
+    assert turn.cost_usd > 0 and turn.latency_s > 0
 
 
 def test_final_answer_ends_the_turn(trained_model):

@@ -31,7 +31,7 @@ from distillery import chat_tokens
 from distillery.errors import ConfigError, ModelError
 from distillery.formats import hermes
 from distillery.models.base import SyncChatModel
-from distillery.pricing import cost_usd
+from distillery.pricing import cost_usd, note_parameter_count
 from distillery.trajectory import (
     Message,
     StopReason,
@@ -111,8 +111,8 @@ class HFModel(SyncChatModel):
     Give a local directory (loaded with `local_files_only=True`: nothing is downloaded), or an
     already-built `model` and `tokenizer` (a model you pass is used as it is: on its own device, in
     whatever train/eval mode you left it). `uri` defaults to `hf:<name_or_path>`; it names the model
-    in trajectories and picks its price (local models have none, so cost is 0 unless the URI is in
-    the price table, as `world:` models are).
+    in trajectories and picks its price: a price-table entry for the URI if there is one, otherwise
+    the self-hosting estimate for the model's parameter count (`pricing.self_hosted_price`).
 
     `num_threads` caps torch's intra-op threads while this model runs (the previous setting is
     restored after each call). The default, None, uses 1 thread for models under
@@ -162,8 +162,11 @@ class HFModel(SyncChatModel):
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else min(self.stop_token_ids)
         self.context_length = getattr(model.config, "max_position_embeddings", None)
+        # A local model is priced by its size (pricing.self_hosted_price); remembered for evaluation.
+        self.n_params = sum(p.numel() for p in model.parameters())
+        note_parameter_count(self.uri, self.n_params)
         if num_threads is None:
-            num_threads = 1 if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS else None
+            num_threads = 1 if self.n_params < SMALL_MODEL_PARAMS else None
         self.num_threads = num_threads if num_threads and num_threads > 0 else None  # 0: leave torch alone
         # One generation at a time per model: concurrent calls (agenerate runs in worker threads)
         # would only fight over the same CPU cores, and a lock keeps the model's state simple.
@@ -385,7 +388,7 @@ class HFModel(SyncChatModel):
             usage=usage,
             model=self.uri,
             latency_s=latency,
-            cost_usd=cost_usd(self.uri, usage),
+            cost_usd=cost_usd(self.uri, usage, n_params=self.n_params),
         )
 
     def _max_new_tokens(self, prompt_tokens: int, max_tokens: int | None) -> int:

@@ -201,7 +201,7 @@ class Gateway:
             "x-distillery-tier": first.tier,
             "x-distillery-tier-index": str(first.tier_index),
             "x-distillery-escalated": "true" if first.escalated else "false",
-            "x-distillery-cost": f"{sum(r.cost_usd for r in routed):.8f}",
+            "x-distillery-cost": f"{sum(r.cost_usd for r in routed):.6g}",
         }
         if first.confidence is not None:
             headers["x-distillery-confidence"] = f"{first.confidence:.6f}"
