@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -10,11 +11,11 @@ import sys
 
 import pytest
 
-from distillery.demo import DemoSettings, Stages, demo_tasks, fingerprint, read_trajectories, run_demo
+from distillery.demo import DemoSettings, Stages, demo_queries, demo_tasks, fingerprint, read_trajectories, run_demo
 from distillery.models.batching import BatchingModel
 from distillery.errors import ConfigError
 from distillery.models.hf import HFModel
-from distillery.trajectory import Message
+from distillery.trajectory import Message, ToolCall
 from distillery.world.models import TEACHER_DIR
 from distillery.world.tasks import FAMILIES, split_of
 from tests.tiny_models import tiny_llama, tiny_tokenizer
@@ -26,12 +27,12 @@ HAS_TEACHER = TEACHER != "world:teacher" or (TEACHER_DIR / "model.safetensors").
 needs_teacher = pytest.mark.skipif(not HAS_TEACHER, reason="the bundled world teacher is not in the tree yet")
 
 
-# -- the hard-coded queries -------------------------------------------------------------------------
+# -- the queries (queries.json) --------------------------------------------------------------------
 
 
 def test_queries_are_checked_world_tasks_from_the_train_split():
     tasks = demo_tasks()
-    assert len(tasks) >= 6
+    assert len(tasks) >= 6 and [task.query for task in tasks] == [query for _, _, query in demo_queries()]
     assert len({task.id for task in tasks}) == len(tasks)
     tiers = {task.metadata["tier"] for task in tasks}
     assert {"none", "easy", "medium", "hard"} <= tiers  # the printed list shows every kind of task
@@ -70,6 +71,121 @@ def test_settings_are_checked():
         DemoSettings(target=1.5)
     assert DemoSettings(teacher="anthropic:claude-opus-4-6").signal == "sequence"  # black box: no logits
     assert DemoSettings().signal == "sparse"
+
+
+def test_the_student_is_pruned_from_a_local_teacher_unless_another_is_named():
+    assert DemoSettings().student == "pruned" and DemoSettings().trained_student_uri == "world:student-pruned-kd"
+    scratch = DemoSettings(student="world:student-xs")
+    assert scratch.trained_student_uri == "world:student-xs-kd"
+    assert DemoSettings(teacher="anthropic:claude-opus-4-6").student == "world:student-xs"
+    with pytest.raises(ConfigError, match="--student pruned needs a teacher with local weights"):
+        DemoSettings(teacher="anthropic:claude-opus-4-6", student="pruned")
+    with pytest.raises(ConfigError, match="--student-layers"):
+        DemoSettings(student_layers=0)
+
+
+def test_changing_the_student_size_reruns_init_and_after_but_not_collection():
+    from distillery.demo.stages import STAGES, stage_inputs
+
+    small, smaller = DemoSettings(student_layers=2), DemoSettings(student_layers=1)
+    changed = [name for name, _, _ in STAGES if stage_inputs(name, small) != stage_inputs(name, smaller)]
+    assert changed == ["init"]  # the stages after it change through the chained upstream hash
+    assert [name for name, _, _ in STAGES][:4] == ["collect", "build", "init", "train"]
+
+
+def test_the_init_stage_prunes_the_teacher_and_training_starts_from_it(tmp_path, monkeypatch):
+    import distillery.distill.trainer as trainer
+    from rich.console import Console
+
+    from distillery.demo import stages
+    from distillery.demo.context import DemoContext
+    from tests.tiny_models import save_tiny_model
+    from tests.trainer_helpers import chat_records
+
+    tokenizer = tiny_tokenizer()
+    teacher = save_tiny_model(tmp_path / "teacher", model=tiny_llama(tokenizer, layers=4, hidden=32), tokenizer=tokenizer)
+    settings = DemoSettings(out=tmp_path / "out", teacher=f"hf:{teacher}", student_layers=2, student_hidden=16,
+                            train_steps=3)
+    ctx = DemoContext(settings, Console(file=io.StringIO()))
+    ctx.data_path.parent.mkdir(parents=True)
+    ctx.data_path.write_text("".join(json.dumps(row) + "\n" for row in chat_records(6)))
+
+    summary = stages.init(ctx)
+    assert summary["pruned"] and summary["shape"]["layers"] == 2 and summary["shape"]["hidden"] == 16
+    assert len(summary["layers_kept"]) == 2 and set(summary["layers_kept"]) <= {0, 1, 2, 3}
+    assert summary["parameters"]["student"] < summary["parameters"]["source"]
+    pruned = HFModel(str(ctx.init_dir), max_new_tokens=4)  # loads and generates like any hf: model
+    assert pruned.model.config.num_hidden_layers == 2 and (ctx.init_dir / "init.json").is_file()
+    assert pruned.generate([Message(role="user", content="hi")])[0] is not None
+
+    calls = []
+
+    def fake_train(student, data, *, out, **options):  # records what the stage asks the trainer for
+        calls.append((student, options))
+        out.mkdir(parents=True)
+        (out / "distillation.json").write_text(json.dumps({
+            "signal": options["signal"], "alpha": options["alpha"], "temperature": options["temperature"],
+            "global_step": options["max_steps"], "examples": 6, "learning_rate": 1e-3, "log_history": []}))
+        return out
+
+    monkeypatch.setattr(trainer, "train_student", fake_train)
+    stages.train(ctx)
+    student, options = calls[0]
+    assert student == f"hf:{ctx.init_dir}"  # the trainer sees init.json there: its recovery learning rate applies
+    assert options["learning_rate"] is None and options["max_steps"] == 3
+
+
+def test_a_hosted_teachers_budget_caps_the_whole_collection_not_each_split(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    import distillery.collect
+    from distillery.demo import stages
+    from distillery.demo.context import DemoContext
+
+    budgets = []
+
+    class Collector:  # spends $2 per split and records the cap it was given
+        def __init__(self, model, tools, *, budget_usd=None, **options):
+            budgets.append(budget_usd)
+
+        def collect(self, tasks):
+            spent = min(2.0, budgets[-1])
+            return SimpleNamespace(ok=len(tasks), failed=0, incomplete=0, resumed=0, succeeded=0, checked=0,
+                                   cost_usd=spent, wall_s=0.1, first_error=None, stopped_by_budget=spent < 2.0)
+
+    monkeypatch.setattr(distillery.collect, "TeacherCollector", Collector)
+    ctx = DemoContext(DemoSettings(out=tmp_path, teacher="anthropic:claude-opus-4-6", budget_usd=5.0, n_train=2,
+                                   n_validation=2, n_test=2), Console(file=io.StringIO()))
+    ctx._teacher = object()  # never called by the stand-in collector
+    summary = stages.collect(ctx)
+    assert budgets == [5.0, 3.0, 1.0]  # each split gets what the earlier ones left
+    assert summary["cost_usd"] == 5.0 and summary["stopped_by_budget"]
+
+
+def test_the_summary_shows_each_tier_and_the_random_router_at_the_same_share():
+    from rich.console import Console
+
+    from distillery.demo.console import print_summary
+
+    rows = [
+        {"name": "student alone", "success": 0.6, "answered_by_student": 1.0, "cost_per_1k_usd": 1.0,
+         "saving_vs_teacher": 0.99},
+        {"name": "teacher alone", "success": 1.0, "answered_by_student": 0.0, "cost_per_1k_usd": 100.0,
+         "saving_vs_teacher": 0.0},
+        {"name": "cascade", "success": 0.98, "answered_by_student": 0.7, "cost_per_1k_usd": 31.0,
+         "saving_vs_teacher": 0.69},
+        {"name": "random router", "success": 0.72, "answered_by_student": 0.7, "cost_per_1k_usd": 30.7,
+         "saving_vs_teacher": 0.693},
+    ]
+    console = Console(file=io.StringIO(), width=80)  # a plain terminal: every figure must still show in full
+    print_summary(console, DemoSettings(), {"n_tasks": 100, "rows": rows})
+    printed = " ".join(console.file.getvalue().split())  # sentences wrap at the terminal's width
+    for text in ("by student", "by teacher", "random router", "70.0%", "30.0%", "31.0%"):
+        assert text in printed, text
+    assert "keeps 98.0% of the teacher's success at 31.0% of its cost" in printed
+    assert "same 30.0% to the teacher would keep 72.0%" in printed
 
 
 # -- the hosted teacher without a key ----------------------------------------------------------------
@@ -148,7 +264,7 @@ def test_quick_demo_writes_every_stage_artifact(quick_demo):
                  "runs/student-validation.jsonl", "runs/student-test.jsonl", "runs/cascade-test.jsonl",
                  "runs/cascade-queries.jsonl", "results.json"):
         assert (out / path).is_file(), path
-    for stage in ("collect", "build", "train", "calibrate", "queries", "evaluate"):
+    for stage in ("collect", "build", "init", "train", "calibrate", "queries", "evaluate"):
         assert (out / "stages" / f"{stage}.json").is_file()
     saved = json.loads((out / "results.json").read_text())
     if TEACHER == "world:teacher":
@@ -165,10 +281,13 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     stages = results["stages"]
     assert stages["collect"]["ok"] > 0 and stages["build"]["examples"] > 0
     assert 0 < stages["build"]["sidecar"]["coverage"] <= 1
-    assert stages["train"]["signal"] == "sparse" and stages["train"]["steps"] == 150
+    assert stages["train"]["signal"] == "sparse" and stages["train"]["steps"] == 100
+    assert stages["init"]["pruned"] and len(stages["init"]["layers_kept"]) == 2  # cut from the teacher
+    assert stages["init"]["parameters"]["student"] < stages["init"]["parameters"]["source"]
+    assert stages["train"]["start"] == f"hf:{out / 'student-init'}"
     assert 0.0 <= stages["calibrate"]["threshold"] <= 1.0
     rows = {row["name"]: row for row in stages["evaluate"]["rows"]}
-    assert set(rows) == {"student alone", "teacher alone", "cascade"}
+    assert set(rows) == {"student alone", "teacher alone", "cascade", "random router"}
     for row in rows.values():
         assert 0.0 <= row["success"] <= 1.0 and row["cost_per_1k_usd"] >= 0.0
     if TEACHER == "world:teacher":  # priced as claude-opus-4-6 (stand-in); an hf: candidate is unpriced
@@ -176,19 +295,25 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
         assert rows["teacher alone"]["saving_vs_teacher"] == pytest.approx(0.0)
 
     # Routing follows the calibrated threshold. (How many tasks stay with the student depends on
-    # the models: a 150-step student is far below the bundled teacher, so it may keep none.)
+    # the models: a 100-step student is far below the bundled teacher, so it may keep none.)
     cascade = read_trajectories(out / "runs/cascade-test.jsonl")
     threshold = stages["calibrate"]["threshold"]
     escalated = [any(step.escalated for step in t.steps) for t in cascade]
     assert any(escalated)
     assert rows["cascade"]["task_escalation_rate"] == pytest.approx(sum(escalated) / len(cascade))
+    # Under restart an escalated task is the teacher's answer, and the random router sends the same share.
+    share = sum(escalated) / len(cascade)
+    assert rows["cascade"]["answered_by_student"] == pytest.approx(1 - share)
+    assert rows["random router"]["answered_by_student"] == pytest.approx(1 - share)
+    assert rows["random router"]["success"] == pytest.approx(
+        (1 - share) * rows["student alone"]["success"] + share * rows["teacher alone"]["success"])
     for trajectory, doubted in zip(cascade, escalated):
         student_confidences = [c.confidence for step in trajectory.steps for c in step.routing.confidences
                                if c.tier == 0]
         if doubted:
             assert TEACHER in {step.producer for step in trajectory.steps}
         else:
-            assert {step.producer for step in trajectory.steps} == {"world:student-xs-kd"}
+            assert {step.producer for step in trajectory.steps} == {"world:student-pruned-kd"}
             assert min(student_confidences) >= threshold
 
     # Printed figures are recomputed from the saved runs, not read from a file of expected values.
@@ -260,7 +385,23 @@ def test_claude_as_the_teacher_switches_to_sequence_kd_and_prices_real_calls(tmp
     assert stages["train"]["signal"] == "sequence"
     rows = {row["name"]: row for row in stages["evaluate"]["rows"]}
     assert rows["teacher alone"]["success"] == 1.0  # the stand-in answers like the expert
+    # Every split's tasks were solved through their own split's sealed toolbox (another split's would say "not found").
+    assert stages["collect"]["correct"] == stages["collect"]["checked"] == len(tasks)
+    assert stages["init"] == {"pruned": False, "student": "world:student-xs"}  # a black box has no weights to cut
     assert rows["teacher alone"]["cost_per_1k_usd"] > 0  # priced at claude-opus-4-6's list price
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file() and path.suffix in (".json", ".jsonl", ".toml", ".db"):
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_a_task_that_failed_before_any_step_stayed_with_the_student():
+    from distillery.demo.stages import answered_by_student
+    from distillery.trajectory import Step, Trajectory
+
+    def run(*tiers, status="ok"):
+        return Trajectory(task_id="t", query="q", status=status,
+                          steps=[Step(model="m", text="a", routing={"tier": tier}) for tier in tiers])
+
+    runs = [run(0, 0), run(0, 1), run(1), run(status="error")]  # the last one: no step at all
+    assert answered_by_student(runs) == pytest.approx(0.5)
+    assert answered_by_student([]) == 0.0

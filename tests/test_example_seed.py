@@ -35,7 +35,8 @@ def query_list() -> list[str]:
 
 @pytest.mark.skipif(not (TEACHER_DIR / "model.safetensors").is_file(), reason="the bundled world teacher is not in the tree yet")
 def test_the_seed_pipeline_runs_offline(tmp_path):
-    done = run_example("--offline", "--out", "seed", "--steps", "5", env=without_keys(), cwd=tmp_path)
+    done = run_example("--offline", "--out", "seed", "--steps", "5", "--n-train", "8", "--n-test", "4",
+                       env=without_keys(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     queries = query_list()
@@ -43,7 +44,14 @@ def test_the_seed_pipeline_runs_offline(tmp_path):
     assert len([l for l in lines if l.startswith("student ")]) == len(queries)
     rows = [json.loads(line) for line in (tmp_path / "seed" / "train.jsonl").read_text().splitlines()]
     assert rows and all("messages" in row for row in rows)
+    # The student was cut out of the teacher, then trained.
+    init = json.loads((tmp_path / "seed" / "student-init" / "init.json").read_text())
+    assert init["shape"]["layers"] == 2 and init["parameters"]["student"] < init["parameters"]["source"]
     assert (tmp_path / "seed" / "student" / "model.safetensors").is_file()
+    # The held-out summary: three tiers, then the random router at the cascade's share.
+    summary = lines[next(i for i, l in enumerate(lines) if l.startswith("held-out: 4 world test tasks")):]
+    assert [l.split()[0] for l in summary[1:5]] == ["student", "teacher", "student", "random"]
+    assert "answered by the student 100.0%" in summary[1] and "answered by the student   0.0%" in summary[2]
 
 
 def test_with_a_key_the_teacher_is_claude_opus_through_the_anthropic_sdk(tmp_path):

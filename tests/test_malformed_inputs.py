@@ -151,6 +151,8 @@ for args, names in [
     (("demo", "--budget-usd", "-5"), ("'--budget-usd'",)),
     (("demo", "--n-train", "0"), ("'--n-train'",)),
     (("demo", "--escalate", "never"), ("'--escalate'", "never")),
+    (("demo", "--student-layers", "0"), ("'--student-layers'",)),
+    (("demo", "--student-hidden", "-8"), ("'--student-hidden'",)),
     (("finetune", "--epochs", "0"), ("'--epochs'",)),
     (("finetune", "--lr-multiplier", "0"), ("'--lr-multiplier'",)),
     (("finetune", "--seed", "2147483648"), ("'--seed'",)),

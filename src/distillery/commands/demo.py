@@ -19,13 +19,13 @@ def demo(
     out: Path = typer.Option(
         Path("distillery-demo"), "--out", callback=output_dir(),
         help="Output directory for every artifact: store.db (teacher trajectories), data/train.jsonl (+ KD "
-        "sidecar), student/ (the trained checkpoint), cascade.toml, runs/, results.json. Re-running with the "
+        "sidecar), student-init/ (the pruned student), student/ (the trained checkpoint), cascade.toml, runs/, results.json. Re-running with the "
         "same settings reuses the stages that finished.",
     ),
     fresh: bool = typer.Option(False, "--fresh", help="Delete the output directory first and run every stage again."),
     quick: bool = typer.Option(
         False, "--quick",
-        help="Tiny budgets (48 train tasks, 24 validation, 24 test, 150 training steps): checks that the pipeline "
+        help="Tiny budgets (48 train tasks, 24 validation, 24 test, 100 training steps): checks that the pipeline "
         "works in about a minute; the numbers are then only a smoke test.",
     ),
     teacher: str = typer.Option(
@@ -35,15 +35,21 @@ def demo(
         "billed calls; a black-box teacher has no logits, so training switches to sequence-level KD.",
     ),
     student: str = typer.Option(
-        "world:student-xs", "--student", callback=non_empty(),
-        help="Student to distil into: world:student-xs (smallest, default) or world:student-s (4x larger, slower).",
+        None, "--student", callback=non_empty(),
+        help="pruned (default with a local teacher): the student is cut out of the teacher (--student-layers, "
+        "--student-hidden...) and distilled to recover; a model URI such as world:student-xs (the default with a "
+        "black-box teacher) or world:student-s is distilled from its own random weights.",
     ),
+    student_layers: int = typer.Option(None, "--student-layers", callback=number(1), help="--student pruned: decoder layers kept, chosen by importance on the training data (default 2 of the world teacher's 4)."),
+    student_hidden: int = typer.Option(None, "--student-hidden", callback=number(1), help="--student pruned: hidden size kept (default: the teacher's)."),
+    student_intermediate: int = typer.Option(None, "--student-intermediate", callback=number(1), help="--student pruned: MLP width kept (default: scaled with --student-hidden)."),
+    student_heads: int = typer.Option(None, "--student-heads", callback=number(1), help="--student pruned: attention heads kept (default: scaled with --student-hidden)."),
     n_train: int = typer.Option(None, "--n-train", callback=number(1, MAX_TASKS), help="World train-split tasks the teacher solves for the training data (default 320; --quick 48)."),
     n_validation: int = typer.Option(None, "--n-validation", callback=number(1, MAX_TASKS), help="Validation tasks the threshold is calibrated on (default 100; --quick 24)."),
     n_test: int = typer.Option(None, "--n-test", callback=number(1, MAX_TASKS), help="Held-out test tasks for the summary table (default 100; --quick 24)."),
-    steps: int = typer.Option(None, "--steps", callback=number(1), help="Training steps for the student (default 300; --quick 150)."),
+    steps: int = typer.Option(None, "--steps", callback=number(1), help="Training steps for the student (default 150; --quick 100)."),
     lr: float = typer.Option(
-        None, "--lr", callback=number(0, low_open=True), help="Student learning rate (default 3e-3: a tiny, untrained world student learns fast)."
+        None, "--lr", callback=number(0, low_open=True), help="Student learning rate (default: the trainer's recovery rate for a pruned student, 1e-3 for the world teacher's size; 3e-3 for a world student from random weights)."
     ),
     alpha: float = typer.Option(0.5, "--alpha", callback=number(0, 1), help="L = alpha*CE + (1-alpha)*T^2*KD: weight of the hard labels (1.0 = plain SFT)."),
     temperature: float = typer.Option(2.0, "--temperature", callback=number(0, low_open=True), help="KD softening temperature T for teacher and student."),
@@ -69,7 +75,7 @@ def demo(
     ),
     seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for the world's task samples and the student's training."),
 ) -> None:
-    """Run the whole pipeline on real (small) models: collect, build, train with KD, calibrate, route, evaluate.
+    """Run the whole pipeline on real (small) models: collect, build, prune a student, train with KD, calibrate, route, evaluate.
 
     Offline by default (the bundled world teacher, no API key). Examples:
 
@@ -84,6 +90,8 @@ def demo(
 
     overrides = {
         "n_train": n_train, "n_validation": n_validation, "n_test": n_test, "train_steps": steps, "learning_rate": lr,
+        "student_layers": student_layers, "student_hidden": student_hidden,
+        "student_intermediate": student_intermediate, "student_heads": student_heads,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     common = dict(out=out, teacher=teacher, student=student, alpha=alpha, temperature=temperature, target=target,
