@@ -137,7 +137,7 @@ def print_summary(console: Console, s: DemoSettings, summary: dict[str, Any]) ->
     label = world_label(s)
     caption = (f"{summary['n_tasks']} held-out test tasks, {label}. Cost per 1,000 tasks from prices.toml"
                + ("; world:teacher at a stand-in price (anthropic:claude-opus-4-6's), the student at what serving "
-                  "its parameters costs ([self_hosted])" if s.offline_world else "")
+                  "its parameters costs (\\[self_hosted] in prices.toml)" if s.offline_world else "")
                + ". By student / by teacher: the share of tasks whose answer that tier gave. The cascade escalates a "
                f"task when a student step scores below the threshold ({ESCALATION_WORDS[s.escalate]}). The random "
                "router sends the same share of tasks to the teacher, chosen at random: expected values over the same "
