@@ -50,6 +50,7 @@ def world_pool(student: str, n: int, seed: int, cache: Path) -> list[list[TierRu
         return [[TierRun(**r) for r in tier] for tier in data]
     from distillery.offline.runs import run_tiers_alone
     from distillery.models import load_model
+    from distillery.models.batching import batched
     from distillery.routing.config import CascadeConfig, TierConfig
     from distillery.world import SYSTEM_PROMPT
     from distillery.world.tasks import generate_tasks
@@ -58,9 +59,10 @@ def world_pool(student: str, n: int, seed: int, cache: Path) -> list[list[TierRu
     import asyncio
 
     config = CascadeConfig(tiers=[TierConfig(student, threshold=0.5), TierConfig("world:teacher")]).validate()
-    models = [load_model(t.model) for t in config.tiers]
+    models = [batched(load_model(t.model)) for t in config.tiers]  # concurrent tasks share one forward pass
     tasks = generate_tasks("validation", n, seed)
-    alone = asyncio.run(run_tiers_alone(models, config.scorer_names(), tasks, tools=toolbox(), system=SYSTEM_PROMPT))
+    alone = asyncio.run(run_tiers_alone(models, config.scorer_names(), tasks, tools=toolbox(), concurrency=32,
+                                        system=SYSTEM_PROMPT))
     runs = [[TierRun.from_trajectory(t) for t in tier] for tier in alone]
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps([[vars(r) for r in tier] for tier in runs]))

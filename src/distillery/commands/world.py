@@ -61,6 +61,7 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", callback=seed_range(), help=SEED_HELP),
     tasks_file: Path = typer.Option(None, "--tasks", callback=input_file(), help="Evaluate the tasks in this JSONL file (from `world generate`) instead of drawing from --split."),
     max_steps: int = typer.Option(8, "--max-steps", callback=number(1), help="Model calls allowed per task before it counts as unfinished."),
+    concurrency: int = typer.Option(32, "--concurrency", callback=number(1, 256), help="Tasks run at once; a local model answers them in shared batches (identical greedy turns, several times faster). 1 runs one task at a time."),
     json_out: Path = typer.Option(None, "--json", callback=output_file(), help="Also write the figures to this JSON file."),
     trajectories_out: Path = typer.Option(None, "--trajectories", callback=output_file(), help="Also write every trajectory as JSONL, for inspection."),
 ) -> None:
@@ -81,7 +82,8 @@ def evaluate(
             solved[0] += bool(trajectory.outcome and trajectory.outcome.success)
             progress.update(bar, advance=1, ok=solved[0])
 
-        report, trajectories = evaluate_model(chat_model, tasks, max_steps=max_steps, on_task=on_task)
+        report, trajectories = evaluate_model(chat_model, tasks, max_steps=max_steps, on_task=on_task,
+                                              concurrency=concurrency)
     report.update(split=None if tasks_file else split, seed=None if tasks_file else seed,
                   tasks_file=str(tasks_file) if tasks_file else None)
     _print_report(report)

@@ -11,6 +11,7 @@ Figures from here are "offline world" figures: the tasks, tools and expert are t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -76,26 +77,42 @@ def evaluate_model(
     *,
     max_steps: int = 8,
     on_task: Callable[[Task, Trajectory], None] | None = None,
+    concurrency: int = 1,
 ) -> tuple[dict[str, Any], list[Trajectory]]:
     """Run `model` on each task through `Agent` (greedy) and score the trajectories.
 
     A task whose run raises is recorded as a failed trajectory, so one bad task never ends the batch.
-    Returns the report (see `score`, plus timing) and the trajectories.
+    With `concurrency` > 1, that many tasks run at once and a local model answers them in shared
+    batches (`BatchingModel`: the same greedy turns as one at a time, several times the
+    throughput). Returns the report (see `score`, plus timing) and the trajectories, in the order
+    of `tasks`.
     """
+    from distillery.models.batching import batched
+    from distillery.models.blocking import run_blocking
+
+    if concurrency > 1:
+        model = batched(model, max_batch=concurrency)
     agent = Agent(model, toolbox(), system=SYSTEM_PROMPT, max_steps=max_steps)
-    trajectories: list[Trajectory] = []
-    started = time.perf_counter()
-    for task in tasks:
-        try:
-            trajectory = agent.run(task)
-        except Exception as exc:  # noqa: BLE001 - recorded, not raised: the batch goes on
-            trajectory = Trajectory(task_id=task.id, query=task.query, model=agent.name, status="error",
-                                    error=f"{type(exc).__name__}: {exc}", tags=list(task.tags),
-                                    metadata=dict(task.metadata))
-            trajectory.outcome = task.check(None)
-        trajectories.append(trajectory)
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+
+    async def run_one(task: Task) -> Trajectory:
+        async with semaphore:
+            try:
+                trajectory = await agent.arun(task)
+            except Exception as exc:  # noqa: BLE001 - recorded, not raised: the batch goes on
+                trajectory = Trajectory(task_id=task.id, query=task.query, model=agent.name, status="error",
+                                        error=f"{type(exc).__name__}: {exc}", tags=list(task.tags),
+                                        metadata=dict(task.metadata))
+                trajectory.outcome = task.check(None)
         if on_task is not None:
             on_task(task, trajectory)
+        return trajectory
+
+    async def run_all() -> list[Trajectory]:
+        return list(await asyncio.gather(*(run_one(task) for task in tasks)))
+
+    started = time.perf_counter()
+    trajectories = run_blocking(run_all)
     elapsed = time.perf_counter() - started
     report = score(trajectories, tasks)
     report.update(
