@@ -114,9 +114,9 @@ def _print_summary(result, source: str, calibration: Path) -> None:
         highlight=False,
     )
     console.print(
-        f"wrote {result.path} in {result.seconds:.1f}s. Distil it back, with a learning rate for a small model "
-        f"(the hf: default, 2e-5, is for large pretrained ones):\n"
-        f"  distillery train --student hf:{result.path} --data {calibration} --lr 3e-3 --out <dir>",
+        f"wrote {result.path} in {result.seconds:.1f}s. Distil it back (train reads init.json and picks a "
+        f"recovery learning rate for a pruned student; --lr overrides it):\n"
+        f"  distillery train --student hf:{result.path} --data {calibration} --out <dir>",
         highlight=False, soft_wrap=True,
     )
 
