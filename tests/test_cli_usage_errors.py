@@ -314,7 +314,7 @@ def test_train_choices_match_the_library():
         raise AssertionError(f"{module}.{name} not found")
 
     assert set(SIGNAL_CHOICES) == set(ast.literal_eval(assigned("distillery.distill.config", "SIGNALS")))
-    divergences = assigned("distillery.distill.losses", "DIVERGENCES")
+    divergences = assigned("distillery.distill.divergences", "DIVERGENCES")
     assert set(DIVERGENCE_CHOICES) == {ast.literal_eval(key) for key in divergences.keys}
 
 

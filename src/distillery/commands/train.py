@@ -16,7 +16,7 @@ from distillery.errors import ConfigError
 console = Console()
 
 
-# distill.config.SIGNALS and distill.losses.DIVERGENCES, spelled out so that a usage error does not
+# distill.config.SIGNALS and distill.divergences.DIVERGENCES, spelled out so that a usage error does not
 # wait for torch to import (tests/test_cli_usage_errors.py keeps them equal).
 SIGNAL_CHOICES = ("sequence", "online", "sparse", "action", "on-policy")
 DIVERGENCE_CHOICES = ("forward_kl", "reverse_kl", "jsd")

@@ -13,25 +13,41 @@ loss. Nothing here shifts labels: the caller aligns logits[:, t] with labels[:, 
 Memory: a (B, T, V) logits tensor is already the biggest thing in a language-model step, so
 these losses never build another full-vocabulary tensor for every token. They pick the kept
 tokens first, then work through them `chunk_size` rows at a time, computing each chunk's
-gradient right away (see _RowwiseLoss). Extra memory is one gradient buffer the size of the
+gradient right away (see `loss_chunking.py`). Extra memory is one gradient buffer the size of the
 logits (autograd would have to produce it anyway) plus O(chunk_size x V) scratch.
+
+The divergences live in `divergences.py`, the chunking engine in `loss_chunking.py` and the
+top-k loss in `sparse_losses.py`; their public names are re-exported here.
 """
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
+
+from distillery.distill.divergences import (  # noqa: F401  (re-exported: the public import path)
+    DIVERGENCES,
+    Divergence,
+    forward_kl,
+    get_divergence,
+    jsd,
+    reverse_kl,
+)
+from distillery.distill.loss_chunking import (  # noqa: F401  (DEFAULT_CHUNK_SIZE: re-exported)
+    DEFAULT_CHUNK_SIZE,
+    _alpha_rows,
+    _check_common,
+    _compute_dtype,
+    _finish,
+    _kept_rows,
+    _label_logprob,
+    _rowwise,
+)
+from distillery.distill.sparse_losses import TAIL_MODES, sparse_kd_loss  # noqa: F401  (re-exported)
 
 # ---------------------------------------------------------------------------------------------
 # Segments: what each token of an agent transcript is. Tokens the student should not be trained
 # on (system prompt, user turns, tool results) are SEGMENT_IGNORE.
-
-# Rows of (tokens x vocabulary) processed at once. Scratch memory is a few x chunk x V floats:
-# 256 rows keep a 32k-vocabulary loss to about a third of the dense formula's peak (BENCHMARKS.md,
-# "KD training"); with a ~150k vocabulary use 64-128.
-DEFAULT_CHUNK_SIZE = 256
 
 SEGMENT_IGNORE = 0
 SEGMENT_REASONING = 1
@@ -68,234 +84,6 @@ def segment_weights(
             key = SEGMENTS[key]
         values[segment_ids == key] = float(value)
     return values
-
-
-# ---------------------------------------------------------------------------------------------
-# Divergences. Each takes teacher and student log-probabilities (rows over the same support,
-# possibly containing -inf for zero probability) and returns one value per row.
-
-
-def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) = sum_v p (log p - log q) per row, with 0 log 0 = 0.
-
-    Entries where p is 0 are zeroed *before* the multiply, so a -inf in log p or log q there
-    gives neither a NaN value nor a NaN gradient.
-    """
-    p = log_p.exp()
-    log_ratio = torch.where(p > 0, log_p - log_q, torch.zeros_like(log_p))
-    return (p * log_ratio).sum(-1)
-
-
-def forward_kl(teacher_logprobs: torch.Tensor, student_logprobs: torch.Tensor, *, beta: float = 0.5) -> torch.Tensor:
-    """KL(teacher || student): mean-seeking, the student must cover all of the teacher's mass.
-
-    `beta` is unused; every divergence takes it so that they share one signature.
-    """
-    # Written as sum p log p - sum p log q rather than via _kl: this is the default, hot path, and
-    # this form keeps only p (n, V) for backward instead of p and log p - log q. The clamp turns a
-    # -inf student log-prob into a huge finite one so that p = 0 there gives 0, not NaN.
-    p = teacher_logprobs.exp()
-    neg_entropy = torch.xlogy(p, p).sum(-1)  # sum p log p, with 0 log 0 = 0
-    lowest = torch.finfo(student_logprobs.dtype).min
-    cross = (p * student_logprobs.clamp(min=lowest)).sum(-1)
-    return neg_entropy - cross
-
-
-def reverse_kl(teacher_logprobs: torch.Tensor, student_logprobs: torch.Tensor, *, beta: float = 0.5) -> torch.Tensor:
-    """KL(student || teacher): mode-seeking, the student may drop some of the teacher's modes."""
-    return _kl(student_logprobs, teacher_logprobs)
-
-
-def jsd(teacher_logprobs: torch.Tensor, student_logprobs: torch.Tensor, *, beta: float = 0.5) -> torch.Tensor:
-    """Generalized Jensen-Shannon divergence, as in GKD (Agarwal et al., 2024) and TRL.
-
-        M = beta * p_teacher + (1 - beta) * p_student
-        JSD_beta = beta * KL(p_teacher || M) + (1 - beta) * KL(p_student || M)
-
-    beta = 0.5 is the ordinary JS divergence (symmetric, at most log 2). For small beta,
-    JSD_beta ~ beta * KL(teacher || student); for beta near 1, ~ (1 - beta) * KL(student || teacher).
-    At the endpoints the formula itself is 0, so, like TRL, we return the limit *direction* there:
-    beta = 0 gives exactly forward_kl and beta = 1 exactly reverse_kl (not scaled by beta).
-    """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"jsd needs 0 <= beta <= 1, got {beta}")
-    if beta == 0.0:
-        return forward_kl(teacher_logprobs, student_logprobs)
-    if beta == 1.0:
-        return reverse_kl(teacher_logprobs, student_logprobs)
-    # logaddexp(-inf, -inf) has a NaN gradient; clamping -inf to the most negative finite float
-    # changes no value (its exp is still 0) and gives those entries a zero gradient instead.
-    lowest = torch.finfo(teacher_logprobs.dtype).min
-    log_mixture = torch.logaddexp(
-        teacher_logprobs.clamp(min=lowest) + math.log(beta),
-        student_logprobs.clamp(min=lowest) + math.log1p(-beta),
-    )
-    return beta * _kl(teacher_logprobs, log_mixture) + (1.0 - beta) * _kl(student_logprobs, log_mixture)
-
-
-Divergence = Callable[..., torch.Tensor]
-
-# Add new divergences here: fn(teacher_logprobs, student_logprobs, *, beta) -> per-row values.
-DIVERGENCES: dict[str, Divergence] = {
-    "forward_kl": forward_kl,
-    "reverse_kl": reverse_kl,
-    "jsd": jsd,
-}
-
-
-def get_divergence(name: str) -> Divergence:
-    if name not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {name!r}; choose one of: {', '.join(sorted(DIVERGENCES))}")
-    return DIVERGENCES[name]
-
-
-# ---------------------------------------------------------------------------------------------
-# The chunking engine.
-#
-# Plain autograd keeps every chunk's intermediates (softmaxes, log-ratios) alive until
-# backward, so chunking the forward alone saves little. Instead, each chunk runs its own small
-# forward + backward inside our forward, writes its gradient into one buffer the shape of the
-# logits, and frees its scratch. Backward then only scales that buffer, in place, and hands it
-# on. Checkpointing each chunk instead would also recompute every chunk in backward and, per
-# chunk, build a second full-size gradient to add into the first; see docs/losses.md for the
-# measurements.
-
-
-def _chunk_gradients(logits_2d, rows, row_loss, chunk_size, targets, grad_out):
-    """Run `row_loss` chunk by chunk; write each kept row's gradient into `grad_out` (or skip
-    gradients when grad_out is None). Returns the detached (values, extras)."""
-    values, extras = [], []
-    for start in range(0, rows.numel(), chunk_size):
-        chunk_rows = rows[start : start + chunk_size]
-        with torch.set_grad_enabled(grad_out is not None):
-            logit_rows = logits_2d.detach().index_select(0, chunk_rows).requires_grad_(grad_out is not None)
-            chunk_values, chunk_extras = row_loss(logit_rows, chunk_rows, *targets)
-            if grad_out is not None:
-                # Rows are independent, so the gradient of the chunk's sum is every row's own gradient.
-                (chunk_grad,) = torch.autograd.grad(chunk_values.sum(), logit_rows)
-                grad_out.index_copy_(0, chunk_rows, chunk_grad)
-        values.append(chunk_values.detach())
-        extras.append(chunk_extras.detach())
-    return torch.cat(values), torch.cat(extras)
-
-
-class _RowwiseLoss(torch.autograd.Function):
-    """Per-row losses for selected rows of a 2-D logits matrix, one chunk at a time.
-
-    `row_loss(logit_rows, row_ids, *targets)` must return (values, extras): `values` (n,) is
-    differentiated, `extras` (n, k) is for logging only. Each row's value may depend only on its
-    own logits row, which holds for per-token losses. Large tensors the loss reads (the
-    teacher's logits) come in as `targets`, not through the closure, so that autograd frees
-    them together with the logits after backward.
-    """
-
-    @staticmethod
-    def forward(ctx, logits_2d, rows, row_loss, chunk_size, compute_grad, *targets):
-        grad = torch.zeros_like(logits_2d) if compute_grad else None
-        values, extras = _chunk_gradients(logits_2d, rows, row_loss, chunk_size, targets, grad)
-        ctx.grad, ctx.rows, ctx.row_loss, ctx.chunk_size = grad, rows, row_loss, chunk_size
-        # Kept only for a second backward through a retained graph (see backward); autograd
-        # frees them after the first backward otherwise. They are all alive during this forward
-        # anyway, alongside the gradient buffer, so keeping them does not raise peak memory.
-        ctx.save_for_backward(logits_2d, *targets)
-        ctx.mark_non_differentiable(extras)
-        return values, extras
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_values, grad_extras):
-        logits_2d, *targets = ctx.saved_tensors
-        grad, ctx.grad = ctx.grad, None  # hand the buffer on: autograd may adopt it as .grad
-        if grad is None:
-            # The buffer was already handed on by an earlier backward (retain_graph=True, or
-            # gradcheck): recompute the gradients from the saved logits instead.
-            grad = torch.zeros_like(logits_2d)
-            _chunk_gradients(logits_2d, ctx.rows, ctx.row_loss, ctx.chunk_size, targets, grad)
-        # Scale each kept row by the upstream gradient of its value, in place and chunk by chunk
-        # so that no second full-size tensor appears. Rows that were not kept are already 0.
-        for start in range(0, ctx.rows.numel(), ctx.chunk_size):
-            chunk_rows = ctx.rows[start : start + ctx.chunk_size]
-            scale = grad_values[start : start + ctx.chunk_size, None].to(grad.dtype)
-            grad.index_copy_(0, chunk_rows, grad.index_select(0, chunk_rows) * scale)
-        return (grad, None, None, None, None) + (None,) * len(targets)
-
-
-def _rowwise(logits, rows, row_loss, chunk_size, *targets):
-    """Run `row_loss` over `rows` of `logits` (.., V) in chunks; returns (values, extras)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    logits_2d = logits.reshape(-1, logits.size(-1))
-    compute_grad = torch.is_grad_enabled() and logits.requires_grad
-    if rows.numel() == 0:  # callers turn this into a graph-connected zero
-        return logits_2d.new_zeros(0), logits_2d.new_zeros(0, 2)
-    return _RowwiseLoss.apply(logits_2d, rows, row_loss, chunk_size, compute_grad, *targets)
-
-
-def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
-    # Softmaxes in bf16/fp16 lose too much; upcast each chunk (not the whole tensor) to >= fp32.
-    return torch.promote_types(tensor.dtype, torch.float32)
-
-
-def _kept_rows(labels, ignore_index, token_weights):
-    """Flat indices of the tokens that carry loss, and their weights (None = all 1)."""
-    keep = labels != ignore_index
-    if token_weights is not None:
-        if token_weights.shape != labels.shape:
-            raise ValueError(f"token_weights shape {tuple(token_weights.shape)} != labels shape {tuple(labels.shape)}")
-        keep = keep & (token_weights != 0)  # weight 0 means "not trained on": skip the work too
-    rows = keep.reshape(-1).nonzero().squeeze(1)
-    weights = None if token_weights is None else token_weights.reshape(-1)[rows]
-    return rows, weights
-
-
-def _weighted_mean(per_row, weights):
-    if weights is None:
-        return per_row.sum() / per_row.numel()
-    return (per_row * weights.to(per_row.dtype)).sum() / weights.to(per_row.dtype).sum()
-
-
-def _check_common(student_logits, labels, alpha, temperature):
-    if student_logits.dim() != 3:
-        raise ValueError(f"student_logits must be (B, T, V), got shape {tuple(student_logits.shape)}")
-    if labels.shape != student_logits.shape[:2]:
-        raise ValueError(f"labels shape {tuple(labels.shape)} != logits (B, T) {tuple(student_logits.shape[:2])}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if isinstance(alpha, torch.Tensor):
-        if alpha.shape != labels.shape:
-            raise ValueError(
-                f"per-token alpha must have the labels' shape {tuple(labels.shape)}, got {tuple(alpha.shape)}"
-            )
-    elif not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-
-
-def _alpha_rows(alpha, rows, dtype):
-    if isinstance(alpha, torch.Tensor):
-        return alpha.reshape(-1)[rows].to(dtype)
-    return alpha
-
-
-def _label_logprob(logits, labels):
-    """log_softmax(logits)[label] per row, without building the (n, V) log-softmax."""
-    return logits.gather(1, labels.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=-1)
-
-
-def _finish(student_logits, per_row, extras, weights, return_components):
-    """Weighted mean of per-row losses (+ components); a graph-connected 0 if no token is kept."""
-    if per_row.numel() == 0:
-        loss = student_logits.sum() * 0.0
-        parts = {"hard": 0.0, "soft": 0.0, "tokens": 0}
-    else:
-        loss = _weighted_mean(per_row, weights)
-        if not return_components:
-            return loss
-        parts = {
-            "hard": _weighted_mean(extras[:, 0], weights).item(),
-            "soft": _weighted_mean(extras[:, 1], weights).item(),
-            "tokens": per_row.numel(),
-        }
-    return (loss, parts) if return_components else loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,104 +173,6 @@ def kd_loss(
 
     per_row, extras = _rowwise(student_logits, rows, row_loss, chunk_size, flat_teacher)
     return _finish(student_logits, per_row, extras, row_weights, return_components)
-
-
-TAIL_MODES = ("bucket", "renormalize")
-
-
-def sparse_kd_loss(
-    student_logits: torch.Tensor,
-    topk_indices: torch.Tensor,
-    topk_logprobs: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    alpha: float | torch.Tensor,
-    temperature: float,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    tail: str = "bucket",
-    ignore_index: int = -100,
-    token_weights: torch.Tensor | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    min_tail_mass: float = 1e-6,
-    return_components: bool = False,
-):
-    """KD against sparse teacher targets: per-token top-k ids and their log-probabilities.
-
-    topk_indices: (B, T, k) integer token ids, distinct within a token.
-    topk_logprobs: (B, T, k) the teacher's log-probabilities of those ids at temperature 1, as
-        an OpenAI-compatible server (vLLM) returns them.
-    tail: what to do with the teacher mass outside the top k.
-      "bucket": one extra outcome. The teacher's tail mass is 1 - sum(exp(topk_logprobs)),
-        floored at min_tail_mass (served logprobs are rounded, so a tail of 0 or below is noise,
-        and an exact 0 would make reverse KL infinite); the student's is its exact probability
-        outside the k ids. When the k ids cover the whole vocabulary there is no tail.
-      "renormalize": drop the tail; teacher and student are both renormalised over the k ids.
-    Temperature: the (k [+1])-outcome distributions of teacher and student are formed at T = 1
-    first, then both are softened the same way, p^T(i) ∝ p(i)^(1/T) over those outcomes (the
-    bucket counts as one outcome). With k = V this is exactly kd_loss; at T = 1 it is the exact
-    divergence between the collapsed distributions.
-
-    Everything else (alpha, T^2, weights, chunking, return_components) is as in kd_loss.
-    """
-    _check_common(student_logits, labels, alpha, temperature)
-    if tail not in TAIL_MODES:
-        raise ValueError(f"unknown tail mode {tail!r}; choose one of: {', '.join(TAIL_MODES)}")
-    if topk_indices.shape != topk_logprobs.shape or topk_indices.shape[:2] != labels.shape:
-        raise ValueError(
-            f"topk_indices {tuple(topk_indices.shape)} and topk_logprobs {tuple(topk_logprobs.shape)} "
-            f"must both be (B, T, k) with (B, T) = {tuple(labels.shape)}"
-        )
-    divergence_fn = get_divergence(divergence)
-    vocab, k = student_logits.size(-1), topk_indices.size(-1)
-    covers_vocab = k >= vocab  # distinct ids: then nothing is left for a tail
-    rows, row_weights = _kept_rows(labels, ignore_index, token_weights)
-    flat_labels = labels.reshape(-1)
-    flat_indices = topk_indices.reshape(-1, k).long()
-    flat_teacher = topk_logprobs.detach().reshape(-1, k)
-    dtype = _compute_dtype(student_logits)
-    t2 = temperature * temperature
-
-    def row_loss(logit_rows, row_ids, flat_indices, flat_teacher):
-        student = logit_rows.to(dtype)
-        log_normalizer = torch.logsumexp(student, dim=-1, keepdim=True)
-        hard = log_normalizer.squeeze(1) - student.gather(1, flat_labels[row_ids].unsqueeze(1)).squeeze(1)
-        ids = flat_indices[row_ids]
-        student_top = student.gather(1, ids) - log_normalizer  # (n, k) log-probs at T = 1
-        teacher_top = flat_teacher[row_ids].to(dtype)
-
-        if tail == "bucket":
-            student_tail, teacher_tail = _tail_logprobs(
-                student, log_normalizer.squeeze(1), ids, teacher_top, covers_vocab, min_tail_mass
-            )
-            student_top = torch.cat([student_top, student_tail.unsqueeze(1)], dim=1)
-            teacher_top = torch.cat([teacher_top, teacher_tail.unsqueeze(1)], dim=1)
-
-        # Renormalise (and temper) over the shared support. For the teacher this also absorbs
-        # rounding in the served logprobs.
-        student_support = F.log_softmax(student_top / temperature, dim=-1)
-        teacher_support = F.log_softmax(teacher_top / temperature, dim=-1)
-        soft = t2 * divergence_fn(teacher_support, student_support, beta=beta)
-        a = _alpha_rows(alpha, row_ids, dtype)
-        return a * hard + (1.0 - a) * soft, torch.stack([hard, soft], dim=1)
-
-    per_row, extras = _rowwise(student_logits, rows, row_loss, chunk_size, flat_indices, flat_teacher)
-    return _finish(student_logits, per_row, extras, row_weights, return_components)
-
-
-def _tail_logprobs(student_logits, log_normalizer, ids, teacher_top, covers_vocab, min_tail_mass):
-    """Log of the probability outside `ids`, for student (exact) and teacher (1 - top-k mass)."""
-    n = student_logits.size(0)
-    if covers_vocab:
-        no_tail = torch.full((n,), -math.inf, dtype=student_logits.dtype, device=student_logits.device)
-        return no_tail, no_tail
-    # Student: logsumexp over the logits *outside* ids, minus the full logsumexp. Computing it as
-    # log(1 - sum of top-k probs) would lose all precision when the tail is tiny.
-    outside = student_logits.scatter(1, ids, -math.inf)
-    student_tail = torch.logsumexp(outside, dim=-1) - log_normalizer
-    teacher_mass = 1.0 - teacher_top.exp().sum(-1)
-    teacher_tail = teacher_mass.clamp(min=min_tail_mass).log()
-    return student_tail, teacher_tail
 
 
 def sequence_logprob(

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,20 @@ from distillery.distill.signals import (
     tokenize_rows_dataset,
     write_teacher_topk,
 )
+from distillery.distill.training_data import (  # noqa: F401  (re-exported: the public import path)
+    attach_action_file,
+    chat_rows,
+    load_training_data,
+)
+from distillery.distill.training_setup import (  # noqa: F401  (re-exported: the public import path)
+    default_learning_rate,
+    load_model_and_tokenizer,
+    lora_config,
+    save_trained_student,
+    set_training_threads,
+    training_settings,
+)
 from distillery.errors import ConfigError
-from distillery.models.hf import SMALL_MODEL_PARAMS
 
 logger = logging.getLogger(__name__)
 
@@ -283,238 +294,6 @@ class DistillationTrainer(SFTTrainer):
         self._log_metric("loss_action", action.item())
         loss = self.args.alpha * hard + (1.0 - self.args.alpha) * action
         return (loss, None) if return_outputs else loss
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading what `train_student` is given.
-
-
-def _normalise_message(message: dict[str, Any]) -> dict[str, Any]:
-    """A chat message in the shape that survives Arrow: tool-call arguments as JSON strings."""
-    from distillery.formats.hermes import arrow_message
-
-    return arrow_message(message)
-
-
-def chat_rows(records: Iterable[Any]) -> list[dict[str, Any]]:
-    """Hugging Face chat rows from HF-format dicts, `DistillationSample`s or `Trajectory`s."""
-    from distillery.formats.hermes import to_hf_messages, to_hf_tools
-    from distillery.trajectory import DistillationSample, Trajectory
-
-    rows = []
-    for record in records:
-        if isinstance(record, Trajectory):
-            record = DistillationSample.from_trajectory(record)
-        if isinstance(record, DistillationSample):
-            row = {"messages": to_hf_messages(record.messages), "tools": to_hf_tools(record.tools) or []}
-            if record.action_distributions is not None:
-                row["action_distributions"] = record.action_distributions
-            record = row
-        row = {
-            "messages": [_normalise_message(m) for m in record["messages"]],
-            "tools": record.get("tools") if isinstance(record.get("tools"), str)
-            else json.dumps(record.get("tools") or [], ensure_ascii=False),
-        }
-        if record.get("action_distributions") is not None:
-            distributions = record["action_distributions"]
-            row["action_distributions"] = (
-                distributions if isinstance(distributions, str) else json.dumps(distributions, ensure_ascii=False)
-            )
-        rows.append(row)
-    return rows
-
-
-def load_training_data(data: Any):
-    """A `datasets.Dataset` of chat rows from a path (.jsonl/.json/.parquet or a saved dataset dir),
-    a `Dataset`, or a list of rows / `DistillationSample`s / `Trajectory`s."""
-    from datasets import Dataset, load_from_disk
-
-    if isinstance(data, Dataset):
-        return data
-    if isinstance(data, (str, Path)):
-        path = Path(data)
-        if path.is_dir():
-            if (path / "dataset_info.json").exists() or (path / "state.json").exists():
-                return load_from_disk(str(path))
-            candidates = sorted(path.glob("train*.jsonl")) or sorted(path.glob("*.jsonl"))
-            if not candidates:
-                raise ConfigError(f"{path}: no saved dataset and no .jsonl file in this directory")
-            path = candidates[0]
-        if not path.exists():
-            raise ConfigError(f"{path}: no such training data file")
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            records = pq.read_table(path).to_pylist()
-        else:
-            records = []
-            with open(path, encoding="utf-8") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ConfigError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
-                    if not isinstance(record, dict) or "messages" not in record:
-                        raise ConfigError(f"{path}:{number}: expected an object with 'messages' (HF chat format)")
-                    records.append(record)
-        data = records
-    rows = chat_rows(data)
-    if not rows:
-        raise ConfigError("no training examples")
-    return Dataset.from_list(rows)
-
-
-def attach_action_file(dataset, path: Path):
-    """Add the `action_distributions` column from the builder's `<split>.actions.jsonl` sidecar."""
-    if "action_distributions" in dataset.column_names or not path.exists():
-        return dataset
-    by_example: dict[int, dict[int, dict[str, float]]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                    by_example.setdefault(int(record["example"]), {})[int(record["step"])] = record["distribution"]
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    raise ConfigError(f"{path}:{number}: expected {{example, step, distribution}}") from None
-    column = []
-    for row in range(len(dataset)):
-        steps = by_example.get(row, {})
-        column.append(json.dumps([steps.get(i) for i in range(max(steps) + 1)] if steps else []))
-    return dataset.add_column("action_distributions", column)
-
-
-def _looks_like_uri(value: str) -> bool:
-    scheme, sep, _ = value.partition(":")
-    return bool(sep) and scheme.isalpha() and len(scheme) > 1
-
-
-def load_model_and_tokenizer(spec: Any, *, what: str = "student", seed: int | None = None):
-    """(model, tokenizer) from a URI (`world:student-xs`, `hf:./dir`), a directory, an object with
-    `.model`/`.tokenizer` (an `HFModel`), or a `(model, tokenizer)` pair. `seed` initialises an
-    untrained `world:student-*`."""
-    if isinstance(spec, tuple) and len(spec) == 2:
-        return spec
-    if hasattr(spec, "model") and hasattr(spec, "tokenizer"):
-        return spec.model, spec.tokenizer
-    text = str(spec)
-    if _looks_like_uri(text):
-        from distillery.models import load_model
-
-        options = {"seed": seed} if seed is not None and text.startswith("world:student") else {}
-        loaded = load_model(text, **options)
-        if not (hasattr(loaded, "model") and hasattr(loaded, "tokenizer")):
-            raise ConfigError(f"--{what} {text}: training needs local weights (an hf:, world: or directory model)")
-        return loaded.model, loaded.tokenizer
-    path = Path(text)
-    if not (path / "config.json").exists():
-        raise ConfigError(f"--{what} {text}: not a model URI and not a model directory with config.json")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    return model, tokenizer
-
-
-def default_learning_rate(student: Any, *, lora: bool, parameters: int | None = None) -> float:
-    """LoRA 2e-4; an untrained world student (random init) 1e-3; a student pruned from its teacher
-    (`distillery student init`, which writes init.json) 1e-3 below `SMALL_MODEL_PARAMS`, 1e-4 above;
-    any other pretrained model 2e-5.
-
-    A pruned student has to recover what pruning removed, which a fine-tuning step size does not
-    do in a short run: on the offline world the pruned student-s reached 42.5% after 300 steps at
-    3e-3 and 34.5% at 1e-3 (docs/training.md).
-    """
-    if lora:
-        return 2e-4
-    if isinstance(student, str) and student.startswith("world:student"):
-        return 1e-3
-    if _pruned_from_teacher(student):
-        return 1e-3 if parameters is not None and parameters < SMALL_MODEL_PARAMS else 1e-4
-    return 2e-5
-
-
-def _pruned_from_teacher(student: Any) -> bool:
-    if not isinstance(student, (str, Path)):
-        return False
-    text = str(student)
-    path = Path(text[3:] if text.startswith("hf:") else text).expanduser()
-    return (path / "init.json").is_file()
-
-
-def set_training_threads(model: Any, threads: int) -> None:
-    """Set torch's CPU threads: `threads` when > 0; for 0, one thread for a small model on a CPU."""
-    if threads == 0 and not torch.cuda.is_available() and model.num_parameters() < SMALL_MODEL_PARAMS:
-        # A few-million-parameter model gains nothing from intra-op threads on a CPU, and torch's
-        # default oversubscribes cores other work is using: one thread measured up to 15x faster.
-        threads = 1
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-def save_trained_student(trainer: Any, out: Path, tokenizer: Any, *, lora: bool, rows: list[dict[str, Any]],
-                         self_check: int, seed: int):
-    """Write the trained model (a LoRA adapter merged in) and tokenizer to `out`; run the self-check.
-
-    Returns the `SelfCheck` on the main process (None when skipped, and on the other processes).
-    Under DDP every process gets here with the same weights; only the main one writes (and runs
-    the self-check), so files are never written twice at once.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    final = trainer.model
-    if lora:
-        if trainer.accelerator.is_main_process:
-            final.save_pretrained(out / "adapter")
-        final = final.merge_and_unload()
-    final = trainer.accelerator.unwrap_model(final)
-    if not trainer.accelerator.is_main_process:
-        return None
-    final.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    if self_check <= 0:
-        return None
-    from distillery.distill.self_check import run_self_check
-
-    check = run_self_check(final, tokenizer, rows, samples=self_check, seed=seed)
-    logger.info(check.describe())
-    if check.warning:
-        logger.warning(check.warning)
-    return check
-
-
-def training_settings(checkpoints: Path, *, max_steps: int | None, epochs: float, learning_rate: float, batch_size: int,
-                      gradient_accumulation_steps: int, seed: int, logging_steps: int, save_steps: int | None,
-                      report: str | list[str], progress: bool) -> dict[str, Any]:
-    """The `TrainingArguments` every signal's run shares (the on-policy one included)."""
-    use_cuda = torch.cuda.is_available()
-    return dict(
-        output_dir=str(checkpoints),
-        max_steps=max_steps if max_steps is not None else -1,
-        num_train_epochs=epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        seed=seed,
-        data_seed=seed,
-        logging_steps=logging_steps,
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
-        save_total_limit=2,
-        report_to=report,
-        disable_tqdm=not progress,
-        bf16=use_cuda and torch.cuda.is_bf16_supported(),
-        use_cpu=not use_cuda,
-        dataloader_pin_memory=use_cuda,
-    )
-
-
-def lora_config(r: int, alpha: int):
-    """The LoRA adapter every signal trains with `--lora`: all linear layers, no dropout."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules="all-linear")
 
 
 def train_student(

@@ -16,7 +16,6 @@ model wrote (tool-call markup included, the end-of-turn token excluded).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
@@ -25,17 +24,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteriaList
 
 from distillery import chat_tokens
 from distillery.errors import ConfigError, ModelError
 from distillery.formats import hermes
 from distillery.models.base import SyncChatModel
+from distillery.models.hf_generation import (  # noqa: F401  (_split_thinking: tests import it from here)
+    _check_arguments,
+    _EarlyReject,
+    _seeded,
+    _split_thinking,
+    _threads,
+    _tools_per_conversation,
+)
+from distillery.models.hf_loading import _load_model, _load_tokenizer, _model_dir, _stop_token_ids
 from distillery.pricing import cost_usd, note_parameter_count
 from distillery.trajectory import (
     Message,
     StopReason,
-    ThinkingBlock,
     TokenLogprob,
     ToolSpec,
     TopLogprob,
@@ -48,61 +55,11 @@ from distillery.trajectory import (
 # `generate_options` dict can drive a cascade of different providers.
 GENERATION_OPTIONS = ("top_p", "top_k", "min_p", "repetition_penalty", "min_new_tokens")
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 # Below this many parameters a model runs on one intra-op thread unless `num_threads` says otherwise.
 SMALL_MODEL_PARAMS = 50_000_000
 
 # Tokens of left context when decoding one token's text (see `HFModel.token_pieces`).
 _DECODE_CONTEXT = 4
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-
-
-class _EarlyReject(StoppingCriteria):
-    """Stops each row of a greedy batch once a min-logprob scorer must reject what it wrote.
-
-    Per step it takes the chosen token's temperature-1 logprob from the raw logits transformers
-    passes in, splits the text so far with `HFModel.token_pieces` (the split the scorer will use)
-    and asks `surely_rejected_by_min`. `stopped` maps a row to the number of tokens it had.
-    """
-
-    def __init__(self, model: HFModel, threshold: float, prompt_width: int):
-        self.model = model
-        self.threshold = threshold
-        self.width = prompt_width
-        self.bound = math.log(threshold) if threshold > 0 else float("-inf")
-        self.logprobs: dict[int, list[float]] = {}
-        self.doubtful: set[int] = set()  # rows with a token below the threshold so far
-        self.stopped: dict[int, int] = {}
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        from distillery.routing.action_tokens import surely_rejected_by_min
-
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        chosen = input_ids[:, -1]
-        last = scores[-1] if isinstance(scores, tuple) else scores  # transformers passes every step's so far
-        step_logprobs = last.float().log_softmax(-1).gather(1, chosen[:, None])[:, 0].tolist()
-        for row, logprob in enumerate(step_logprobs):
-            if row in self.stopped:
-                done[row] = True
-                continue
-            self.logprobs.setdefault(row, []).append(logprob)
-            tokens = input_ids[row, self.width:].tolist()
-            if any(token in self.model.stop_token_ids for token in tokens):
-                continue  # finished on its own (later positions are padding)
-            # The full check decodes the whole text; run it only once some token is doubtful and
-            # this one is doubtful too or may close a name or an argument object. Skipping a check
-            # only means stopping later, never a different decision.
-            if logprob < self.bound:
-                self.doubtful.add(row)
-            elif row not in self.doubtful or not any(c in self.model._decode([tokens[-1]]) for c in '"}'):
-                continue
-            if row in self.doubtful and surely_rejected_by_min(self.model.token_pieces(tokens), self.logprobs[row],
-                                                               self.threshold):
-                self.stopped[row] = len(tokens)
-                done[row] = True
-        return done
 
 
 class HFModel(SyncChatModel):
@@ -535,151 +492,6 @@ class HFModel(SyncChatModel):
                 pieces = self.token_pieces(scored, text) + ([self.tokenizer.eos_token] if include_end else [])
                 results.append(self._token_logprobs(ids, pieces, table[i, : len(ids)], top_logprobs))
         return results
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _model_dir(name_or_path: str) -> Path:
-    path = Path(name_or_path).expanduser()
-    if not path.is_dir():
-        raise ConfigError(
-            f"hf:{name_or_path}: no such directory; hf: URIs name a local model directory "
-            "(config.json, weights, tokenizer); nothing is downloaded"
-        )
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"hf:{name_or_path}: no config.json in {path}; is this a transformers model directory?")
-    return path
-
-
-def _load_tokenizer(path: Path) -> Any:
-    from transformers import AutoTokenizer
-
-    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
-        raise ConfigError(
-            f"hf:{path}: no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
-            "save the tokenizer next to the model with tokenizer.save_pretrained(path)"
-        )
-    try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"hf:{path}: cannot load the tokenizer: {_one_line(exc)}") from None
-
-
-def _load_model(path: Path, *, device: str, dtype: str | torch.dtype | None) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    if isinstance(dtype, str) and dtype != "auto":
-        if dtype not in _DTYPES:
-            raise ConfigError(f"hf:{path}: unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)} or auto")
-        dtype = _DTYPES[dtype]
-    if dtype is None:
-        # float32 on CPU (bfloat16 matmuls are slow there); elsewhere the checkpoint's own dtype.
-        dtype = torch.float32 if str(device).startswith("cpu") else "auto"
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"hf:{path}: cannot load the model: {_one_line(exc)}") from None
-    return model.to(device).eval()
-
-
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def _stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    """Token ids that end a turn: the tokenizer's eos plus the model's generation_config eos ids.
-
-    Qwen2.5 lists both `<|im_end|>` and `<|endoftext|>` in its generation config.
-    """
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(config_eos, int):
-        ids.add(config_eos)
-    elif config_eos:
-        ids.update(int(i) for i in config_eos)
-    return ids
-
-
-def _tools_per_conversation(tools: Any, count: int) -> list[list[ToolSpec] | None]:
-    if not tools:
-        return [None] * count
-    if all(isinstance(spec, ToolSpec) for spec in tools):
-        return [list(tools)] * count
-    if len(tools) != count:
-        raise ConfigError(f"generate_many: {len(tools)} tool lists for {count} conversations")
-    return [list(t) if t else None for t in tools]
-
-
-def _split_thinking(text: str) -> tuple[list[ThinkingBlock], str]:
-    """A leading `<think>...</think>` block (Qwen3 and other reasoning models) becomes a ThinkingBlock."""
-    stripped = text.lstrip()
-    if not stripped.startswith(THINK_OPEN):
-        return [], text
-    end = stripped.find(THINK_CLOSE)
-    if end < 0:  # cut off while thinking
-        return [ThinkingBlock(thinking=stripped[len(THINK_OPEN) :].strip())], ""
-    thought = stripped[len(THINK_OPEN) : end].strip()
-    return [ThinkingBlock(thinking=thought)] if thought else [], stripped[end + len(THINK_CLOSE) :]
-
-
-def _check_arguments(*, n: int, temperature: float, top_logprobs: int, max_tokens: int | None) -> None:
-    if n < 1:
-        raise ConfigError(f"n must be at least 1, got {n}")
-    if temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {temperature}")
-    if top_logprobs < 0:
-        raise ConfigError(f"top_logprobs must be >= 0, got {top_logprobs}")
-    if max_tokens is not None and max_tokens < 1:
-        raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
-
-
-class _threads:
-    """Run with `count` intra-op threads, then restore torch's previous setting (None: leave it)."""
-
-    def __init__(self, count: int | None):
-        self.count = count
-        self._previous: int | None = None
-
-    def __enter__(self) -> None:
-        if self.count is not None and torch.get_num_threads() != self.count:
-            self._previous = torch.get_num_threads()
-            torch.set_num_threads(self.count)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            torch.set_num_threads(self._previous)
-            self._previous = None
-
-
-class _seeded:
-    """Seed torch's RNG for one call and restore the previous state afterwards (None: do nothing)."""
-
-    def __init__(self, seed: int | None, device: torch.device):
-        self.seed = seed
-        self.device = torch.device(device)
-        self._fork = None
-
-    def __enter__(self) -> None:
-        if self.seed is not None:
-            on_cpu = self.device.type == "cpu"
-            self._fork = torch.random.fork_rng(
-                devices=[] if on_cpu else [self.device], device_type="cuda" if on_cpu else self.device.type
-            )
-            self._fork.__enter__()
-            torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._fork is not None:
-            self._fork.__exit__(*exc)
-            self._fork = None
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line (the CLI prints errors as one line), shortened."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 __all__ = ["HFModel", "GENERATION_OPTIONS", "SMALL_MODEL_PARAMS"]
