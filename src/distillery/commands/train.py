@@ -157,6 +157,7 @@ def train(
         )
         if _is_main_process():
             _print_summary(result, data or from_store)
+        _leave_process_group()
         return
     temperature = 2.0 if temperature is None else temperature
     if divergence not in DIVERGENCES:
@@ -195,6 +196,21 @@ def train(
     if _is_main_process():
         # Only the main process writes distillation.json (train_student), so only it reads and prints it.
         _print_summary(result, data)
+    _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under a launcher, every rank meets once more and then takes the process group down itself.
+
+    Left to interpreter exit, gloo's teardown races the other rank's and can abort a finished run
+    (SIGABRT after the model was written). The CLI process ends here, so nothing needs the group
+    after this; the Python API leaves it to the caller, who may train again in the same process.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # Set by every process a launcher starts as one of several (torchrun, accelerate's torchrun path, MPI).
