@@ -11,6 +11,12 @@ line, a "Try ... --help" hint and one `Error: ...` line; the exit status is 2. S
 "fix the command line" (2) from "the run failed" (1).
 """
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
 
 class DistilleryError(Exception):
     """A problem the user can fix; its message is one actionable line."""
@@ -46,3 +52,15 @@ class TransientModelError(ModelError):
 
 class BudgetExceeded(DistilleryError):
     """The next call would spend past the configured budget."""
+
+
+def read_json_file(path: str | Path, *, what: str, missing_hint: str = "") -> Any:
+    """The JSON value in `path`. A missing file is `<path>: no such <what><missing_hint>`, bad JSON is
+    `<path>:<line>: not valid JSON: <reason>`: one `ConfigError` line either way."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such {what}{missing_hint}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import jsonschema
 
-from distillery.errors import ConfigError
+from distillery.errors import ConfigError, read_json_file
 from distillery.trajectory import ToolCall, ToolResult, ToolSpec
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -280,12 +280,7 @@ def load_tool_specs(path: str | Path) -> list[ToolSpec]:
     accepted too. Each schema is checked; errors name the file and the tool's index.
     """
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such tool schema file") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    raw = read_json_file(path, what="tool schema file")
     if isinstance(raw, dict):
         raw = [raw]
     specs = []

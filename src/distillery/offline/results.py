@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distillery.errors import ConfigError
+from distillery.errors import ConfigError, read_json_file
 from distillery.trajectory import Trajectory
 
 
@@ -46,12 +46,7 @@ def write_run_trajectories(runs: dict[str, list[Trajectory]], path: Path) -> dic
 
 def load_results(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such results file") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    results = read_json_file(path, what="results file")
     if not isinstance(results, dict):  # a list, a number: nothing `distillery eval` writes
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(results), "a number")
         raise ConfigError(f"{path}: not a distillery eval results file (the JSON is {kind}, not an object)")

@@ -30,7 +30,7 @@ from typing import Any
 import jsonschema
 
 from distillery.formats.hermes import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from distillery.errors import ConfigError, DistilleryError
+from distillery.errors import ConfigError, DistilleryError, read_json_file
 from distillery.routing.action_tokens import (
     NoActionLogprobs,
     action_token_logprobs,
@@ -284,12 +284,8 @@ class LearnedScorer(ConfidenceScorer):
     @classmethod
     def load(cls, path: str | Path) -> LearnedScorer:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such learned-scorer file (fit one with `distillery calibrate --fit-scorer`)") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{exc.lineno}: learned scorer is not valid JSON: {exc.msg}") from None
+        data = read_json_file(path, what="learned-scorer file",
+                              missing_hint=" (fit one with `distillery calibrate --fit-scorer`)")
         for field in ("features", "coef", "intercept", "mean", "scale"):
             if field not in data:
                 raise ConfigError(f"{path}: learned scorer has no {field!r} field")
