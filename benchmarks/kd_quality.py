@@ -2,7 +2,7 @@
 
 The smallest student tier (world:student-xs, trained from scratch) is trained three ways on the
 same tasks, for the same steps, with the same seeds, and scored with the world's evaluation
-(success by tier on held-out test tasks, greedy decoding through the agent loop):
+(success by tier on held-out tasks, greedy decoding through the agent loop):
 
     sft-expert   SFT on the expert's trajectories for N train-split tasks
     sft-teacher  SFT on the teacher's own (successful, greedy) trajectories for the same tasks
@@ -13,7 +13,8 @@ same tasks, for the same steps, with the same seeds, and scored with the world's
                  Same text as sft-expert: the only difference is the teacher's soft targets.
     kd-online    (optional, --methods) the same with dense teacher logits computed every batch
 
-Every run is scored twice on the same held-out test tasks: free-running through the agent loop
+Every run is scored twice on the same held-out tasks (`--split`: validation, where every choice of
+method or setting is made; test only for the final figures): free-running through the agent loop
 (success by tier, the world's own evaluation), and teacher-forced on the expert's trajectories for
 those tasks (per-token NLL and the share of assistant turns whose every token is the student's
 argmax, by tier), which separates methods long before a tiny student solves whole tasks. Each run
@@ -22,6 +23,7 @@ docs/distillation.md. Runs whose eval.json exists are skipped, so the study resu
 
     python benchmarks/kd_quality.py --out /tmp/kd_quality            # train + evaluate everything
     python benchmarks/kd_quality.py --out /tmp/kd_quality --report   # print the markdown table
+    python benchmarks/kd_quality.py --out /tmp/kd_final --split test  # the chosen setting, published
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def prepare_teacher(out: Path, n_train: int, teacher: str, workers: int = 1) -> 
     print(meta, flush=True)
 
 
-def teacher_forced(model_dir: Path, n_test: int) -> dict:
+def teacher_forced(model_dir: Path, n_eval: int, split: str) -> dict:
     """Per-token NLL and whole-turn argmax accuracy on the expert's held-out trajectories, by tier."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -114,7 +116,7 @@ def teacher_forced(model_dir: Path, n_test: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     by_tier: dict[str, dict[str, float]] = {}
-    for task in generate_tasks("test", n_test, seed=0):
+    for task in generate_tasks(split, n_eval, seed=0):
         row = chat_rows([solve(task)])[0]
         encoded = tokenize_chat(tokenizer, row["messages"], row["tools"])
         ids = torch.tensor([encoded["input_ids"]])
@@ -188,8 +190,8 @@ def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None
         lr_scheduler_type="cosine",
     )
     train_seconds = time.perf_counter() - started
-    report, _ = evaluate_model(HFModel(str(run_dir)), generate_tasks("test", args.n_test, seed=0))
-    report["teacher_forced"] = teacher_forced(run_dir, args.n_test)
+    report, _ = evaluate_model(HFModel(str(run_dir)), generate_tasks(args.split, args.n_eval, seed=0))
+    report["teacher_forced"] = teacher_forced(run_dir, args.n_eval, args.split)
     report.update(method=method, seed=seed, train_seconds=round(train_seconds, 1), steps=args.steps,
                   alpha=args.alpha, temperature=args.temperature, divergence=args.divergence)
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
@@ -223,7 +225,7 @@ def run_ablation(out: Path, args: argparse.Namespace) -> None:
                       progress=False, warmup_steps=20, lr_scheduler_type="cosine", threads=1)
         report = {"alpha": alpha, "temperature": temperature, "divergence": divergence, "seed": 0,
                   "train_seconds": round(time.perf_counter() - started, 1),
-                  "teacher_forced": teacher_forced(run_dir, args.n_test)}
+                  "teacher_forced": teacher_forced(run_dir, args.n_eval, args.split)}
         (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
         print(f"ablation {run_dir.name}: { {t: round(v['nll_per_token'], 3) for t, v in report['teacher_forced'].items()} }",
               flush=True)
@@ -255,10 +257,10 @@ def evaluate_teacher(out: Path, args: argparse.Namespace) -> None:
 
     path = out / "teacher_eval.json"
     if not path.exists():
-        report, _ = evaluate_model(load_model(args.teacher), generate_tasks("test", args.n_test, seed=0))
+        report, _ = evaluate_model(load_model(args.teacher), generate_tasks(args.split, args.n_eval, seed=0))
         teacher_dir = getattr(load_model(args.teacher), "name_or_path", None)
         if teacher_dir and Path(teacher_dir).is_dir():
-            report["teacher_forced"] = teacher_forced(Path(teacher_dir), args.n_test)
+            report["teacher_forced"] = teacher_forced(Path(teacher_dir), args.n_eval, args.split)
         path.write_text(json.dumps(report, indent=2))
 
 
@@ -304,7 +306,9 @@ def main() -> None:
     parser.add_argument("--student", default="world:student-xs")
     parser.add_argument("--teacher", default="world:teacher")
     parser.add_argument("--n-train", type=int, default=600, help="train-split tasks offered to the teacher")
-    parser.add_argument("--n-test", type=int, default=60, help="held-out test tasks per evaluation")
+    parser.add_argument("--n-eval", "--n-test", dest="n_eval", type=int, default=60, help="held-out tasks per evaluation")
+    parser.add_argument("--split", default="validation", choices=["validation", "test"],
+                        help="where runs are scored: validation for every choice (the ablation too), test for final figures")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -324,7 +328,7 @@ def main() -> None:
     if args.rescore:  # recompute the teacher-forced figures of finished runs (e.g. after adding one)
         for path in sorted((args.out / "runs").glob("*/eval.json")):
             evaluation = json.loads(path.read_text())
-            evaluation["teacher_forced"] = teacher_forced(path.parent, args.n_test)
+            evaluation["teacher_forced"] = teacher_forced(path.parent, args.n_eval, args.split)
             path.write_text(json.dumps(evaluation, indent=2))
     if args.ablation:
         run_ablation(args.out, args)

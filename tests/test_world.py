@@ -40,7 +40,8 @@ def test_tasks_carry_family_tier_checker_and_system_prompt():
     assert {t.metadata["family"] for t in tasks} == set(FAMILIES)
     for task in tasks:
         assert task.metadata["family"] in task.tags and f"tier:{task.metadata['tier']}" in task.tags
-        assert task.checker in ("numeric", "contains") and task.system == SYSTEM_PROMPT
+        assert task.checker in ("money", "count", "quantity", "date", "status", "not_found", "mentions", "refusal")
+        assert task.system == SYSTEM_PROMPT and task.metadata["split"] == "train"
     hard = [t for t in tasks if t.metadata["tier"] == "hard"]
     assert all(t.metadata["expert_calls"] >= 3 for t in hard)
 
@@ -92,12 +93,13 @@ def _task(family: str) -> Task:
     return generate_tasks("test", 1, seed=5, families=[family])[0]
 
 
-def test_numeric_checker_reads_the_last_number_not_the_sku():
+def test_count_checker_reads_the_count_not_the_sku():
     task = _task("stock")
     sku = task.query[task.query.index("SKU-") : task.query.index("SKU-") + 8]
+    assert task.checker == "count"
     assert task.check(f"Stock of {sku} in Paris: {task.expected} units.").success
     assert not task.check(f"Stock of {sku} in Paris: {task.expected + 1} units.").success
-    assert not task.check(f"{task.expected} units of {sku}").success  # the SKU's digits come last
+    assert task.check(f"{task.expected} units of {sku}").success  # the SKU is an identifier, not -2083
     assert not task.check("I don't know.").success
     assert not task.check(None).success
 
@@ -137,7 +139,7 @@ def test_tools_compute_real_results():
     assert run_tool("convert_units", value=100, from_unit="c", to_unit="f").content == "212"
     assert run_tool("add_days", date="2024-02-28", days=2).content == "2024-03-01"
     assert run_tool("add_days", date="2024-03-01", days=-1).content == "2024-02-29"
-    assert len(TOOLS) >= 4 and len(CITIES) == 8
+    assert len(TOOLS) >= 4 and len(CITIES) >= 20
 
 
 @pytest.mark.parametrize(

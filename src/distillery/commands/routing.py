@@ -29,7 +29,8 @@ CONFIG_HELP = escape("The cascade config (TOML): [[tiers]] cheapest first, teach
 TASKS_HELP = ("Tasks file (JSONL with query/expected/checker, or plain text). Evaluation needs a checker per task. "
               "Leave out to use the offline world's tasks (--world-split).")
 WORLD_SPLITS = ("train", "validation", "test")
-WORLD_SPLIT_HELP = "Offline-world split to draw tasks from when --tasks is not given: train, validation or test."
+WORLD_SPLIT_HELP = ("Offline-world split to draw tasks from when --tasks is not given: train, validation or test. "
+                    "Without --tools they run against that split's sealed tools (docs/world.md).")
 TOOLS_HELP = ("Tools as module:attribute (a ToolBox or list of @tool), e.g. my_tools:TOOLS for my_tools.py in the "
               "current directory. Default: the offline world's tools.")
 SYSTEM_HELP = ("System prompt for every task that does not carry its own 'system' field (as in `distillery collect`; "
@@ -74,6 +75,11 @@ def _tasks_and_tools(tasks_path: Optional[Path], world_split: str, n: int, seed:
         from distillery.world.tasks import generate_tasks
 
         tasks = generate_tasks(world_split, n, seed)
+        if tools_path is None:
+            # A world split's tasks get that split's sealed tools: no other split's row can reach the run.
+            from distillery.world.tools import toolbox
+
+            return tasks, toolbox(world_split)
     from distillery.tools import DEFAULT_TOOLS, load_tools
 
     return tasks, load_tools(tools_path or DEFAULT_TOOLS, option="--tools")

@@ -61,12 +61,13 @@ def render_trajectory(tokenizer: PreTrainedTokenizerFast, trajectory: Trajectory
     )
 
 
-def train_tokenizer(trajectories: Iterable[Trajectory], vocab_size: int = DEFAULT_VOCAB_SIZE) -> PreTrainedTokenizerFast:
-    """Train the BPE on rendered transcripts of `trajectories` and wrap it for transformers."""
+def train_tokenizer(trajectories: Iterable[Trajectory], vocab_size: int = DEFAULT_VOCAB_SIZE,
+                    extra_texts: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """Train the BPE on rendered transcripts of `trajectories` (and `extra_texts`) and wrap it for transformers."""
     # A byte-level tokenizer with no merges is enough to render the template's text.
     bootstrap = _wrap(_raw_tokenizer())
     bootstrap.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    corpus = [render_trajectory(bootstrap, t) for t in trajectories]
+    corpus = [render_trajectory(bootstrap, t) for t in trajectories] + list(extra_texts)
     tokenizer = _raw_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -86,9 +87,28 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
 
 
+# How often each catalogue word is repeated in the extra corpus: enough for BPE to give every one a
+# token of its own, whatever the transcripts' phrasing spends the other merges on.
+CATALOGUE_REPEATS = 400
+
+
+def catalogue_words() -> list[str]:
+    """Every capitalised word the shop can put in a query or a tool result: name parts and cities."""
+    from distillery.world.db import ADJECTIVES, CITIES, NOUNS
+
+    return [*ADJECTIVES, *NOUNS, *CITIES]
+
+
 def build_world_tokenizer(n_tasks: int = 4000, vocab_size: int = 1536, seed: int = 0) -> PreTrainedTokenizerFast:
-    """Train the world tokenizer on expert transcripts of `n_tasks` train-split tasks (seeded)."""
+    """Train the world tokenizer on expert transcripts of `n_tasks` train-split tasks (seeded).
+
+    The catalogue's words (product-name parts, cities) are added to the corpus so that each is one
+    token: a small model then copies a name or a city with one lookup. They are names, not facts:
+    the words of a test product's name also occur in train products' names.
+    """
     from distillery.world.expert import solve
     from distillery.world.tasks import generate_tasks
 
-    return train_tokenizer((solve(task) for task in generate_tasks("train", n_tasks, seed=seed)), vocab_size)
+    words = " ".join(catalogue_words())
+    return train_tokenizer((solve(task) for task in generate_tasks("train", n_tasks, seed=seed)), vocab_size,
+                           extra_texts=[words] * CATALOGUE_REPEATS)
