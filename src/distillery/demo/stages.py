@@ -147,6 +147,7 @@ def init(ctx: DemoContext) -> dict[str, Any]:
 
 
 def train(ctx: DemoContext) -> dict[str, Any]:
+    from distillery.distill.config import DistillationConfig
     from distillery.distill.trainer import train_student
 
     s = ctx.s
@@ -164,13 +165,12 @@ def train(ctx: DemoContext) -> dict[str, Any]:
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=bar_console) as progress, \
             contextlib.redirect_stdout(io.StringIO()), torch_threads(1):
         callback = training_progress(progress, f"{s.trained_student_uri} ({s.signal} KD)", s.train_steps)
-        train_student(
-            start, ctx.data_path, out=ctx.student_dir, signal=s.signal,
-            alpha=s.alpha if s.signal != "sequence" else 1.0, temperature=s.temperature,
+        config = DistillationConfig(
+            signal=s.signal, alpha=s.alpha if s.signal != "sequence" else 1.0, temperature=s.temperature,
             max_steps=s.train_steps, batch_size=s.batch_size, learning_rate=learning_rate,
-            max_length=512, seed=s.seed, logging_steps=max(1, s.train_steps // 10),
-            progress=False, callbacks=[callback],
+            max_length=512, seed=s.seed, logging_steps=max(1, s.train_steps // 10), progress=False,
         )
+        train_student(start, ctx.data_path, out=ctx.student_dir, config=config, callbacks=[callback])
     report = json.loads((ctx.student_dir / "distillation.json").read_text())
     logged = [entry for entry in report["log_history"] if "loss" in entry]
     return {
