@@ -148,3 +148,13 @@ def test_each_entry_point_takes_its_own_config():
     # Keyword arguments named like fields override the config (and are checked like it).
     with pytest.raises(ValueError, match="^alpha: "):
         train_student("world:student-xs", [], out="unused", config=DistillationConfig(), alpha=3)
+
+
+def test_the_command_line_reads_the_config_without_torch():
+    """The options' help and checks come from distill/config.py, which the CLI imports for every command."""
+    import subprocess
+    import sys
+
+    code = "import sys, distillery.cli; print(sorted({'torch', 'trl', 'transformers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
