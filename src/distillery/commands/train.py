@@ -26,7 +26,7 @@ API_ONLY = {
     "jsd_beta": "--divergence jsd keeps GKD's symmetric 0.5; other betas are an ablation, set from Python",
     "sparse_tail": "an ablation of the sparse loss (benchmarks/kd_quality.py), set from Python",
     "kd_chunk_size": "it changes memory, not results, and the default suits the students this command trains",
-    "lora_alpha": "--lora-r sizes the adapter; its scale keeps PEFT's usual default, set from Python",
+    "lora_alpha": "--lora-r sizes the adapter; its scale keeps the default (32), set from Python",
     "report": "experiment trackers (wandb, ...) are set up from Python, where their logins are",
     "progress": "the command line always shows the progress bar",
     "training_arguments": "further TrainingArguments, a dict for Python callers",
