@@ -1,15 +1,16 @@
-"""Models by URI: `anthropic:claude-opus-4-6`, `openai:gpt-4o-mini`, `hf:./path`, `world:teacher`.
+"""Models by URI: `anthropic:claude-opus-4-6`, `openai:gpt-4o-mini`, `hf:./path`, and the schemes worlds register.
 
 `load_model(uri, **options)` picks the provider from the scheme before the colon. Providers are
-imported lazily, so using one never requires the others' SDKs to import cleanly.
+imported lazily, so using one never requires the others' SDKs to import cleanly. A scheme that is
+not a provider here is looked up among the model families a world registered (`distillery.registry`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
+from distillery import registry
 from distillery.errors import ConfigError
 from distillery.models.base import AsyncChatModel, ChatModel, SyncChatModel
 
@@ -18,7 +19,6 @@ _PROVIDERS: dict[str, str | Callable[..., ChatModel]] = {
     "anthropic": "distillery.models.anthropic:AnthropicModel",
     "openai": "distillery.models.openai:OpenAIModel",
     "hf": "distillery.models.hf:HFModel",
-    "world": "distillery.world.models:load_world_model",
 }
 
 
@@ -29,8 +29,8 @@ def register_provider(scheme: str, factory: str | Callable[..., ChatModel]) -> N
 
 def split_uri(uri: str) -> tuple[str, str]:
     scheme, sep, name = uri.partition(":")
-    if not sep or not name or scheme not in _PROVIDERS:
-        known = ", ".join(f"{s}:" for s in sorted(_PROVIDERS))
+    if not sep or not name or (scheme not in _PROVIDERS and registry.model_family(scheme) is None):
+        known = ", ".join(f"{s}:" for s in sorted({*_PROVIDERS, *registry.model_schemes()}))
         raise ConfigError(f"unknown model URI {uri!r}; expected one of {known} followed by a model name")
     return scheme, name
 
@@ -38,11 +38,8 @@ def split_uri(uri: str) -> tuple[str, str]:
 def load_model(uri: str, **options: Any) -> ChatModel:
     """Build the model a URI names. Raises a one-line `ConfigError` for an unknown scheme."""
     scheme, name = split_uri(uri)
-    factory = _PROVIDERS[scheme]
-    if isinstance(factory, str):
-        module_name, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module_name), attr)
-    return factory(name, **options)
+    factory = _PROVIDERS[scheme] if scheme in _PROVIDERS else registry.model_family(scheme).load
+    return registry.resolve(factory)(name, **options)
 
 
 __all__ = ["AsyncChatModel", "ChatModel", "SyncChatModel", "load_model", "register_provider", "split_uri"]

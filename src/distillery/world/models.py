@@ -39,6 +39,11 @@ def world_config_path(name: str) -> Path:
     return path
 
 
+def shipped_config(name: str) -> Path | None:
+    """The shipped config.json of a world model name, or None (what prices it by its size)."""
+    return CONFIGS_DIR / f"{name}.json" if name in CONFIG_NAMES else None
+
+
 def load_world_tokenizer() -> Any:
     """The world tokenizer (a `PreTrainedTokenizerFast` with the Hermes/Qwen chat template)."""
     from distillery.world.tokenizer import load_tokenizer
