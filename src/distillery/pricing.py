@@ -3,10 +3,10 @@
 Prices are never hard-coded: `prices.toml` ships with current list prices, and
 `DISTILLERY_PRICES=/path/to/prices.toml` points at your own (e.g. negotiated rates).
 
-Hosted models are priced from their list price. Local models (`hf:` checkpoints, `world:`
-students) have none, so they are priced by what serving them costs (`[self_hosted]`): compute per
-token from the parameter count, at a stated accelerator-hour price. A pruned or larger student
-then costs what its size implies, instead of nothing.
+Hosted models are priced from their list price. Local models (`hf:` checkpoints, the model
+families a world registers) have none, so they are priced by what serving them costs
+(`[self_hosted]`): compute per token from the parameter count, at a stated accelerator-hour
+price. A pruned or larger student then costs what its size implies, instead of nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from distillery import registry
 from distillery.errors import ConfigError
 from distillery.trajectory import Usage
 
@@ -67,9 +68,9 @@ def price_for(uri: str, *, table: dict | None = None, n_params: int | None = Non
     """The price of a model URI such as `anthropic:claude-opus-4-6`, or None when unknown.
 
     A model name matches the longest table key it starts with, so `claude-opus-4-6-20260101`
-    is priced as `claude-opus-4-6`. A local model (`hf:`, `world:`) without an entry of its own is
-    priced by `[self_hosted]` from `n_params`, or from the parameter count its URI leads to (an
-    `hf:` directory, a shipped `world:` config, or a model loaded earlier in this process).
+    is priced as `claude-opus-4-6`. A local model (`hf:`, a registered family's) without an entry of
+    its own is priced by `[self_hosted]` from `n_params`, or from the parameter count its URI leads
+    to (an `hf:` directory, a family's config, or a model loaded earlier in this process).
     """
     source = _table_path() if table is None else "prices"
     table = table if table is not None else price_table()
@@ -77,7 +78,7 @@ def price_for(uri: str, *, table: dict | None = None, n_params: int | None = Non
     section = table.get(scheme, {})
     matches = [key for key in section if name == key or name.startswith(key + "-") or name.startswith(key)]
     if not matches:
-        if scheme not in LOCAL_SCHEMES:
+        if not is_local(uri):
             return None
         n_params = n_params or parameter_count(uri)
         return self_hosted_price(n_params, table=table, source=source) if n_params else None
@@ -95,7 +96,10 @@ def price_for(uri: str, *, table: dict | None = None, n_params: int | None = Non
     )
 
 
-LOCAL_SCHEMES = ("hf", "world")
+def is_local(uri: str) -> bool:
+    """An `hf:` checkpoint or a model of a family a world registered: weights, no list price."""
+    return uri.partition(":")[0] == "hf" or registry.model_family(uri) is not None
+
 _SELF_HOSTED_FIELDS = ("dollars_per_hour", "peak_flops", "prefill_utilization", "decode_utilization")
 
 
@@ -132,7 +136,7 @@ _KNOWN_PARAMETER_COUNTS: dict[str, int] = {}
 
 def note_parameter_count(uri: str, n_params: int) -> None:
     """Remember a loaded model's size, so that runs priced later in this process (evaluation over
-    its trajectories) find it even when the URI names no directory (e.g. `world:student-xs-kd`)."""
+    its trajectories) find it even when the URI names no directory (e.g. a world's `world:student-xs-kd`)."""
     _KNOWN_PARAMETER_COUNTS[uri] = int(n_params)
 
 
@@ -143,11 +147,8 @@ def parameter_count(uri: str) -> int | None:
     scheme, _, name = uri.partition(":")
     if scheme == "hf":
         return _directory_parameter_count(Path(name).expanduser())
-    if scheme == "world":
-        from distillery.world.models import CONFIG_NAMES, CONFIGS_DIR
-
-        return _directory_parameter_count(CONFIGS_DIR / f"{name}.json") if name in CONFIG_NAMES else None
-    return None
+    config = registry.parameter_config(uri)
+    return _directory_parameter_count(config) if config else None
 
 
 def _directory_parameter_count(path: Path) -> int | None:

@@ -38,18 +38,25 @@ from distillery.trajectory import ToolCall, ToolResult, ToolSpec
 
 DEFAULT_TIMEOUT_S = 30.0
 
-# The tools a command uses when none are named: the offline world's shop.
-DEFAULT_TOOLS = "distillery.world.tools:TOOLS"
+
+def default_tools() -> str:
+    """Import path of the tools a command uses when none are named: the registered default toolbox
+    (`distillery.registry`; the offline world's shop unless another world claims the default)."""
+    from distillery import registry
+
+    return registry.default_toolbox().path
 
 
 def default_system(system: str | None, tools_path: str | None) -> str | None:
-    """The system prompt a command runs tasks with: `system` when given; with the default (world)
-    tools, the world's shop-assistant prompt; otherwise none. A task's own `system` wins over both."""
-    if system is not None or tools_path not in (None, DEFAULT_TOOLS):
-        return system
-    from distillery.world import SYSTEM_PROMPT
+    """The system prompt a command runs tasks with: `system` when given; with the default tools (or
+    other registered tools), the prompt registered with them; otherwise none. A task's own
+    `system` wins over both."""
+    from distillery import registry
 
-    return SYSTEM_PROMPT
+    if system is not None:
+        return system
+    entry = registry.default_toolbox() if tools_path is None else registry.toolbox(tools_path)
+    return entry.system if entry else None
 
 # Tool functions run on a shared pool so a timeout can return without waiting for the function.
 # A timed-out function keeps its thread until it returns: Python cannot kill a thread.
@@ -331,8 +338,14 @@ def _import_user_module(module_name: str, where: str) -> types.ModuleType:
 def load_tools(import_path: str, *, option: str = "tools") -> ToolBox:
     """Tools from an import path `module:attr`: a ToolBox, a list of Tools, a Tool, or a factory of any of them.
 
-    This is how the CLI names tools (`--tools mypkg.tools:TOOLS`); `DEFAULT_TOOLS` is the offline world's.
+    This is how the CLI names tools (`--tools mypkg.tools:TOOLS`); a bare name is a toolbox a world
+    registered (`--tools world`), and `default_tools()` the registered default.
     """
+    if ":" not in import_path:
+        from distillery import registry
+
+        entry = registry.toolbox(import_path) if import_path else None
+        import_path = entry.path if entry else import_path
     module_name, sep, attr = import_path.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{option} {import_path!r}: expected module:attribute, e.g. mypkg.tools:TOOLS")

@@ -16,7 +16,7 @@ from rich.table import Table
 from distillery.commands.options import choice, input_file, number, output_file, sqlite_store
 from distillery.errors import ConfigError, DistilleryError
 from distillery.store import DEFAULT_STORE_PATH, SQLiteStore
-from distillery.tools import DEFAULT_TOOLS, default_system, load_tools
+from distillery.tools import default_system, default_tools, load_tools
 
 console = Console(stderr=True)
 
@@ -63,8 +63,8 @@ def collect_command(
     ),
     tools: Optional[str] = typer.Option(
         None, "--tools", metavar="MODULE:ATTR",
-        help=f"Import path of the tools to offer: a ToolBox or list of @tool functions, e.g. mypkg.tools:TOOLS. "
-        f"Default: the offline world's tools ({DEFAULT_TOOLS}).",
+        help="Import path of the tools to offer: a ToolBox or list of @tool functions, e.g. mypkg.tools:TOOLS, "
+        "or the name of a world's tools. Default: the offline world's tools (world).",
     ),
     tool_schemas: Optional[Path] = typer.Option(
         None, "--tool-schemas", metavar="FILE", callback=input_file(),
@@ -123,7 +123,7 @@ def collect_command(
 
     setup_logging(log_level, log_file)
     task_list = load_tasks(queries)
-    tools_path = tools or DEFAULT_TOOLS
+    tools_path = tools or default_tools()
     # Check tools and schemas here, so errors name the option and file, before anything starts.
     toolbox = load_tools(tools_path, option="--tools")
     schemas = load_tool_specs(tool_schemas) if tool_schemas is not None else None

@@ -28,8 +28,8 @@ CONFIG_HELP = escape("The cascade config (TOML): [[tiers]] cheapest first, teach
                      "threshold (all but the last), scorer, options. Example: `distillery cascade --help`; docs/routing.md.")
 TASKS_HELP = ("Tasks file (JSONL with query/expected/checker, or plain text). Evaluation needs a checker per task. "
               "Leave out to use the offline world's tasks (--world-split).")
-WORLD_SPLITS = ("train", "validation", "test")
-WORLD_SPLIT_HELP = "Offline-world split to draw tasks from when --tasks is not given: train, validation or test."
+SPLITS = ("train", "validation", "test")
+SPLIT_HELP = "Offline-world split to draw tasks from when --tasks is not given: train, validation or test."
 TOOLS_HELP = ("Tools as module:attribute (a ToolBox or list of @tool), e.g. my_tools:TOOLS for my_tools.py in the "
               "current directory. Default: the offline world's tools.")
 SYSTEM_HELP = ("System prompt for every task that does not carry its own 'system' field (as in `distillery collect`; "
@@ -63,20 +63,30 @@ def print_warnings(warnings: list[str]) -> None:
         err_console.print(Text.assemble(("warning: ", "bold yellow"), warning), soft_wrap=True)
 
 
-def _tasks_and_tools(tasks_path: Optional[Path], world_split: str, n: int, seed: int, tools_path: Optional[str]):
+def _tasks_and_tools(tasks_path: Optional[Path], split: str, n: int, seed: int, tools_path: Optional[str]):
+    """The tasks of --tasks, or `n` drawn from the registered task source's `split`, and their tools."""
+    from distillery import registry
     from distillery.tasks import load_tasks
+    from distillery.tools import default_tools, load_tools
 
     if tasks_path is not None:
         tasks = load_tasks(tasks_path)[:n] if n else load_tasks(tasks_path)
     elif n == 0:
         raise usage_error("--n 0 draws no tasks from the offline world; give --n N, or --tasks FILE (where 0 means all)")
     else:
-        from distillery.world.tasks import generate_tasks
+        source = registry.default_task_kind()
+        tasks = registry.resolve(source.sample)(split, n, seed)
+        if tools_path is None and source.toolbox is not None:
+            # A split's tasks get that split's sealed tools: no other split's row can reach the run.
+            return tasks, registry.resolve(source.toolbox)(split)
+    return tasks, load_tools(tools_path or default_tools(), option="--tools")
 
-        tasks = generate_tasks(world_split, n, seed)
-    from distillery.tools import DEFAULT_TOOLS, load_tools
 
-    return tasks, load_tools(tools_path or DEFAULT_TOOLS, option="--tools")
+def _source_name() -> str:
+    """The registered task source's name, as results and configs name where tasks came from."""
+    from distillery import registry
+
+    return registry.default_task_kind().name
 
 
 def _progress() -> tuple[Progress, Any]:
@@ -102,8 +112,8 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 def results_table(results: dict[str, Any]) -> Table:
     """The comparison table: one row per router, the columns the issue asks for."""
-    world = " (offline world)" if results["meta"].get("offline_world") else ""
-    table = Table(title=f"Evaluation{world}: n={results['meta']['n_tasks']} tasks", show_lines=False)
+    label = " (offline world)" if results["meta"].get("offline_world") else ""
+    table = Table(title=f"Evaluation{label}: n={results['meta']['n_tasks']} tasks", show_lines=False)
     for column in ("router", "how", "success", "PGR", "esc. steps", "esc. tasks", "teacher share", "$/1k tasks",
                    "saving", "p50 s", "p95 s", "tool exact", "tool args", "agree"):
         table.add_column(column, justify="left" if column in ("router", "how") else "right")
@@ -140,7 +150,10 @@ def print_report(results: dict[str, Any]) -> None:
         console.print(f"escalation vs calibration: tasks {calibration['task_escalation_gap']:+.3f}, "
                       f"steps {calibration.get('step_escalation_gap', float('nan')):+.3f} (realised - calibrated)")
     if results["meta"].get("stand_in_prices"):
-        console.print("[dim]costs use stand-in prices from prices.toml (world.teacher priced as claude-opus-4-6)[/]")
+        stand_ins = ", ".join(f"{uri.replace(':', '.', 1)} priced as {price['stand_in_for'].partition(':')[2]}"
+                              for uri, price in (results["meta"].get("prices_per_mtok") or {}).items()
+                              if price and price.get("stand_in_for"))
+        console.print(f"[dim]costs use stand-in prices from prices.toml{f' ({stand_ins})' if stand_ins else ''}[/]")
 
 
 def calibrate_command(
@@ -154,7 +167,7 @@ def calibrate_command(
         None, "--budget", callback=number(0), help="Instead of --target: the most successful thresholds costing at most this many "
         "dollars per 1,000 tasks on validation."),
     tasks_path: Optional[Path] = typer.Option(None, "--tasks", callback=input_file(), help=TASKS_HELP),
-    world_split: str = typer.Option("validation", "--world-split", callback=choice(*WORLD_SPLITS), help=WORLD_SPLIT_HELP),
+    split: str = typer.Option("validation", "--world-split", callback=choice(*SPLITS), help=SPLIT_HELP),
     n: int = typer.Option(200, "--n", callback=number(0, MAX_TASKS), help="How many validation tasks to use (0 = all in --tasks)."),
     seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for drawing world tasks."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
@@ -183,7 +196,7 @@ def calibrate_command(
         target = 0.98
     config = load_cascade_config(config_path)
     print_warnings(config_warnings(config, calibration=False))
-    tasks, tools = _tasks_and_tools(tasks_path, world_split, n, seed, tools_path)
+    tasks, tools = _tasks_and_tools(tasks_path, split, n, seed, tools_path)
     progress, update = _progress()
     if delta is not None and not 0 < delta < 1:
         raise usage_error(f"--delta must be in (0, 1), got {delta}")
@@ -202,7 +215,7 @@ def calibrate_command(
             report.write_text(json.dumps(exc.report, indent=2, default=str) + "\n")
         raise
     destination = out or config_path
-    where = tasks_path or f"world split {world_split!r} (n={len(tasks)}, seed={seed})"
+    where = tasks_path or f"{_source_name()} split {split!r} (n={len(tasks)}, seed={seed})"
     write_cascade_config(new_config, destination, header=f"Calibrated by `distillery calibrate` on {where}.")
     table = Table(title=f"Deferral sweep on validation ({len(tasks)} tasks; task-level routing over cached runs)")
     for column in ("thresholds", "success", "to last tier", "step esc. (proxy)", "$/1k tasks"):
@@ -239,7 +252,7 @@ def eval_command(
     from_json: Optional[Path] = typer.Option(
         None, "--from-json", callback=input_file(), help="Re-print (and re-gate) saved results without any model call; --config and tasks are ignored."),
     tasks_path: Optional[Path] = typer.Option(None, "--tasks", callback=input_file(), help=TASKS_HELP),
-    world_split: str = typer.Option("test", "--world-split", callback=choice(*WORLD_SPLITS), help=WORLD_SPLIT_HELP),
+    split: str = typer.Option("test", "--world-split", callback=choice(*SPLITS), help=SPLIT_HELP),
     n: int = typer.Option(200, "--n", callback=number(0, MAX_TASKS), help="How many held-out tasks (0 = all in --tasks)."),
     seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for world tasks and the random router."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
@@ -267,13 +280,13 @@ def eval_command(
         require(check_text_file, config_path, "--config")  # not checked when parsing: --from-json needs no config
         config = load_cascade_config(config_path)
         print_warnings(config_warnings(config))
-        tasks, tools = _tasks_and_tools(tasks_path, world_split, n, seed, tools_path)
+        tasks, tools = _tasks_and_tools(tasks_path, split, n, seed, tools_path)
         progress, update = _progress()
         with progress:
             results = evaluate(tasks, config, tools=tools, system=default_system(system, tools_path),
                                concurrency=concurrency, reference_labels=not no_reference,
                                random_router=not no_random_run, seed=seed, progress=update)
-        results["meta"]["tasks"] = str(tasks_path) if tasks_path else f"world:{world_split} n={len(tasks)} seed={seed}"
+        results["meta"]["tasks"] = str(tasks_path) if tasks_path else f"{_source_name()}:{split} n={len(tasks)} seed={seed}"
         json_path, png_path = save_results(results, out)
     print_report(results)
     if from_json is None:
@@ -322,9 +335,9 @@ def cascade_run(
 ) -> None:
     """Answer one query through the cascade and show who produced each step, with what confidence."""
     from distillery.routing.cascade import Cascade
-    from distillery.tools import DEFAULT_TOOLS, default_system, load_tools
+    from distillery.tools import default_system, default_tools, load_tools
 
-    tools = load_tools(tools_path or DEFAULT_TOOLS, option="--tools")
+    tools = load_tools(tools_path or default_tools(), option="--tools")
     trajectory = Cascade.from_config(config_path, tools, system=default_system(system, tools_path)).run(query)
     if as_json:
         console.print_json(trajectory.model_dump_json())
@@ -344,7 +357,7 @@ def cascade_train(
     config_path: Path = typer.Option(Path("cascade.toml"), "--config", "-c", callback=input_file(), help=CONFIG_HELP),
     out: Path = typer.Option(Path("runs/cascade"), "--out", "-o", callback=output_dir(), help="Directory for one trained model per student tier (tier1/, tier2/, ...)."),
     tasks_path: Optional[Path] = typer.Option(None, "--tasks", callback=input_file(), help=TASKS_HELP),
-    world_split: str = typer.Option("train", "--world-split", callback=choice(*WORLD_SPLITS), help=WORLD_SPLIT_HELP),
+    split: str = typer.Option("train", "--world-split", callback=choice(*SPLITS), help=SPLIT_HELP),
     n: int = typer.Option(500, "--n", callback=number(0, MAX_TASKS), help="Training tasks (0 = all in --tasks)."),
     seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for world tasks and training."),
     tools_path: Optional[str] = typer.Option(None, "--tools", help=TOOLS_HELP),
@@ -362,7 +375,7 @@ def cascade_train(
     from distillery.tools import default_system
 
     config = load_cascade_config(config_path)
-    tasks, tools = _tasks_and_tools(tasks_path, world_split, n, seed, tools_path)
+    tasks, tools = _tasks_and_tools(tasks_path, split, n, seed, tools_path)
     progress, update = _progress()
     with progress:
         trained = train_cascade(config, tasks, tools=tools, out=out, signal=signal, max_steps=max_steps,

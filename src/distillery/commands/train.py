@@ -275,8 +275,9 @@ def _print_summary(out: Path, data: Path) -> None:
 
 def _next_step_hint(out: Path, data: Path) -> str:
     """What to run next, for the data this student was trained on."""
-    if _trained_on_world_tasks(data):
-        return f"evaluate it on the offline world: distillery world eval --model hf:{out} --split validation"
+    kind = _task_kind_of_rows(data)
+    if kind is not None and kind.next_step:
+        return kind.next_step.format(model=f"hf:{out}")
     return (
         f"next: put it in a cascade.toml as the first tier ([[tiers]] model = \"hf:{out}\"), then distillery calibrate "
         "and distillery eval on your validation tasks (docs/routing.md, docs/own-agent.md); on a GPU, vllm serve "
@@ -284,18 +285,18 @@ def _next_step_hint(out: Path, data: Path) -> str:
     )
 
 
-def _trained_on_world_tasks(data: Path) -> bool:
-    """True when every row of a JSONL training file names an offline-world task."""
+def _task_kind_of_rows(data: Path):
+    """The registered task kind (a world's tasks) every row of a JSONL training file names; else None."""
     import json
 
-    from distillery.world.tasks import TASK_ID_PREFIX
+    from distillery import registry
 
     path = data if data.is_file() else next(iter(sorted(data.glob("train*.jsonl"))), None) if data.is_dir() else None
     if path is None or path.suffix != ".jsonl":
-        return False
+        return None
     with open(path, encoding="utf-8") as handle:
-        ids = [json.loads(line).get("task_id") or "" for line in handle if line.strip()]
-    return bool(ids) and all(str(i).startswith(TASK_ID_PREFIX) for i in ids)
+        kinds = {registry.task_kind(str(json.loads(line).get("task_id") or "")) for line in handle if line.strip()}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 def register(app: typer.Typer) -> None:

@@ -422,7 +422,8 @@ class _Precounted:
 
 
 def _teacher_tokenizer_from_models(models: set[str]) -> Any:
-    """The teacher's tokenizer when every trajectory names the same local model (`hf:<dir>`, `world:`)."""
+    """The teacher's tokenizer when every trajectory names the same local model: an `hf:<dir>`, or a
+    model of a registered family whose models share one tokenizer (`distillery.registry`)."""
     if len(models) != 1:
         return None
     uri = next(iter(models))
@@ -430,11 +431,9 @@ def _teacher_tokenizer_from_models(models: set[str]) -> Any:
         from distillery.dataset.stats import load_tokenizer
 
         return load_tokenizer(uri[3:])
-    if uri.startswith("world:"):
-        from distillery.world.models import load_world_tokenizer  # the world's models share one tokenizer
+    from distillery import registry
 
-        return load_world_tokenizer()
-    return None
+    return registry.tokenizer_for(uri)
 
 
 def build_finetune_jsonl(

@@ -35,6 +35,7 @@ from trl import DistillationTrainer as TRLDistillationTrainer
 from trl.experimental.server_distillation import ServerDistillationConfig, ServerDistillationTrainer
 from trl.generation.vllm_client import VLLMClient
 
+from distillery import registry
 from distillery.chat_tokens import completion_text, encode
 from distillery.distill.config import OnPolicyConfig
 from distillery.distill.ledger import ComputeLedger
@@ -281,15 +282,15 @@ def train_on_policy(
 
     from distillery.distill.trainer import (load_model_and_tokenizer, lora_config, save_trained_student,
                                             set_training_threads, training_settings)
-    from distillery.tools import DEFAULT_TOOLS, ToolBox, load_tools
+    from distillery.tools import ToolBox, default_tools, load_tools
 
     if config is not None and not isinstance(config, OnPolicyConfig):
         raise TypeError("train_on_policy takes an OnPolicyConfig (DistillationConfig's options plus the on-policy ones)")
     config = replace(config or OnPolicyConfig(), **overrides)
     resolved = resolve_teacher(teacher)
     rows = load_prompt_source(data, from_store)
-    toolbox = tools if isinstance(tools, ToolBox) else load_tools(tools or DEFAULT_TOOLS, option="--tools")
-    if isinstance(student, str) and student.startswith("world:student"):
+    toolbox = tools if isinstance(tools, ToolBox) else load_tools(tools or default_tools(), option="--tools")
+    if registry.is_untrained(student):
         logger.warning("on-policy from %s, an untrained student: its rollouts are noise for the teacher to grade; "
                        "warm-start from an SFT checkpoint (distillery train --signal sequence, then --student hf:<out>)",
                        student)

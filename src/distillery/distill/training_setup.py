@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from distillery import registry
 from distillery.distill.config import DistillationConfig
 from distillery.errors import ConfigError
 from distillery.models.hf import SMALL_MODEL_PARAMS
@@ -25,7 +26,7 @@ def _looks_like_uri(value: str) -> bool:
 def load_model_and_tokenizer(spec: Any, *, what: str = "student", seed: int | None = None):
     """(model, tokenizer) from a URI (`world:student-xs`, `hf:./dir`), a directory, an object with
     `.model`/`.tokenizer` (an `HFModel`), or a `(model, tokenizer)` pair. `seed` initialises an
-    untrained `world:student-*`."""
+    untrained student (a URI `distillery.registry` knows as built from random weights)."""
     if isinstance(spec, tuple) and len(spec) == 2:
         return spec
     if hasattr(spec, "model") and hasattr(spec, "tokenizer"):
@@ -34,10 +35,10 @@ def load_model_and_tokenizer(spec: Any, *, what: str = "student", seed: int | No
     if _looks_like_uri(text):
         from distillery.models import load_model
 
-        options = {"seed": seed} if seed is not None and text.startswith("world:student") else {}
+        options = {"seed": seed} if seed is not None and registry.is_untrained(text) else {}
         loaded = load_model(text, **options)
         if not (hasattr(loaded, "model") and hasattr(loaded, "tokenizer")):
-            raise ConfigError(f"--{what} {text}: training needs local weights (an hf:, world: or directory model)")
+            raise ConfigError(f"--{what} {text}: training needs local weights (an hf:, a world's or a directory model)")
         return loaded.model, loaded.tokenizer
     path = Path(text)
     if not (path / "config.json").exists():
@@ -59,7 +60,7 @@ def default_learning_rate(student: Any, *, lora: bool, parameters: int | None = 
     """
     if lora:
         return 2e-4
-    if isinstance(student, str) and student.startswith("world:student"):
+    if registry.is_untrained(student):
         return 1e-3
     if _pruned_from_teacher(student):
         return 1e-3 if parameters is not None and parameters < SMALL_MODEL_PARAMS else 1e-4

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from distillery import registry
 from distillery.errors import ConfigError
 from distillery.models.base import ChatModel
 from distillery.offline.metrics import (
@@ -49,7 +50,6 @@ from distillery.routing.config import load_tier_models
 from distillery.tasks import Task, normalize_text
 from distillery.tools import ToolBox
 from distillery.trajectory import Step, Trajectory
-from distillery.world.tasks import is_world_task
 
 CPT_LEVELS = (0.5, 0.8, 0.95)
 STEP_LABELS = "student step differs from the teacher's action at the same state"
@@ -382,10 +382,11 @@ def summarise_runs(
             "seed": seed,
             "prices_per_mtok": prices,
             "stand_in_prices": any(p and p["stand_in_for"] for p in prices.values()),
-            # Any world part makes the whole result an offline-world one: a student trained in the
-            # world and saved as `hf:runs/...`, or the world's simulated tasks under a hosted teacher.
-            "offline_world": any(t.model.startswith("world:") for t in config.tiers)
-            or any(is_world_task(task) for task in tasks),
+            # Any simulated part (a registered world's model or task) makes the whole result an
+            # offline-world one: a student trained in the world and saved as `hf:runs/...`, or the
+            # world's simulated tasks under a hosted teacher.
+            "offline_world": any(registry.is_simulated(t.model) for t in config.tiers)
+            or any(registry.is_simulated_task(task.id) for task in tasks),
             "wall_s": None if started is None else time.time() - started,
             "machine": f"{platform.machine()} {platform.system()}",
         },

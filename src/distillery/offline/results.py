@@ -76,8 +76,8 @@ def plot_deferral_curve(results: dict[str, Any], path: str | Path) -> None:
                     label=f"{row['name']}: run, step share to teacher")
     ax.set_xlabel("teacher-call fraction")
     ax.set_ylabel("success")
-    world = " (offline world)" if results["meta"].get("offline_world") else ""
-    ax.set_title(f"Deferral curve{world}, n={results['meta']['n_tasks']}")
+    label = " (offline world)" if results["meta"].get("offline_world") else ""
+    ax.set_title(f"Deferral curve{label}, n={results['meta']['n_tasks']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

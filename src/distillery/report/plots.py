@@ -56,10 +56,10 @@ def _row(results: dict[str, Any], prefix: str) -> dict[str, Any] | None:
     return next((row for row in results["rows"] if row["name"].startswith(prefix)), None)
 
 
-def deferral_curve(results: dict[str, Any], world: str) -> str:
+def deferral_curve(results: dict[str, Any], label: str) -> str:
     """Success against the share of tasks escalated: the scorer's sweep, random and oracle, the operating point."""
     routing = results["routing"]
-    fig, ax = _axes(f"Deferral curve{world}")
+    fig, ax = _axes(f"Deferral curve{label}")
     xs = [p["teacher_fraction"] for p in routing["curve"]]
     ys = [p["success"] for p in routing["curve"]]
     scorer = results.get("scorer", {}).get("scorer") or "scorer"
@@ -104,9 +104,9 @@ def pareto(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     return frontier
 
 
-def cost_quality(results: dict[str, Any], world: str) -> str:
+def cost_quality(results: dict[str, Any], label: str) -> str:
     """Success against dollars per 1,000 tasks: every threshold of the sweep, its frontier, and each router."""
-    fig, ax = _axes(f"Cost–quality frontier{world}")
+    fig, ax = _axes(f"Cost–quality frontier{label}")
     sweep = [(p["cost_per_task"] * 1000, p["success"]) for p in results["routing"]["curve"] if "cost_per_task" in p]
     if sweep:
         ax.plot(*zip(*sweep), "o", color=COLORS["scorer"], alpha=0.25, markersize=4, label="each threshold (simulated)")

@@ -58,17 +58,17 @@ def build_report(loaded: data.Loaded, *, page_size: int = DEFAULT_PAGE_SIZE, tit
     """The whole report as one HTML string."""
     results = loaded.results
     meta = results["meta"]
-    world = " (offline world)" if meta.get("offline_world") else ""
+    label = " (offline world)" if meta.get("offline_world") else ""
     cascade = data.cascade_row(results)
     thresholds = cascade.get("thresholds") or []
-    figures = {"deferral": Markup(plots.deferral_curve(results, world)),
-               "frontier": Markup(plots.cost_quality(results, world))}
+    figures = {"deferral": Markup(plots.deferral_curve(results, label)),
+               "frontier": Markup(plots.cost_quality(results, label))}
     reliability = []
     for entry in results.get("step_confidences") or []:
         tier = entry["tier"]
         svg, quality = plots.reliability(
             entry["confidence"], entry["wrong"], threshold=thresholds[tier] if tier < len(thresholds) else None,
-            title=f"tier {tier + 1}: {entry['model']} alone, scorer {entry.get('scorer')}{world}", prefix=f"reliability{tier}")
+            title=f"tier {tier + 1}: {entry['model']} alone, scorer {entry.get('scorer')}{label}", prefix=f"reliability{tier}")
         reliability.append({"tier": tier, "model": entry["model"], "scorer": entry.get("scorer"), "svg": Markup(svg),
                             "quality": quality, "labels": entry["labels"]})
     if not reliability and results.get("per_task"):  # an older result: task-level only
@@ -76,15 +76,15 @@ def build_report(loaded: data.Loaded, *, page_size: int = DEFAULT_PAGE_SIZE, tit
         svg, quality = plots.reliability(
             [t["student_min_confidence"] for t in tasks], [not t["tier0_success"] for t in tasks],
             threshold=thresholds[0] if thresholds else None, prefix="reliability0",
-            title=f"tier 1: {meta['tiers'][0]} alone, task level{world}")
+            title=f"tier 1: {meta['tiers'][0]} alone, task level{label}")
         reliability.append({"tier": 0, "model": meta["tiers"][0], "scorer": (results.get("scorer") or {}).get("scorer"),
                             "svg": Markup(svg), "quality": quality,
                             "labels": "task failed; confidence = the task's lowest step confidence (this result saved no "
                                       "per-step confidences)"})
     records = data.viewer_records(results, loaded.runs)
     context = {
-        "title": title or f"distillery report: {cascade['name']} on {meta['n_tasks']} tasks{world}",
-        "world": world,
+        "title": title or f"distillery report: {cascade['name']} on {meta['n_tasks']} tasks{label}",
+        "label": label,
         "meta": meta,
         "results": results,
         "source": str(loaded.path) if loaded.path else None,
