@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from distillery.demo import DemoSettings, Stages, demo_queries, demo_tasks, fingerprint, read_trajectories, run_demo
+from distillery.world.demo import DemoSettings, Stages, demo_queries, demo_tasks, fingerprint, read_trajectories, run_demo
 from distillery.models.batching import BatchingModel
 from distillery.errors import ConfigError
 from distillery.models.hf import HFModel
@@ -85,7 +85,7 @@ def test_the_student_is_pruned_from_a_local_teacher_unless_another_is_named():
 
 
 def test_changing_the_student_size_reruns_init_and_after_but_not_collection():
-    from distillery.demo.stages import STAGES, stage_inputs
+    from distillery.world.demo.stages import STAGES, stage_inputs
 
     small, smaller = DemoSettings(student_layers=2), DemoSettings(student_layers=1)
     changed = [name for name, _, _ in STAGES if stage_inputs(name, small) != stage_inputs(name, smaller)]
@@ -97,8 +97,8 @@ def test_the_init_stage_prunes_the_teacher_and_training_starts_from_it(tmp_path,
     import distillery.distill.trainer as trainer
     from rich.console import Console
 
-    from distillery.demo import stages
-    from distillery.demo.context import DemoContext
+    from distillery.world.demo import stages
+    from distillery.world.demo.context import DemoContext
     from tests.tiny_models import save_tiny_model
     from tests.trainer_helpers import chat_records
 
@@ -141,8 +141,8 @@ def test_a_hosted_teachers_budget_caps_the_whole_collection_not_each_split(tmp_p
     from rich.console import Console
 
     import distillery.collect
-    from distillery.demo import stages
-    from distillery.demo.context import DemoContext
+    from distillery.world.demo import stages
+    from distillery.world.demo.context import DemoContext
 
     budgets = []
 
@@ -167,7 +167,7 @@ def test_a_hosted_teachers_budget_caps_the_whole_collection_not_each_split(tmp_p
 def test_the_summary_shows_each_tier_and_the_random_router_at_the_same_share():
     from rich.console import Console
 
-    from distillery.demo.console import print_summary
+    from distillery.world.demo.console import print_summary
 
     rows = [
         {"name": "student alone", "success": 0.6, "answered_by_student": 1.0, "cost_per_1k_usd": 1.0,
@@ -365,7 +365,7 @@ def expert_as_claude(tasks):
 
 
 def test_claude_as_the_teacher_switches_to_sequence_kd_and_prices_real_calls(tmp_path, monkeypatch):
-    from distillery.demo import world_split
+    from distillery.world.demo import world_split
     from tests.wire.anthropic_server import ScriptedAnthropicServer
 
     settings = DemoSettings(out=tmp_path / "out", teacher="anthropic:claude-opus-4-6", n_train=12, n_validation=8,
@@ -395,7 +395,7 @@ def test_claude_as_the_teacher_switches_to_sequence_kd_and_prices_real_calls(tmp
 
 
 def test_a_task_that_failed_before_any_step_stayed_with_the_student():
-    from distillery.demo.stages import answered_by_student
+    from distillery.world.demo.stages import answered_by_student
     from distillery.trajectory import Step, Trajectory
 
     def run(*tiers, status="ok"):

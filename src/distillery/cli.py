@@ -30,11 +30,11 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Stage modules, in pipeline order. A module that is missing is skipped, so a partial install
-# (or a stage still being written) never breaks the others.
+# Stage modules, in pipeline order; then the commands worlds register (`distillery.registry`:
+# `distillery world ...`, `distillery demo`). A module that is missing is skipped, so a partial
+# install (or a stage still being written) never breaks the others.
 COMMAND_MODULES = [
     "distillery.commands.collect",
-    "distillery.commands.world",
     "distillery.commands.build",
     "distillery.commands.student",
     "distillery.commands.train",
@@ -42,7 +42,6 @@ COMMAND_MODULES = [
     "distillery.commands.routing",
     "distillery.commands.report",
     "distillery.commands.serve",
-    "distillery.commands.demo",
 ]
 
 err_console = Console(stderr=True)
@@ -64,7 +63,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    for name in COMMAND_MODULES:
+    from distillery import registry
+
+    for name in [*COMMAND_MODULES, *registry.command_modules()]:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

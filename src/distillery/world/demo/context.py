@@ -15,8 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from distillery.demo.queries import world_split
-from distillery.demo.settings import DemoSettings
+from distillery.world.demo.queries import world_split
+from distillery.world.demo.settings import DemoSettings
 from distillery.errors import ConfigError, DistilleryError, ModelError
 from distillery.models.batching import batched
 from distillery.tasks import Task

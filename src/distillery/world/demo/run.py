@@ -12,11 +12,11 @@ from typing import Any
 
 from rich.console import Console
 
-from distillery.demo import console as show
-from distillery.demo.cache import Stages, fingerprint, read_trajectories, weights_fingerprint, write_atomically
-from distillery.demo.context import DemoContext
-from distillery.demo.settings import DemoSettings
-from distillery.demo.stages import STAGES, stage_inputs
+from distillery.world.demo import console as show
+from distillery.world.demo.cache import Stages, fingerprint, read_trajectories, weights_fingerprint, write_atomically
+from distillery.world.demo.context import DemoContext
+from distillery.world.demo.settings import DemoSettings
+from distillery.world.demo.stages import STAGES, stage_inputs
 from distillery.errors import ConfigError
 
 RESULTS_KIND = "distillery.demo"

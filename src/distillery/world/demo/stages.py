@@ -33,10 +33,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from distillery.demo.cache import write_trajectories
-from distillery.demo.context import DemoContext
-from distillery.demo.queries import QUERY_SPLIT, demo_queries, demo_tasks
-from distillery.demo.settings import SCRATCH_LEARNING_RATE, DemoSettings
+from distillery.world.demo.cache import write_trajectories
+from distillery.world.demo.context import DemoContext
+from distillery.world.demo.queries import QUERY_SPLIT, demo_queries, demo_tasks
+from distillery.world.demo.settings import SCRATCH_LEARNING_RATE, DemoSettings
 from distillery.errors import ModelError
 from distillery.tasks import Task
 from distillery.trajectory import Trajectory

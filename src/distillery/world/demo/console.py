@@ -11,8 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from distillery.demo.queries import demo_queries, demo_tasks
-from distillery.demo.settings import ESCALATION_WORDS, DemoSettings
+from distillery.world.demo.queries import demo_queries, demo_tasks
+from distillery.world.demo.settings import ESCALATION_WORDS, DemoSettings
 
 OWN_AGENT_DOC = "docs/own-agent.md"
 

@@ -86,7 +86,7 @@ def demo(
     distillery demo --teacher anthropic:claude-opus-4-6    (Claude as the teacher, ANTHROPIC_API_KEY)
     """
     # Imported here so that `distillery --help` never pays for torch and transformers.
-    from distillery.demo import DemoSettings, run_demo
+    from distillery.world.demo import DemoSettings, run_demo
 
     overrides = {
         "n_train": n_train, "n_validation": n_validation, "n_test": n_test, "train_steps": steps, "learning_rate": lr,
