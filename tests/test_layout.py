@@ -55,3 +55,29 @@ def test_routing_offline_and_serve_modules_stay_small():
     for folder in ("routing", "offline", "serve"):
         for path in (PACKAGE / folder).glob("*.py"):
             assert len(path.read_text().splitlines()) < 500, f"{path.name} has 500 lines or more; split it"
+
+
+# Core modules reach a world only through `distillery.registry`, which imports the built-in worlds'
+# registering modules by name (`BUILTIN_PLUGINS`) on its first lookup that misses. The one exception
+# is `distillery.demo`, kept as an alias of `distillery.world.demo` for old imports.
+WORLD_IMPORT_ALLOWED = {"distillery.demo"}
+
+
+def test_core_modules_do_not_import_the_world():
+    graph = import_graph()
+    for module, targets in graph.items():
+        if module.startswith("distillery.world") or module in WORLD_IMPORT_ALLOWED:
+            continue
+        world = sorted(t for t in targets if t == "distillery.world" or t.startswith("distillery.world."))
+        assert not world, f"{module} imports {world}; ask distillery.registry instead"
+
+
+def test_core_modules_test_no_world_uri():
+    """No `startswith("world:...")` or `== "world"` in core code: what a world's models are is the registry's."""
+    for path in PACKAGE.rglob("*.py"):
+        if "world" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) or (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "startswith"):
+                texts = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+                assert not any(t.startswith("world") for t in texts), f"{path.name}:{node.lineno} tests for a world name"

@@ -56,3 +56,17 @@ def test_another_world_plugs_in_through_the_same_registries(monkeypatch, tmp_pat
     assert registry.is_untrained("sim:small") and registry.is_simulated_task("sim-1")
     assert parameter_count("sim:small") and price_for("sim:small").basis.startswith("self-hosted estimate")
     assert price_for("sim:big") is None
+
+
+def test_distillery_plugins_names_more_registering_modules(monkeypatch, tmp_path):
+    (tmp_path / "my_world_plugin.py").write_text(
+        "from distillery import registry\nregistry.register_tokenizer('mine', lambda: 'my tokenizer')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_TOKENIZERS", dict(registry._TOKENIZERS))
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setenv("DISTILLERY_PLUGINS", " my_world_plugin , ")
+    assert registry.load_tokenizer("mine") == "my tokenizer"
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setenv("DISTILLERY_PLUGINS", "no_such_plugin_module")
+    with pytest.raises(ConfigError, match="DISTILLERY_PLUGINS: cannot import no_such_plugin_module"):
+        registry.load_plugins()

@@ -4,8 +4,9 @@ A *world* is a simulated environment to distil in without a network: models of i
 scheme, the tokenizer they share, tools, a task source, and its commands. Core modules never import
 a world; they ask these registries. A world registers itself in one module (the bundled offline
 world in `distillery/world/plugin.py`), which this module imports on the first lookup that misses,
-so `import distillery` stays fast. Another package plugs in its own world by naming its
-registering module under the `distillery.plugins` entry-point group, or by calling these functions.
+so `import distillery` stays fast. Another package plugs in its own world by calling these
+functions, or, for the CLI, by naming its registering modules in `DISTILLERY_PLUGINS`
+(comma-separated; imported after the built-in ones).
 
     from distillery import registry
 
@@ -23,6 +24,7 @@ A reference is a callable or an import path `module:attr`, imported only when it
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ Ref = str | Callable[..., Any]
 
 # The worlds that ship with distillery: imported on the first lookup that misses.
 BUILTIN_PLUGINS = ("distillery.world.plugin",)
-ENTRY_POINT_GROUP = "distillery.plugins"
+PLUGINS_VARIABLE = "DISTILLERY_PLUGINS"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ _loaded = False
 
 
 def load_plugins() -> None:
-    """Import the registering modules, once: the built-in worlds, then the entry points."""
+    """Import the registering modules, once: the built-in worlds, then those `DISTILLERY_PLUGINS` names."""
     global _loaded
     if _loaded:
         return
@@ -94,10 +96,11 @@ def load_plugins() -> None:
         except ModuleNotFoundError as exc:  # a partial install without that world
             if not (exc.name and (name == exc.name or name.startswith(exc.name + "."))):
                 raise
-    from importlib.metadata import entry_points
-
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"{PLUGINS_VARIABLE}: cannot import {name}: {exc}") from None
 
 
 def resolve(ref: Ref) -> Any:
