@@ -25,7 +25,10 @@ def test_the_bundled_world_registers_itself_on_the_first_lookup():
     assert registry.is_simulated("world:teacher") and not registry.is_simulated("openai:gpt-4o")
     assert registry.parameter_config("world:student-xs").name == "student-xs.json"
     assert registry.parameter_config("world:student-xs-kd") is None
-    kind = registry.task_kind("world-test-0-00001")
+    from distillery.world.tasks import TASK_ID_PREFIX, generate_tasks
+
+    kind = registry.task_kind(generate_tasks("test", 1)[0].id)
+    assert kind.id_prefix == TASK_ID_PREFIX
     assert kind is registry.default_task_kind() and registry.is_simulated_task("world-test-0-00001")
     assert registry.task_kind("my-task-1") is None
     assert registry.toolbox("world") is registry.default_toolbox() is registry.toolbox(registry.default_toolbox().path)

@@ -379,13 +379,9 @@ def generate_tasks(
     return tasks
 
 
-# Every generated task's id starts with this, so a result can tell it ran on the offline world.
+# Every generated task's id starts with this, so a result can tell it ran on the offline world
+# (the task kind `world/plugin.py` registers).
 TASK_ID_PREFIX = "world-"
-
-
-def is_world_task(task: Task) -> bool:
-    """True for a task `generate_tasks` made (the offline world's simulated shop)."""
-    return task.id.startswith(TASK_ID_PREFIX)
 
 
 def _make_task(family: Family, entities: dict[str, Any], query: str, split: str, seed: int, index: int) -> Task:
