@@ -22,7 +22,7 @@ from typing import Any
 from distillery.distill.config import DistillationConfig
 from distillery.errors import ConfigError
 from distillery.models import load_model
-from distillery.offline.runs import TierRun, run_tiers_alone
+from distillery.evaluation.runs import TierRun, run_tiers_alone
 from distillery.routing.config import CascadeConfig, load_tier_models, write_cascade_config
 
 
