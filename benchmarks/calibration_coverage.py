@@ -24,10 +24,10 @@ import json
 import random
 from pathlib import Path
 
-from distillery.offline.calibrate import calibrate
-from distillery.offline.certify import certify
-from distillery.offline.runs import TierRun
-from distillery.offline.simulate import simulate
+from distillery.evaluation.calibrate import calibrate
+from distillery.evaluation.certify import certify
+from distillery.evaluation.runs import TierRun
+from distillery.evaluation.simulate import simulate
 
 
 def synthetic_pool(rng: random.Random, n: int) -> list[list[TierRun]]:
@@ -48,7 +48,7 @@ def world_pool(student: str, n: int, seed: int, cache: Path) -> list[list[TierRu
     if cache.exists():
         data = json.loads(cache.read_text())
         return [[TierRun(**r) for r in tier] for tier in data]
-    from distillery.offline.runs import run_tiers_alone
+    from distillery.evaluation.runs import run_tiers_alone
     from distillery.models import load_model
     from distillery.models.batching import batched
     from distillery.routing.config import CascadeConfig, TierConfig

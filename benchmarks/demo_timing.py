@@ -85,6 +85,7 @@ def training_threads(data: str, steps: int = 20) -> None:
     import torch
 
     from distillery.demo import quiet_library_output, torch_threads
+    from distillery.distill.config import DistillationConfig
     from distillery.distill.trainer import train_student
 
     quiet_library_output()
@@ -92,8 +93,8 @@ def training_threads(data: str, steps: int = 20) -> None:
     for threads in (1, 2):
         with tempfile.TemporaryDirectory() as tmp, torch_threads(threads), contextlib.redirect_stdout(io.StringIO()):
             started = time.perf_counter()
-            train_student("world:student-xs", data, out=Path(tmp) / "s", signal="sparse", max_steps=steps,
-                          batch_size=16, learning_rate=3e-3, progress=False)
+            config = DistillationConfig(signal="sparse", max_steps=steps, batch_size=16, learning_rate=3e-3, progress=False)
+            train_student("world:student-xs", data, out=Path(tmp) / "s", config=config)
             seconds[threads] = time.perf_counter() - started
         print(f"  {threads} torch thread(s): {steps} steps in {seconds[threads]:5.1f}s "
               f"({seconds[threads] / steps:.2f} s/step, torch reports {torch.get_num_threads()} after restore)")

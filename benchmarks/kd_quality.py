@@ -157,6 +157,7 @@ def teacher_forced(model_dir: Path, n_eval: int, split: str) -> dict:
 
 
 def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None:
+    from distillery.distill.config import DistillationConfig
     from distillery.distill.trainer import train_student
     from distillery.models.hf import HFModel
     from distillery.world.evaluate import evaluate_model
@@ -168,11 +169,7 @@ def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None
     data = out / ("teacher.jsonl" if method == "sft-teacher" else "expert.jsonl")
     kd = method.startswith("kd")
     started = time.perf_counter()
-    train_student(
-        args.student,
-        data,
-        out=run_dir,
-        teacher=args.teacher if kd else None,
+    config = DistillationConfig(
         signal={"kd-offline": "sparse", "kd-online": "online"}.get(method, "sequence"),
         topk=20,
         alpha=args.alpha,
@@ -185,10 +182,10 @@ def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None
         seed=seed,
         logging_steps=25,
         progress=False,
-        warmup_steps=20,
         threads=1,
-        lr_scheduler_type="cosine",
+        training_arguments={"warmup_steps": 20, "lr_scheduler_type": "cosine"},
     )
+    train_student(args.student, data, out=run_dir, teacher=args.teacher if kd else None, config=config)
     train_seconds = time.perf_counter() - started
     report, _ = evaluate_model(HFModel(str(run_dir)), generate_tasks(args.split, args.n_eval, seed=0))
     report["teacher_forced"] = teacher_forced(run_dir, args.n_eval, args.split)
@@ -212,6 +209,7 @@ ABLATION = (  # (alpha, temperature, divergence), one seed, teacher-forced figur
 
 def run_ablation(out: Path, args: argparse.Namespace) -> None:
     """kd-offline with other alpha / T / divergence on seed 0, scored teacher-forced only (cheap)."""
+    from distillery.distill.config import DistillationConfig
     from distillery.distill.trainer import train_student
 
     for alpha, temperature, divergence in ABLATION:
@@ -219,10 +217,13 @@ def run_ablation(out: Path, args: argparse.Namespace) -> None:
         if (run_dir / "eval.json").exists():
             continue
         started = time.perf_counter()
-        train_student(args.student, out / "expert.jsonl", out=run_dir, teacher=args.teacher, signal="sparse", topk=20,
-                      alpha=alpha, temperature=temperature, divergence=divergence, max_steps=args.steps,
-                      batch_size=args.batch_size, learning_rate=args.lr, max_length=512, seed=0, logging_steps=25,
-                      progress=False, warmup_steps=20, lr_scheduler_type="cosine", threads=1)
+        config = DistillationConfig(
+            signal="sparse", topk=20, alpha=alpha, temperature=temperature, divergence=divergence,
+            max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, max_length=512, seed=0,
+            logging_steps=25, progress=False, threads=1,
+            training_arguments={"warmup_steps": 20, "lr_scheduler_type": "cosine"},
+        )
+        train_student(args.student, out / "expert.jsonl", out=run_dir, teacher=args.teacher, config=config)
         report = {"alpha": alpha, "temperature": temperature, "divergence": divergence, "seed": 0,
                   "train_seconds": round(time.perf_counter() - started, 1),
                   "teacher_forced": teacher_forced(run_dir, args.n_eval, args.split)}

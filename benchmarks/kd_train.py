@@ -142,12 +142,11 @@ def worker(mode: str, config_name: str, steps: int, warmup: int, batch_size: int
         logging_steps=1000, seed=0, max_length=512, bf16=False,
     )
     timer = _Timer()
-    from distillery.distill.config import DistillationConfig
+    from distillery.distill.training_arguments import DistillationTrainingArguments
     from distillery.distill.signals import OnlineTeacherSignal, SequenceSignal, SparseTopKSignal, teacher_topk
     from distillery.distill.trainer import DistillationTrainer
 
-    args = DistillationConfig(**common, signal={"sft": "sequence", "gkd": "sequence"}.get(mode, mode), alpha=0.5,
-                              temperature=1.0)
+    args = DistillationTrainingArguments(**common, alpha=0.5, temperature=1.0)
     # No student_tokenizer: the loss runs over the model's whole output layer (32k for wide32k).
     signal = OnlineTeacherSignal(teacher) if mode == "online" else SequenceSignal()
     trainer = DistillationTrainer(student, args=args, signal=signal, train_dataset=dataset,

@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--max-completion-length", type=int, default=256)
     args = parser.parse_args()
 
+    from distillery.distill.config import DistillationConfig, OnPolicyConfig
     from distillery.distill.on_policy import train_on_policy
     from distillery.distill.trainer import chat_rows, train_student
     from distillery.world.expert import solve
@@ -43,16 +44,17 @@ def main() -> None:
 
     rows = chat_rows([solve(task) for task in generate_tasks("train", args.tasks, seed=0)])
     common = dict(max_steps=args.steps, batch_size=args.batch_size, seed=0, self_check=0, progress=False, threads=1)
+    sft = DistillationConfig(signal="sequence", **{**common, "max_steps": args.sft_steps})
+    online = DistillationConfig(signal="online", alpha=0.5, temperature=2.0, **common)
+    on_policy = OnPolicyConfig(max_completion_length=args.max_completion_length, learning_rate=1e-4, **common)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {
-            "sft": train_student("world:student-xs", rows, out=Path(tmp, "sft"), signal="sequence",
-                                 **{**common, "max_steps": args.sft_steps}),
+            "sft": train_student("world:student-xs", rows, out=Path(tmp, "sft"), config=sft),
             "online": train_student("world:student-xs", rows, out=Path(tmp, "online"), teacher="world:teacher",
-                                    signal="online", alpha=0.5, temperature=2.0, **common),
+                                    config=online),
         }
         runs["on-policy"] = train_on_policy(f"hf:{runs['sft']}", out=Path(tmp, "on-policy"), teacher="world:teacher",
-                                            data=rows, max_completion_length=args.max_completion_length,
-                                            learning_rate=1e-4, **common)
+                                            data=rows, config=on_policy)
         summaries = {name: json.loads((out / "distillation.json").read_text()) for name, out in runs.items()}
 
     print(f"offline world, batch {args.batch_size}: sft {args.sft_steps} steps, online and on-policy {args.steps} steps; "

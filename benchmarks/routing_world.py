@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from distillery.commands.routing import print_report
-from distillery.offline.calibrate import calibrate_cascade
-from distillery.offline.evaluate import evaluate
-from distillery.offline.results import save_results
+from distillery.evaluation.calibrate import calibrate_cascade
+from distillery.evaluation.evaluate import evaluate
+from distillery.evaluation.results import save_results
 from distillery.routing.config import CascadeConfig, TierConfig, write_cascade_config
 from distillery.world import SYSTEM_PROMPT
 from distillery.world.tasks import generate_tasks

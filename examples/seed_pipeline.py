@@ -33,6 +33,7 @@ from pathlib import Path
 from distillery.collect import collect_teacher_trajectories
 from distillery.dataset import build_finetune_jsonl
 from distillery.demo import quiet_library_output
+from distillery.distill.config import DistillationConfig
 from distillery.distill.init import init_student
 from distillery.distill.trainer import train_student
 from distillery.errors import DistilleryError
@@ -111,8 +112,8 @@ def main() -> int:
         print(f"pruned the teacher to {pruned.parameters['student']:,} of {pruned.parameters['source']:,} parameters "
               f"(layers {pruned.plan['layers']} kept)")
         student_start = f"hf:{out / 'student-init'}"  # its init.json gives the trainer a recovery learning rate
-    student_dir = train_student(student_start, jsonl, out=out / "student", signal="sequence", max_steps=args.steps,
-                                batch_size=4 if not offline else 16, progress=False)
+    config = DistillationConfig(signal="sequence", max_steps=args.steps, batch_size=4 if not offline else 16, progress=False)
+    student_dir = train_student(student_start, jsonl, out=out / "student", config=config)
     student = load_model(f"hf:{student_dir}", max_new_tokens=160)
     teacher = load_model(teacher_uri, **({"max_new_tokens": 160} if offline else {}))
 

@@ -149,14 +149,14 @@ def test_the_check_names_the_first_bad_example():
 
 
 def test_the_trainer_trains_the_turn_by_turn_tokens():
-    from distillery.distill.config import DistillationConfig
     from distillery.distill.trainer import DistillationTrainer, chat_rows
+    from distillery.distill.training_arguments import DistillationTrainingArguments
     from tests.tiny_models import tiny_llama
 
     tokenizer = load_world_tokenizer()
     rows = chat_rows([{"messages": conversation(kind), "tools": TOOLS} for kind in ("tool_only", "parallel", "text")])
-    config = DistillationConfig(output_dir="unused", max_steps=1, report_to="none", use_cpu=True, max_length=4096)
-    trainer = DistillationTrainer(tiny_llama(tokenizer), args=config, train_dataset=Dataset.from_list(rows),
+    args = DistillationTrainingArguments(output_dir="unused", max_steps=1, report_to="none", use_cpu=True, max_length=4096)
+    trainer = DistillationTrainer(tiny_llama(tokenizer), args=args, train_dataset=Dataset.from_list(rows),
                                   processing_class=tokenizer)
     prepared = trainer.train_dataset.to_list()
     assert {s["source_row"] for s in prepared} == {0, 1, 2}

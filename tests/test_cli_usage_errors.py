@@ -302,8 +302,8 @@ def test_a_failed_run_is_one_line_and_exit_1(tmp_path):
 
 
 def test_train_choices_match_the_library():
-    """commands/train.py spells out the signals and divergences so a usage error does not import torch."""
-    from distillery.commands.train import DIVERGENCE_CHOICES, SIGNAL_CHOICES
+    """distill/config.py spells out the divergences and sparse tails so a usage error does not import torch."""
+    from distillery.distill.config import DIVERGENCE_NAMES, TAIL_MODE_NAMES
 
     def assigned(module: str, name: str) -> Any:
         tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
@@ -313,9 +313,9 @@ def test_train_choices_match_the_library():
                 return node.value
         raise AssertionError(f"{module}.{name} not found")
 
-    assert set(SIGNAL_CHOICES) == set(ast.literal_eval(assigned("distillery.distill.config", "SIGNALS")))
     divergences = assigned("distillery.distill.divergences", "DIVERGENCES")
-    assert set(DIVERGENCE_CHOICES) == {ast.literal_eval(key) for key in divergences.keys}
+    assert set(DIVERGENCE_NAMES) == {ast.literal_eval(key) for key in divergences.keys}
+    assert set(TAIL_MODE_NAMES) == set(ast.literal_eval(assigned("distillery.distill.sparse_losses", "TAIL_MODES")))
 
 
 # -- whichever click the installed typer raises -----------------------------------------------------

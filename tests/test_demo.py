@@ -136,19 +136,19 @@ def test_the_init_stage_prunes_the_teacher_and_training_starts_from_it(tmp_path,
 
     calls = []
 
-    def fake_train(student, data, *, out, **options):  # records what the stage asks the trainer for
-        calls.append((student, options))
+    def fake_train(student, data, *, out, config, **options):  # records what the stage asks the trainer for
+        calls.append((student, config))
         out.mkdir(parents=True)
         (out / "distillation.json").write_text(json.dumps({
-            "signal": options["signal"], "alpha": options["alpha"], "temperature": options["temperature"],
-            "global_step": options["max_steps"], "examples": 6, "learning_rate": 1e-3, "log_history": []}))
+            "signal": config.signal, "alpha": config.alpha, "temperature": config.temperature,
+            "global_step": config.max_steps, "examples": 6, "learning_rate": 1e-3, "log_history": []}))
         return out
 
     monkeypatch.setattr(trainer, "train_student", fake_train)
     stages.train(ctx)
-    student, options = calls[0]
+    student, config = calls[0]
     assert student == f"hf:{ctx.init_dir}"  # the trainer sees init.json there: its recovery learning rate applies
-    assert options["learning_rate"] is None and options["max_steps"] == 3
+    assert config.learning_rate is None and config.max_steps == 3
 
 
 def test_a_hosted_teachers_budget_caps_the_whole_collection_not_each_split(tmp_path, monkeypatch):

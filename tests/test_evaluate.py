@@ -2,8 +2,8 @@
 
 import pytest
 
-from distillery.offline.evaluate import check_gates, evaluate, tool_call_accuracy
-from distillery.offline.results import load_results, save_results
+from distillery.evaluation.evaluate import check_gates, evaluate, tool_call_accuracy
+from distillery.evaluation.results import load_results, save_results
 from distillery.routing.cascade import CascadeConfig, TierConfig
 from distillery.tasks import Task
 from distillery.tools import ToolBox, tool

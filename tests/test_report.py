@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from distillery.cli import app
-from distillery.offline.evaluate import evaluate
-from distillery.offline.results import save_results
+from distillery.evaluation.evaluate import evaluate
+from distillery.evaluation.results import save_results
 from distillery.models import register_provider
 from distillery.report import data
 from distillery.report.plots import pareto

@@ -5,9 +5,9 @@ import random
 import pytest
 
 from distillery.errors import ConfigError
-from distillery.offline.calibrate import calibrate
-from distillery.offline.runs import TierRun
-from distillery.offline.simulate import candidate_thresholds, deferral_curve, simulate
+from distillery.evaluation.calibrate import calibrate
+from distillery.evaluation.runs import TierRun
+from distillery.evaluation.simulate import candidate_thresholds, deferral_curve, simulate
 
 
 def synthetic(n=200, seed=0):

@@ -7,9 +7,9 @@ import random
 import pytest
 
 from distillery.errors import ConfigError
-from distillery.offline.calibrate import calibrate
-from distillery.offline.certify import certify
-from distillery.offline.runs import TierRun
+from distillery.evaluation.calibrate import calibrate
+from distillery.evaluation.certify import certify
+from distillery.evaluation.runs import TierRun
 
 
 def run(task: int, success: bool, confidence: float, cost: float) -> TierRun:

@@ -16,7 +16,7 @@ from distillery.routing.confidence import (
     logprob_features,
     step_features,
 )
-from distillery.offline.metrics import apgr, auroc, cpt, ece, oracle_router_curve, pgr, random_router_curve
+from distillery.evaluation.metrics import apgr, auroc, cpt, ece, oracle_router_curve, pgr, random_router_curve
 from distillery.trajectory import TokenLogprob, ToolCall, ToolSpec, Turn
 from tests.routing_fakes import tool_call_tokens, turn_from_tokens
 

@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from distillery.offline.runs import TierRun
-from distillery.offline.simulate import simulate
+from distillery.evaluation.runs import TierRun
+from distillery.evaluation.simulate import simulate
 from distillery.routing import Cascade, should_escalate
 from distillery.routing.config import CascadeConfig, TierConfig, default_scorers
 from distillery.serve.backend import GatewayError, StepOptions

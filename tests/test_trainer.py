@@ -19,13 +19,14 @@ from distillery.distill.signals import (
     write_teacher_topk,
 )
 from distillery.distill.trainer import DistillationTrainer, load_training_data, train_student
+from distillery.distill.training_arguments import DistillationTrainingArguments
 from distillery.errors import ConfigError
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 from tests.trainer_helpers import chat_records, tiny_pair
 
 
 def make_trainer(tmp_path, student, tokenizer, signal=None, **config):
-    args = DistillationConfig(
+    args = DistillationTrainingArguments(
         output_dir=str(tmp_path / "ckpt"),
         per_device_train_batch_size=4,
         max_steps=1,
@@ -164,10 +165,9 @@ def test_sparse_sidecar_round_trips_through_the_builder_format(tmp_path):
 
 def test_train_student_writes_a_model_hf_can_load(tmp_path):
     tokenizer, teacher, student = tiny_pair()
-    out = train_student(
-        (student, tokenizer), chat_records(8), out=tmp_path / "student", teacher=(teacher, tokenizer),
-        signal="sparse", topk=8, max_steps=2, batch_size=4, learning_rate=1e-3, progress=False,
-    )
+    config = DistillationConfig(signal="sparse", topk=8, max_steps=2, batch_size=4, learning_rate=1e-3, progress=False)
+    out = train_student((student, tokenizer), chat_records(8), out=tmp_path / "student", teacher=(teacher, tokenizer),
+                        config=config)
     assert (out / "config.json").exists() and (out / "model.safetensors").exists()
     assert (out / "teacher.topk.parquet").exists()
     summary = json.loads((out / "distillation.json").read_text())
@@ -257,8 +257,8 @@ def test_action_signal_loss_is_teacher_weighted_nll_of_actions(tmp_path):
     for row in rows:
         row["action_distributions"] = json.dumps([{paris: 0.75, rome: 0.25}, None])
     dataset = Dataset.from_list(rows)
-    args = DistillationConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, use_cpu=True,
-                              save_strategy="no", disable_tqdm=True, alpha=0.0, signal="action")
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1,
+                                         use_cpu=True, save_strategy="no", disable_tqdm=True, alpha=0.0)
     trainer = DistillationTrainer(tiny_llama(tokenizer), args=args, signal=ActionSignal(dataset, tokenizer),
                                   train_dataset=dataset, processing_class=tokenizer)
     batch = first_batch(trainer)

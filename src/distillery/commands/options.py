@@ -14,12 +14,12 @@ infinity through, some print no value) and cannot express open bounds such as (0
 from __future__ import annotations
 
 import codecs
-import math
 from pathlib import Path
 from typing import Any, Callable
 
 import typer
 
+from distillery.checks import MAX_SEED, not_a_choice, out_of_range
 from distillery.errors import ConfigError
 
 Callback = Callable[[Any, Any, Any], Any]
@@ -28,7 +28,6 @@ Callback = Callable[[Any, Any, Any], Any]
 # command's own reader; a file that is binary or in another encoding shows itself long before this.
 TEXT_CHECK_BYTES = 16 * 1024 * 1024
 SQLITE_HEADER = b"SQLite format 3\x00"
-MAX_SEED = 2**32 - 1  # numpy's legacy seeding and every RNG we hand a seed to accept this range
 # The most tasks a command draws from the offline world (or takes from a file) in one run: far above
 # any real use, low enough that a typo (--n 10000000000) is refused instead of filling the memory.
 MAX_TASKS = 1_000_000
@@ -45,31 +44,12 @@ def _tagged(callback: Callback, **what: Any) -> Callback:
     return callback
 
 
-def _fmt(x: float | int) -> str:
-    """Integers in full (a port, a seed bound), other numbers short."""
-    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e16):
-        text = str(int(x))
-        return text if len(text) <= 40 else f"{text[:20]}...({len(text)} digits)"
-    return f"{x:g}"
-
-
-def _describe(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
-    if low is not None:
-        return f"{'>' if low_open else '>='} {_fmt(low)}"
-    return f"{'<' if high_open else '<='} {_fmt(high)}"
-
-
 def check_number(value: float | int, low: float | None = None, high: float | None = None, *,
                  low_open: bool = False, high_open: bool = False) -> None:
     """Raise `typer.BadParameter` unless `value` is a finite number within the bounds."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _bad(f"must be a finite number, got {value}")
-    below = low is not None and (value <= low if low_open else value < low)
-    above = high is not None and (value >= high if high_open else value > high)
-    if below or above:
-        raise _bad(f"must be {_describe(low, high, low_open, high_open)}, got {_fmt(value)}")
+    problem = out_of_range(value, low, high, low_open=low_open, high_open=high_open)
+    if problem:
+        raise _bad(problem)
 
 
 def number(low: float | None = None, high: float | None = None, *, low_open: bool = False,
@@ -100,8 +80,9 @@ def choice(*choices: str) -> Callback:
     def callback(ctx, param, value):
         if value is None or getattr(ctx, "resilient_parsing", False):
             return value
-        if value not in choices:
-            raise _bad(f"{value!r} is not one of {', '.join(choices)}")
+        problem = not_a_choice(value, choices)
+        if problem:
+            raise _bad(problem)
         return value
 
     return _tagged(callback, choices=choices)

@@ -187,7 +187,7 @@ def calibrate_command(
         "of the teacher's success."),
 ) -> None:
     """Choose escalation thresholds on a validation split and write them into the cascade config."""
-    from distillery.offline.calibrate import NotCertified, calibrate_cascade
+    from distillery.evaluation.calibrate import NotCertified, calibrate_cascade
     from distillery.routing.config import config_warnings, load_cascade_config, write_cascade_config
     from distillery.tools import default_system
 
@@ -269,8 +269,8 @@ def eval_command(
     max_cost: Optional[float] = typer.Option(None, "--max-cost", callback=number(0), help=f"Gate: exit {GATE_EXIT_CODE} if the cascade costs more than this many dollars per 1,000 tasks."),
 ) -> None:
     """Evaluate the cascade on held-out tasks beside the student, the teacher, a random router and the oracle."""
-    from distillery.offline.evaluate import check_gates, evaluate
-    from distillery.offline.results import load_results, save_results
+    from distillery.evaluation.evaluate import check_gates, evaluate
+    from distillery.evaluation.results import load_results, save_results
 
     if from_json is not None:
         results = load_results(from_json)
@@ -372,7 +372,7 @@ def cascade_train(
 ) -> None:
     """Distil each tier from the one above it, on the tasks that reach it (cascade distillation)."""
     from distillery.routing.config import load_cascade_config
-    from distillery.offline.train_cascade import train_cascade
+    from distillery.evaluation.train_cascade import train_cascade
     from distillery.tools import default_system
 
     config = load_cascade_config(config_path)

@@ -3,26 +3,84 @@
 from __future__ import annotations
 
 import os
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from distillery.commands.options import (choice, input_file, input_file_or_dir, non_empty, number, output_dir,
-                                         seed as seed_range, sqlite_store, usage_error)
+                                         sqlite_store, usage_error)
+from distillery.distill.config import DistillationConfig, OnPolicyConfig
 from distillery.errors import ConfigError
 
 console = Console()
 
 
-# distill.config.SIGNALS and distill.divergences.DIVERGENCES, spelled out so that a usage error does not
-# wait for torch to import (tests/test_cli_usage_errors.py keeps them equal).
-SIGNAL_CHOICES = ("sequence", "online", "sparse", "action", "on-policy")
-DIVERGENCE_CHOICES = ("forward_kl", "reverse_kl", "jsd")
+# Config fields whose flag is not the field's name with dashes (the flags are older than the config).
+FLAGS = {"learning_rate": "--lr", "gradient_accumulation_steps": "--grad-accum"}
+# The config's fields this command does not set, and why (tests/test_config.py holds every other field to a flag).
+API_ONLY = {
+    "jsd_beta": "--divergence jsd keeps GKD's symmetric 0.5; other betas are an ablation, set from Python",
+    "sparse_tail": "an ablation of the sparse loss (benchmarks/kd_quality.py), set from Python",
+    "kd_chunk_size": "it changes memory, not results, and the default suits the students this command trains",
+    "lora_alpha": "--lora-r sizes the adapter; its scale keeps the default (32), set from Python",
+    "report": "experiment trackers (wandb, ...) are set up from Python, where their logins are",
+    "progress": "the command line always shows the progress bar",
+    "training_arguments": "further TrainingArguments, a dict for Python callers",
+}
+
+
+def _config_field(name: str) -> Field:
+    """Field `name` as `DistillationConfig` declares it, else as `OnPolicyConfig` does (the on-policy options)."""
+    for config_class in (DistillationConfig, OnPolicyConfig):
+        for spec in fields(config_class):
+            if spec.name == name:
+                return spec
+    raise KeyError(name)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of config field `name`."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def config_option(name: str, *, default: Any = MISSING) -> Any:
+    """A typer option for config field `name`: its flag, default, help and check all come from the field."""
+    spec = _config_field(name)
+    callback = None
+    if "choices" in spec.metadata:
+        callback = choice(*spec.metadata["choices"])
+    elif "bounds" in spec.metadata:
+        low, high, low_open, high_open = spec.metadata["bounds"]
+        callback = number(low, high, low_open=low_open, high_open=high_open)
+    return typer.Option(spec.default if default is MISSING else default, flag(name), callback=callback,
+                        help=spec.metadata["help"])
+
+
+def config_from_options(options: dict[str, Any]) -> DistillationConfig:
+    """The run's config from the parsed command line: every option named like one of its fields.
+
+    An option left unset (None) keeps the config's default, so --temperature is 2 for the offline
+    signals and 1 on-policy. A value the config refuses is a usage error that names its flag, in
+    the config's words.
+    """
+    config_class = OnPolicyConfig if options["signal"] == "on-policy" else DistillationConfig
+    names = {spec.name for spec in fields(config_class)}
+    values = {name: value for name, value in options.items() if name in names and value is not None}
+    if values.get("resume") and not values.get("save_steps"):
+        values["save_steps"] = 100  # a resumed run goes on writing checkpoints, to be resumed again
+    try:
+        return config_class(**values)
+    except ValueError as exc:
+        name, _, problem = str(exc).partition(": ")
+        raise typer.BadParameter(problem, param_hint=f"'{flag(name)}'") from None
 
 
 def train(
+    ctx: typer.Context,
     student: str = typer.Option(
         ..., "--student", callback=non_empty(), help="Student to train: a URI (world:student-xs, hf:./dir) or a model directory."
     ),
@@ -51,27 +109,11 @@ def train(
         "On-policy also takes a vLLM server: vllm:http://host:8000 (it scores with prompt_logprobs). Teachers "
         "without token logprobs (anthropic:, openai:) are refused for on-policy.",
     ),
-    signal: str = typer.Option(
-        "sequence",
-        "--signal",
-        callback=choice(*SIGNAL_CHOICES),
-        help="Teacher signal. sequence: SFT on the teacher's text (black-box teachers such as Claude). online: "
-        "dense teacher logits per batch. sparse: top-k teacher logprobs from a sidecar. action: the teacher's "
-        "distribution over tool calls per step (k samples). on-policy: the student runs its own episodes with "
-        "the real tools and the teacher scores every token it wrote (reverse KL, TRL's DistillationTrainer); "
-        "start from an SFT checkpoint (docs/training.md).",
-    ),
+    signal: str = config_option("signal"),
     sidecar: Path = typer.Option(None, "--sidecar", callback=input_file(text=False), help="Top-k sidecar (.topk.parquet) for --signal sparse."),
-    alpha: float = typer.Option(
-        0.5, "--alpha", callback=number(0, 1), help="Weight of the hard-label loss: L = alpha*CE + (1-alpha)*T^2*KD. 1.0 = plain SFT."
-    ),
-    temperature: float = typer.Option(
-        None, "--temperature", callback=number(0, low_open=True), help="Softening temperature T for teacher and student (soft term scaled by T^2); default 2. "
-        "On-policy: the sampling and loss temperature, default 1."
-    ),
-    beta: float = typer.Option(
-        1.0, "--beta", callback=number(0, 1), help="On-policy: generalized JSD beta; 1 = reverse KL(student||teacher), 0 = forward KL."
-    ),
+    alpha: float = config_option("alpha"),
+    temperature: float = config_option("temperature", default=None),
+    beta: float = config_option("beta"),
     tools: str = typer.Option(
         None, "--tools", help="On-policy: the tools rollouts run, as module:attribute (a ToolBox or a list of @tool "
         "functions). Default: the offline world's tools."
@@ -80,43 +122,25 @@ def train(
         None, "--replay-tools", help="On-policy: comma-separated tools NOT to run (paid, side effects); their calls are "
         "answered from the results recorded in --data / --from-store, and an unrecorded call gets an error result."
     ),
-    max_completion_length: int = typer.Option(
-        256, "--max-completion-length", callback=number(1), help="On-policy: tokens per episode, the student's and tool results'."
-    ),
-    max_tool_turns: int = typer.Option(8, "--max-tool-turns", callback=number(1), help="On-policy: tool-calling rounds per episode."),
-    teacher_params: int = typer.Option(
-        None, "--teacher-params", callback=number(1), help="On-policy with a vLLM teacher: its parameter count, for the compute ledger's FLOPs."
-    ),
-    divergence: str = typer.Option(
-        "forward_kl",
-        "--divergence",
-        callback=choice(*DIVERGENCE_CHOICES),
-        help="forward_kl = KL(teacher||student), covers all teacher modes; reverse_kl = KL(student||teacher), "
-        "mode-seeking; jsd = generalized Jensen-Shannon (GKD).",
-    ),
-    topk: int = typer.Option(20, "--topk", callback=number(1), help="k when a sparse sidecar is computed from --teacher."),
-    max_steps: int = typer.Option(None, "--max-steps", callback=number(1), help="Optimizer steps; overrides --epochs when set."),
-    epochs: float = typer.Option(1.0, "--epochs", callback=number(0, low_open=True), help="Passes over the data (when --max-steps is not set)."),
-    lr: float = typer.Option(
-        None, "--lr", callback=number(0, low_open=True), help="Learning rate. Default: 1e-3 for an untrained world student or a small student pruned by `distillery student init` (1e-4 for a large one), 2e-4 with --lora, else 2e-5."
-    ),
-    batch_size: int = typer.Option(8, "--batch-size", callback=number(1), help="Examples per device per step."),
-    grad_accum: int = typer.Option(1, "--grad-accum", callback=number(1), help="Micro-batches accumulated per optimizer step."),
-    max_length: int = typer.Option(1024, "--max-length", callback=number(1), help="Tokens per example; longer ones are truncated."),
-    lora: bool = typer.Option(False, "--lora", help="Train a LoRA adapter (PEFT) and merge it into the output."),
-    lora_r: int = typer.Option(16, "--lora-r", callback=number(1), help="LoRA rank."),
-    seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for initialisation, data order and dropout."),
-    save_steps: int = typer.Option(None, "--save-steps", callback=number(1), help="Write a checkpoint every N steps (for --resume)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in OUT/checkpoints."),
-    logging_steps: int = typer.Option(10, "--logging-steps", callback=number(1), help="Log the loss and its components every N steps."),
-    threads: int = typer.Option(
-        0, "--threads", callback=number(0), help="CPU threads for torch. 0: one thread for a small model on a CPU (more only oversubscribe the cores), torch's default otherwise."
-    ),
-    self_check: int = typer.Option(
-        32, "--self-check", callback=number(0), help="After training, replay this many training turns greedily and report whether the "
-        "student reproduces them (valid tool-call format, exact calls, exact answers); it warns when it cannot, and "
-        "serve / cascade check warn again. 0 skips it."
-    ),
+    max_completion_length: int = config_option("max_completion_length"),
+    max_tool_turns: int = config_option("max_tool_turns"),
+    teacher_params: int = config_option("teacher_params"),
+    divergence: str = config_option("divergence"),
+    topk: int = config_option("topk"),
+    max_steps: int = config_option("max_steps"),
+    epochs: float = config_option("epochs"),
+    learning_rate: float = config_option("learning_rate"),
+    batch_size: int = config_option("batch_size"),
+    gradient_accumulation_steps: int = config_option("gradient_accumulation_steps"),
+    max_length: int = config_option("max_length"),
+    lora: bool = config_option("lora"),
+    lora_r: int = config_option("lora_r"),
+    seed: int = config_option("seed"),
+    save_steps: int = config_option("save_steps"),
+    resume: bool = config_option("resume"),
+    logging_steps: int = config_option("logging_steps"),
+    threads: int = config_option("threads"),
+    self_check: int = config_option("self_check"),
 ) -> None:
     """Train a student on what the teacher knows: its text, its logits, its action distribution, or its grades of
     the student's own episodes (on-policy).
@@ -130,72 +154,27 @@ def train(
         distillery train --student hf:runs/xs-sft --data data/train.jsonl --teacher world:teacher \\
             --signal on-policy --max-steps 200 --out runs/xs-onpolicy
     """
-    # Imported here so that `distillery --help` and the other commands never pay for torch and TRL.
-    from distillery.distill.config import SIGNALS
-    from distillery.distill.losses import DIVERGENCES
-    from distillery.distill.trainer import train_student
-
-    if signal not in SIGNALS:
-        raise ConfigError(f"--signal {signal!r}: choose one of {', '.join(SIGNALS)}")
     if signal == "on-policy":
         if (data is None) == (from_store is None):
             raise usage_error("--signal on-policy takes its prompts from exactly one of --data and --from-store")
     elif data is None or from_store is not None:
         raise usage_error(f"--signal {signal} trains on --data (--from-store is for --signal on-policy)")
+    config = config_from_options(ctx.params)
+    _check_launch(os.environ)
+    # Imported here so that `distillery --help` and the other commands never pay for torch and TRL.
     if signal == "on-policy":
-        _check_launch(os.environ)
         from distillery.distill.on_policy import train_on_policy
 
-        result = train_on_policy(
-            student, out=out, teacher=teacher, data=data, from_store=from_store, tools=tools,
-            replay_tools=[name.strip() for name in (replay_tools or "").split(",") if name.strip()],
-            beta=beta, temperature=temperature if temperature is not None else 1.0,
-            max_completion_length=max_completion_length, max_tool_turns=max_tool_turns, teacher_params=teacher_params,
-            max_steps=max_steps, epochs=epochs, learning_rate=lr, batch_size=batch_size,
-            gradient_accumulation_steps=grad_accum, lora=lora, lora_r=lora_r, seed=seed, save_steps=save_steps,
-            resume=resume, logging_steps=logging_steps, threads=threads, self_check=self_check,
-        )
-        if _is_main_process():
-            _print_summary(result, data or from_store)
-        _leave_process_group()
-        return
-    temperature = 2.0 if temperature is None else temperature
-    if divergence not in DIVERGENCES:
-        raise ConfigError(f"--divergence {divergence!r}: choose one of {', '.join(sorted(DIVERGENCES))}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"--alpha must be in [0, 1], got {alpha}")
-    if resume and not save_steps:
-        save_steps = 100
-    _check_launch(os.environ)
-    result = train_student(
-        student,
-        data,
-        out=out,
-        teacher=teacher,
-        signal=signal,
-        alpha=alpha,
-        temperature=temperature,
-        divergence=divergence,
-        sidecar=sidecar,
-        topk=topk,
-        max_steps=max_steps,
-        epochs=epochs,
-        learning_rate=lr,
-        batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        max_length=max_length,
-        lora=lora,
-        lora_r=lora_r,
-        seed=seed,
-        save_steps=save_steps,
-        resume=resume,
-        logging_steps=logging_steps,
-        threads=threads,
-        self_check=self_check,
-    )
+        replayed = [name.strip() for name in (replay_tools or "").split(",") if name.strip()]
+        result = train_on_policy(student, out=out, teacher=teacher, data=data, from_store=from_store, tools=tools,
+                                 replay_tools=replayed, config=config)
+    else:
+        from distillery.distill.trainer import train_student
+
+        result = train_student(student, data, out=out, teacher=teacher, sidecar=sidecar, config=config)
     if _is_main_process():
-        # Only the main process writes distillation.json (train_student), so only it reads and prints it.
-        _print_summary(result, data)
+        # Only the main process writes distillation.json, so only it reads and prints it.
+        _print_summary(result, data or from_store)
     _leave_process_group()
 
 

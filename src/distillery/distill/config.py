@@ -1,97 +1,190 @@
-"""`DistillationConfig`: TRL's `SFTConfig` plus the knowledge-distillation options.
+"""The options of a training run: `DistillationConfig` for every signal, `OnPolicyConfig` for on-policy.
 
-Everything `SFTConfig` (and so `transformers.TrainingArguments`) accepts works unchanged: output
-directory, steps, batch size, learning rate, checkpointing, seeding, `accelerate` settings. The
-fields below choose where the teacher's targets come from and how they are mixed in:
+Each option is declared once, here, as a dataclass field with its default, its help text and its
+check, in the manner of `transformers.TrainingArguments`. The Python API takes these objects
+(`train_student(student, data, out=..., config=DistillationConfig(...))`, `train_on_policy`), and
+`distillery train` builds its options from the same fields (flags, defaults, help) and the config
+from its parsed options. A bad value raises a `ValueError` whose one line names the field; the
+command line prints the same words as a usage error naming the flag.
+
+The loss options (`LossOptions`) choose how the teacher's targets are mixed in:
 
     L = alpha * L_hard + (1 - alpha) * L_soft
 
 `L_hard` is the cross entropy on the trajectory's own tokens (what the teacher, or the expert,
-wrote); `L_soft` is the divergence from the teacher's temperature-softened distribution, scaled
-by T^2 (see `distillery.distill.losses`). Two defaults differ from `SFTConfig`: the loss is taken
-on assistant tokens only (prompts and tool results carry none), and `gradient_checkpointing` and
-`bf16` are off, since the point of a student is to be small and we also train it on CPUs.
+wrote); `L_soft` is the divergence from the teacher's temperature-softened distribution, scaled by
+T^2 (see `distillery.distill.losses`). The trainer reads them from its own arguments,
+`DistillationTrainingArguments` (`distill/training_arguments.py`: TRL's `SFTConfig` plus these
+fields), which `train_student` builds from a config.
+
+This module imports neither torch nor TRL: the command line reads it while parsing its options.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
-from trl import SFTConfig
-
-from distillery.distill.losses import DIVERGENCES, TAIL_MODES
+from distillery.checks import MAX_SEED, not_a_choice, out_of_range
 
 SIGNALS = ("sequence", "online", "sparse", "action", "on-policy")
 # Signals `DistillationTrainer` (SFTTrainer-based) trains; on-policy runs on TRL's own
 # DistillationTrainer instead (`distillery.distill.on_policy.train_on_policy`).
 OFFLINE_SIGNALS = SIGNALS[:4]
+# The names of `divergences.DIVERGENCES` and `sparse_losses.TAIL_MODES`, spelled out so that this
+# module needs no torch (tests/test_config.py keeps them equal).
+DIVERGENCE_NAMES = ("forward_kl", "reverse_kl", "jsd")
+TAIL_MODE_NAMES = ("bucket", "renormalize")
 
 
-@dataclass
-class DistillationConfig(SFTConfig):
-    """Training arguments for `DistillationTrainer` (TRL style: a dataclass that extends `SFTConfig`)."""
+def option(default: Any = MISSING, *, help: str, choices: tuple[str, ...] | None = None, low: float | None = None,
+           high: float | None = None, low_open: bool = False, default_factory: Any = MISSING) -> Any:
+    """A dataclass field with its help text and what values it accepts (checked by `check_options`)."""
+    metadata: dict[str, Any] = {"help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    if low is not None or high is not None:
+        metadata["bounds"] = (low, high, low_open, False)
+    return field(default=default, default_factory=default_factory, metadata=metadata)
 
-    signal: str = field(
-        default="sequence",
-        metadata={
-            "help": "Where teacher targets come from. 'sequence': SFT on the trajectory text (the only choice for a "
-            "black-box teacher such as Claude). 'online': a local teacher with the same tokenizer runs a no-grad "
-            "forward on every batch (dense logits). 'sparse': top-k teacher logprobs read from a Parquet sidecar. "
-            "'action': the teacher's distribution over tool calls per step, estimated from k samples. "
-            "(On-policy distillation runs on TRL's DistillationTrainer: `distillery.distill.on_policy`.)",
-            "choices": list(OFFLINE_SIGNALS),
-        },
-    )
-    alpha: float = field(
-        default=0.5,
-        metadata={"help": "Weight of the hard-label cross entropy; 1 - alpha weights the teacher term. 1.0 is plain SFT."},
-    )
-    temperature: float = field(
-        default=2.0,
-        metadata={"help": "Softmax temperature T for both teacher and student in the soft term (scaled by T^2)."},
-    )
-    divergence: str = field(
-        default="forward_kl",
-        metadata={
-            "help": "forward_kl = KL(teacher||student), mean-seeking; reverse_kl = KL(student||teacher), "
-            "mode-seeking; jsd = generalized Jensen-Shannon with `jsd_beta`.",
-            "choices": sorted(DIVERGENCES),
-        },
-    )
-    jsd_beta: float = field(default=0.5, metadata={"help": "beta of the generalized JSD (only for divergence='jsd')."})
-    sparse_tail: str = field(
-        default="bucket",
-        metadata={
-            "help": "Sparse signal: 'bucket' keeps the teacher's mass outside its top k as one extra outcome; "
-            "'renormalize' drops it and renormalises both distributions over the k ids.",
-            "choices": list(TAIL_MODES),
-        },
-    )
-    # 256 rows, as the loss's own default: measured at V=32k (BENCHMARKS.md, "KD training"), 1024
-    # rows is most of a batch's assistant tokens, so the loss barely chunks; 256 halves its peak.
-    kd_chunk_size: int = field(
-        default=256,
-        metadata={"help": "Tokens per chunk inside the KD loss; extra memory is O(chunk x vocab). Does not change results."},
-    )
 
-    # Defaults that differ from SFTConfig (see the module docstring).
-    assistant_only_loss: bool = field(default=True, metadata={"help": "Train on assistant tokens only."})
-    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name mirrors it).
-    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of activation_checkpointing."})
-    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations in backward."})
-    bf16: bool | None = field(default=False, metadata={"help": "Train in bfloat16 mixed precision."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Experiment trackers to report to."})
+def check_options(options: Any, declared_by: type) -> None:
+    """Raise `ValueError("<field>: <why>")` for the first field of `declared_by` whose value `options` refuses.
+
+    None passes for a field whose type admits it (an option left unset).
+    """
+    for spec in fields(declared_by):
+        value = getattr(options, spec.name)
+        if value is None and "None" in str(spec.type):
+            continue
+        problem = None
+        if "choices" in spec.metadata:
+            problem = not_a_choice(value, spec.metadata["choices"])
+        elif "bounds" in spec.metadata:
+            low, high, low_open, high_open = spec.metadata["bounds"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problem = f"must be a number, got {value!r}"
+            else:
+                problem = out_of_range(value, low, high, low_open=low_open, high_open=high_open)
+        if problem:
+            raise ValueError(f"{spec.name}: {problem}")
+
+
+@dataclass(kw_only=True)
+class LossOptions:
+    """How the teacher's targets enter the loss; shared by `DistillationConfig` and the trainer's arguments."""
+
+    alpha: float = option(
+        0.5, low=0, high=1,
+        help="Weight of the hard-label loss: L = alpha*CE + (1-alpha)*T^2*KD. 1.0 = plain SFT.",
+    )
+    temperature: float = option(
+        2.0, low=0, low_open=True,
+        help="Softening temperature T for teacher and student (the soft term is scaled by T^2); default 2. "
+        "On-policy: the sampling and loss temperature, default 1.",
+    )
+    divergence: str = option(
+        "forward_kl", choices=DIVERGENCE_NAMES,
+        help="forward_kl = KL(teacher||student), covers all teacher modes; reverse_kl = KL(student||teacher), "
+        "mode-seeking; jsd = generalized Jensen-Shannon (GKD).",
+    )
+    jsd_beta: float = option(0.5, low=0, high=1, help="beta of the generalized JSD (only for divergence jsd).")
+    sparse_tail: str = option(
+        "bucket", choices=TAIL_MODE_NAMES,
+        help="Sparse signal: 'bucket' keeps the teacher's mass outside its top k as one extra outcome; "
+        "'renormalize' drops it and renormalises both distributions over the k ids.",
+    )
+    # 256 rows: measured at V=32k (BENCHMARKS.md, "KD training"), 1024 rows is most of a batch's
+    # assistant tokens, so the loss barely chunks; 256 halves its peak.
+    kd_chunk_size: int = option(
+        256, low=1, help="Tokens per chunk inside the KD loss; extra memory is O(chunk x vocab). Does not change results.",
+    )
 
     def __post_init__(self):
-        super().__post_init__()
-        if self.signal not in OFFLINE_SIGNALS:
-            hint = " (on-policy: distillery.distill.on_policy.train_on_policy)" if self.signal == "on-policy" else ""
-            raise ValueError(f"signal must be one of {', '.join(OFFLINE_SIGNALS)}, got {self.signal!r}{hint}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.divergence not in DIVERGENCES:
-            raise ValueError(f"divergence must be one of {', '.join(sorted(DIVERGENCES))}, got {self.divergence!r}")
-        if self.sparse_tail not in TAIL_MODES:
-            raise ValueError(f"sparse_tail must be one of {', '.join(TAIL_MODES)}, got {self.sparse_tail!r}")
+        check_options(self, LossOptions)
+
+
+@dataclass(kw_only=True)
+class DistillationConfig(LossOptions):
+    """Every option of a training run (the loss options included); `train_student` takes one.
+
+    `training_arguments` passes further `transformers.TrainingArguments` / TRL settings through as
+    they are (`{"warmup_steps": 20, "lr_scheduler_type": "cosine"}`).
+    """
+
+    signal: str = option(
+        "sequence", choices=SIGNALS,
+        help="Teacher signal. sequence: SFT on the teacher's text (black-box teachers such as Claude). online: "
+        "dense teacher logits per batch. sparse: top-k teacher logprobs from a sidecar. action: the teacher's "
+        "distribution over tool calls per step (k samples). on-policy: the student runs its own episodes with "
+        "the real tools and the teacher scores every token it wrote (reverse KL, TRL's DistillationTrainer); "
+        "start from an SFT checkpoint (docs/training.md).",
+    )
+    topk: int = option(20, low=1, help="k when a sparse sidecar is computed from the teacher.")
+    max_steps: int | None = option(None, low=1, help="Optimizer steps; overrides epochs when set.")
+    epochs: float = option(1.0, low=0, low_open=True, help="Passes over the data (when max steps are not set).")
+    learning_rate: float | None = option(
+        None, low=0, low_open=True,
+        help="Learning rate. Default: 1e-3 for an untrained world student or a small student pruned by `distillery "
+        "student init` (1e-4 for a large one), 2e-4 with LoRA, else 2e-5.",
+    )
+    batch_size: int = option(8, low=1, help="Examples per device per step.")
+    gradient_accumulation_steps: int = option(1, low=1, help="Micro-batches accumulated per optimizer step.")
+    max_length: int | None = option(1024, low=1, help="Tokens per example; longer ones are truncated.")
+    lora: bool = option(False, help="Train a LoRA adapter (PEFT) and merge it into the output.")
+    lora_r: int = option(16, low=1, help="LoRA rank.")
+    lora_alpha: int = option(32, low=1, help="LoRA scaling alpha.")
+    seed: int = option(0, low=0, high=MAX_SEED, help="Seed for initialisation, data order and dropout.")
+    save_steps: int | None = option(None, low=1, help="Write a checkpoint every N steps (to resume from).")
+    resume: bool = option(False, help="Continue from the last checkpoint in OUT/checkpoints.")
+    logging_steps: int = option(10, low=1, help="Log the loss and its components every N steps.")
+    threads: int = option(
+        0, low=0,
+        help="CPU threads for torch. 0: one thread for a small model on a CPU (more only oversubscribe the "
+        "cores), torch's default otherwise.",
+    )
+    self_check: int = option(
+        32, low=0,
+        help="After training, replay this many training turns greedily and report whether the student "
+        "reproduces them (valid tool-call format, exact calls, exact answers); it warns when it cannot, and "
+        "serve / cascade check warn again. 0 skips it.",
+    )
+    report: str | list[str] = option("none", help="Experiment trackers to report to (TrainingArguments.report_to).")
+    progress: bool = option(True, help="Show the progress bar.")
+    training_arguments: dict[str, Any] = option(
+        default_factory=dict, help="Further TrainingArguments / TRL settings, passed through as they are.",
+    )
+
+    def __post_init__(self):
+        check_options(self, type(self))
+        if self.signal == "on-policy" and not isinstance(self, OnPolicyConfig):
+            raise ValueError("signal: 'on-policy' trains with an OnPolicyConfig (distillery.distill.on_policy"
+                             ".train_on_policy)")
+
+
+def _same_option(name: str, default: Any) -> Any:
+    """`DistillationConfig`'s field `name` with another default (the same help and checks)."""
+    spec = next(spec for spec in fields(DistillationConfig) if spec.name == name)
+    return field(default=default, metadata=spec.metadata)
+
+
+@dataclass(kw_only=True)
+class OnPolicyConfig(DistillationConfig):
+    """`DistillationConfig` for on-policy distillation, plus its own options; `train_on_policy` takes one.
+
+    The loss is TRL's generalized JSD with `beta`; alpha, divergence, topk and the sparse options do
+    not apply.
+    """
+
+    signal: str = option("on-policy", choices=("on-policy",), help="Always on-policy.")
+    temperature: float = _same_option("temperature", 1.0)
+    beta: float = option(
+        1.0, low=0, high=1,
+        help="On-policy: generalized JSD beta; 1 = reverse KL(student||teacher), 0 = forward KL. With a vLLM "
+        "teacher, beta > 0 scores the sampled token only (TRL's top-1 support).",
+    )
+    max_completion_length: int = option(256, low=1, help="On-policy: tokens per episode, the student's and tool results'.")
+    max_tool_turns: int = option(8, low=1, help="On-policy: tool-calling rounds per episode.")
+    teacher_params: int | None = option(
+        None, low=1, help="On-policy with a vLLM teacher: its parameter count, for the compute ledger's FLOPs.",
+    )

@@ -14,9 +14,10 @@ TRL owns the rollout loop and the loss. distillery adds, without a second copy o
 - for a vLLM-served teacher, `ServerOnPolicyTrainer`: TRL's `ServerDistillationTrainer` with tools
   passed through, tool-result tokens masked, and an HTTP-only client (see its docstring).
 
+    from distillery.distill.config import OnPolicyConfig
     from distillery.distill.on_policy import train_on_policy
     train_on_policy("hf:runs/xs-sft", out="runs/xs-onpolicy", teacher="world:teacher",
-                    data="data/train.jsonl", max_steps=200)
+                    data="data/train.jsonl", config=OnPolicyConfig(max_steps=200))
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from trl.generation.vllm_client import VLLMClient
 
 from distillery import registry
 from distillery.chat_tokens import completion_text, encode
+from distillery.distill.config import OnPolicyConfig
 from distillery.distill.ledger import ComputeLedger
 from distillery.distill.on_policy_data import (
     ServerTeacher,
@@ -255,29 +258,9 @@ def train_on_policy(
     from_store: str | Path | None = None,
     tools: Any = None,
     replay_tools: list[str] | tuple[str, ...] = (),
-    beta: float = 1.0,
-    temperature: float = 1.0,
-    max_completion_length: int = 256,
-    max_tool_turns: int = 8,
-    teacher_params: int | None = None,
-    max_steps: int | None = None,
-    epochs: float = 1.0,
-    learning_rate: float | None = None,
-    batch_size: int = 8,
-    gradient_accumulation_steps: int = 1,
-    lora: bool = False,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    seed: int = 0,
-    resume: bool = False,
-    save_steps: int | None = None,
-    logging_steps: int = 10,
-    report: str | list[str] = "none",
-    progress: bool = True,
+    config: OnPolicyConfig | None = None,
     callbacks: list | None = None,
-    threads: int = 0,
-    self_check: int = 32,
-    **config_overrides: Any,
+    **overrides: Any,
 ) -> Path:
     """On-policy distillation; writes a Hugging Face model directory and `distillation.json` to `out`.
 
@@ -290,18 +273,20 @@ def train_on_policy(
         turn); recorded tool results in them feed `replay_tools`.
     tools: a `ToolBox`, or a `module:attr` import path (default: the offline world's tools).
     replay_tools: names of tools answered from recorded results instead of being run.
-    beta: TRL's generalized JSD: 1.0 = reverse KL (the on-policy default), 0.0 = forward KL. With a
-        server teacher, beta > 0 scores the sampled token only (TRL's top-1 support).
-    max_completion_length: the student's tokens per episode, tool results included (TRL's budget).
-    max_tool_turns: tool-calling rounds per episode.
-    teacher_params: a server teacher's parameter count, for the ledger's FLOPs (unknown otherwise).
+    config: the run's options, an `OnPolicyConfig`: `DistillationConfig`'s steps, learning rate,
+        LoRA and so on, plus beta, temperature, max_completion_length, max_tool_turns and
+        teacher_params. Keyword arguments named like its fields override it.
+    callbacks: `transformers.TrainerCallback`s for the trainer.
     """
     from transformers.trainer_utils import get_last_checkpoint
 
-    from distillery.distill.trainer import (default_learning_rate, load_model_and_tokenizer, lora_config,
-                                            save_trained_student, set_training_threads, training_settings)
+    from distillery.distill.trainer import (load_model_and_tokenizer, lora_config, save_trained_student,
+                                            set_training_threads, training_settings)
     from distillery.tools import ToolBox, default_tools, load_tools
 
+    if config is not None and not isinstance(config, OnPolicyConfig):
+        raise TypeError("train_on_policy takes an OnPolicyConfig (DistillationConfig's options plus the on-policy ones)")
+    config = replace(config or OnPolicyConfig(), **overrides)
     resolved = resolve_teacher(teacher)
     rows = load_prompt_source(data, from_store)
     toolbox = tools if isinstance(tools, ToolBox) else load_tools(tools or default_tools(), option="--tools")
@@ -312,14 +297,15 @@ def train_on_policy(
 
     out = Path(out)
     checkpoints = out / "checkpoints"
-    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=seed)
-    set_training_threads(model, threads)
+    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=config.seed)
+    set_training_threads(model, config.threads)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     saved_padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # TRL pads prompts on the left
     prepare_tool_parsing(tokenizer)
 
     teacher_model = client = None
+    teacher_params = config.teacher_params
     if isinstance(resolved, ServerTeacher):
         client = TeacherServerClient(resolved.base_url)
         check_server_tokenizer(client, tokenizer, str(teacher))
@@ -333,55 +319,52 @@ def train_on_policy(
     from datasets import Dataset
 
     dataset = Dataset.from_list(prompt_rows(rows))
-    settings = training_settings(
-        checkpoints, max_steps=max_steps, epochs=epochs, learning_rate=learning_rate if learning_rate is not None
-        else default_learning_rate(student, lora=lora, parameters=model.num_parameters()), batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps, seed=seed, logging_steps=logging_steps,
-        save_steps=save_steps, report=report, progress=progress)
     # TRL turns activation checkpointing on by default (a GPU default); a student here is small and
-    # often trained on CPUs, as `distillery.distill.config` says for the other signals.
-    settings.update(beta=beta, temperature=temperature, max_completion_length=max_completion_length,
-                    max_tool_calling_iterations=max_tool_turns, gradient_checkpointing=False, **config_overrides)
+    # often trained on CPUs, as `distillery.distill.training_arguments` says for the other signals.
+    settings = dict(beta=config.beta, temperature=config.temperature, max_completion_length=config.max_completion_length,
+                    max_tool_calling_iterations=config.max_tool_turns, gradient_checkpointing=False)
+    settings.update(training_settings(checkpoints, config, student, model))
     ledger = ComputeLedger(student_params=model.num_parameters(), teacher_params=teacher_params)
-    peft_config = lora_config(lora_r, lora_alpha) if lora else None
+    peft_config = lora_config(config.lora_r, config.lora_alpha) if config.lora else None
     common = dict(train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config,
                   tools=bridged, ledger=ledger)
     if client is not None:
-        config = ServerDistillationConfig(teacher_model_server_url=resolved.base_url, **settings)
-        trainer = ServerOnPolicyTrainer(model, config, teacher_client=client, **common)
+        arguments = ServerDistillationConfig(teacher_model_server_url=resolved.base_url, **settings)
+        trainer = ServerOnPolicyTrainer(model, arguments, teacher_client=client, **common)
     else:
-        config = TRLDistillationConfig(**settings)
-        trainer = OnPolicyTrainer(model, teacher_model=teacher_model, args=config, **common)
+        arguments = TRLDistillationConfig(**settings)
+        trainer = OnPolicyTrainer(model, teacher_model=teacher_model, args=arguments, **common)
 
-    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    last = get_last_checkpoint(str(checkpoints)) if config.resume and checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
 
     totals = ledger.summed_over_processes(trainer.accelerator)
     tool_totals = stats.summed_over_processes(trainer.accelerator)
     tokenizer.padding_side = saved_padding_side  # the saved tokenizer is the one inference loads
-    check = save_trained_student(trainer, out, tokenizer, lora=lora, rows=rows, self_check=self_check, seed=seed)
+    check = save_trained_student(trainer, out, tokenizer, lora=config.lora, rows=rows, self_check=config.self_check,
+                                 seed=config.seed)
     if trainer.accelerator.is_main_process:
         summary = {
             "student": str(student) if isinstance(student, (str, Path)) else type(model).__name__,
             "teacher": str(teacher) if isinstance(teacher, (str, Path)) else "object",
             "signal": "on-policy",
             "teacher_kind": "server" if client is not None else "local",
-            "beta": beta,
-            "temperature": temperature,
+            "beta": config.beta,
+            "temperature": config.temperature,
             # The names the other signals' summaries use, so tables can print every run alike.
             "alpha": 0.0,
-            "divergence": "reverse_kl" if beta == 1.0 else "forward_kl" if beta == 0.0 else f"jsd(beta={beta})",
-            "max_completion_length": max_completion_length,
-            "max_tool_turns": max_tool_turns,
+            "divergence": _divergence_name(config.beta),
+            "max_completion_length": config.max_completion_length,
+            "max_tool_turns": config.max_tool_turns,
             "replayed_tools": sorted(replay_tools),
             "tools": tool_totals.to_dict(),
             "rollout_matches_inference": trainer.rollout_note is None,
             "rollout_note": trainer.rollout_note,
             "compute": totals.to_dict(),
-            "lora": lora,
-            "seed": seed,
-            "learning_rate": config.learning_rate,
-            "batch_size": batch_size,
+            "lora": config.lora,
+            "seed": config.seed,
+            "learning_rate": arguments.learning_rate,
+            "batch_size": config.batch_size,
             "examples": len(dataset),
             "global_step": trainer.state.global_step,
             "resumed_from": last,
@@ -393,3 +376,8 @@ def train_on_policy(
         (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def _divergence_name(beta: float) -> str:
+    """What TRL's generalized JSD with `beta` is, in the names the other signals' summaries use."""
+    return "reverse_kl" if beta == 1.0 else "forward_kl" if beta == 0.0 else f"jsd(beta={beta})"

@@ -11,9 +11,11 @@ integer column (`kd_row`, see `signals.py`) and are turned into tensors in the c
 per assistant token, from `distillery.distill.losses`. With the sequence signal (or alpha = 1 and
 no teacher) the loss is SFTTrainer's own fused cross entropy, so plain SFT costs nothing extra.
 
+    from distillery.distill.config import DistillationConfig
     from distillery.distill.trainer import train_student
-    out = train_student("world:student-xs", "data/train.jsonl", out="runs/xs-kd",
-                        teacher="world:teacher", signal="online", alpha=0.5, temperature=2.0)
+    config = DistillationConfig(signal="online", alpha=0.5, temperature=2.0)
+    out = train_student("world:student-xs", "data/train.jsonl", out="runs/xs-kd", teacher="world:teacher",
+                        config=config)
     # out is a standard Hugging Face model directory: load_model(f"hf:{out}"), or vLLM.
 """
 
@@ -23,6 +25,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,7 @@ import torch.nn.functional as F
 from trl import SFTTrainer
 
 from distillery.chat_tokens import check_prefix_property
-from distillery.distill.config import DistillationConfig
+from distillery.distill.config import OFFLINE_SIGNALS, DistillationConfig, LossOptions
 from distillery.distill.ledger import offline_ledger
 from distillery.distill.losses import action_distribution_loss, kd_loss, sequence_logprob, sparse_kd_loss
 from distillery.distill.signals import (
@@ -45,6 +48,7 @@ from distillery.distill.signals import (
     tokenize_rows_dataset,
     write_teacher_topk,
 )
+from distillery.distill.training_arguments import DistillationTrainingArguments
 from distillery.distill.training_data import (  # noqa: F401  (re-exported: the public import path)
     attach_action_file,
     chat_rows,
@@ -85,19 +89,21 @@ class DistillationTrainer(SFTTrainer):
     """`SFTTrainer` whose loss mixes hard labels with a teacher signal (see the module docstring).
 
     `signal` is a `TeacherSignal`; the default is `SequenceSignal()` (plain SFT). `args` is a
-    `DistillationConfig`; its alpha, temperature and divergence set the loss. Each logging step
-    reports `loss_hard` (mean CE) and `loss_soft` (mean T^2 * divergence) next to the total.
+    `DistillationTrainingArguments`; its alpha, temperature and divergence set the loss. Each
+    logging step reports `loss_hard` (mean CE) and `loss_soft` (mean T^2 * divergence) next to the total.
     """
 
     _tag_names = ["trl", "sft", "distillery", "distillation"]
     _name = "Distillation"
 
-    def __init__(self, model, args: DistillationConfig | None = None, *, signal: TeacherSignal | None = None,
+    def __init__(self, model, args: DistillationTrainingArguments | None = None, *, signal: TeacherSignal | None = None,
                  train_dataset=None, **kwargs):
         if args is None:
-            args = DistillationConfig(output_dir="distillery-student")
-        if not isinstance(args, DistillationConfig):
-            raise TypeError("DistillationTrainer needs a DistillationConfig")
+            args = DistillationTrainingArguments(output_dir="distillery-student")
+        if not isinstance(args, DistillationTrainingArguments):
+            # A DistillationConfig describes a whole run (student, teacher, data): train_student takes it.
+            raise TypeError("DistillationTrainer needs DistillationTrainingArguments "
+                            "(train_student takes a DistillationConfig)")
         self.signal = signal if signal is not None else SequenceSignal()
         tokenizer = kwargs.get("processing_class")
         rows = None
@@ -302,31 +308,10 @@ def train_student(
     *,
     out: str | Path,
     teacher: Any = None,
-    signal: str = "sequence",
-    alpha: float = 0.5,
-    temperature: float = 2.0,
-    divergence: str = "forward_kl",
     sidecar: str | Path | None = None,
-    topk: int = 20,
-    max_steps: int | None = None,
-    epochs: float = 1.0,
-    learning_rate: float | None = None,
-    batch_size: int = 8,
-    gradient_accumulation_steps: int = 1,
-    max_length: int | None = 1024,
-    lora: bool = False,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    seed: int = 0,
-    resume: bool = False,
-    save_steps: int | None = None,
-    logging_steps: int = 10,
-    report: str | list[str] = "none",
-    progress: bool = True,
+    config: DistillationConfig | None = None,
     callbacks: list | None = None,
-    threads: int = 0,
-    self_check: int = 32,
-    **config_overrides: Any,
+    **overrides: Any,
 ) -> Path:
     """Train a student and write a standard Hugging Face model directory to `out`; returns `out`.
 
@@ -338,16 +323,14 @@ def train_student(
         `out/teacher.topk.parquet`).
     sidecar: a `.topk.parquet` from `distillery build --sidecar topk`; by default the one next to
         a data file (`train.jsonl` -> `train.topk.parquet`) is used when it exists.
-    signal: "sequence" (SFT), "online", "sparse" or "action" (see `distillery.distill.signals`).
-    alpha, temperature, divergence: the loss, L = alpha*CE + (1-alpha)*T^2*D(teacher||student).
-    lora: train a LoRA adapter (PEFT); it is merged into the weights that are written, so the
-        output loads like any model (the adapter alone is kept in `out/adapter`).
-    resume: continue from the last checkpoint in `out/checkpoints` (the step count carries on).
-    threads: CPU threads for torch. 0 (the default) means one thread for a small model (under
-        `SMALL_MODEL_PARAMS`) on a CPU, where more threads only oversubscribe the cores, and torch's
-        own default otherwise.
-    self_check: after training, replay this many training turns greedily and record whether the
-        student reproduces them (`distillery.distill.self_check`); 0 skips it.
+    config: the run's options (`DistillationConfig`: signal, loss, steps, learning rate, LoRA,
+        resume, threads, self-check; each field documents itself). Keyword arguments named like its
+        fields override it: `train_student(..., config=base, max_steps=10)`.
+    callbacks: `transformers.TrainerCallback`s for the trainer.
+
+    With `lora`, the adapter is merged into the weights that are written, so the output loads like
+    any model (the adapter alone is kept in `out/adapter`). With `resume`, training continues from
+    the last checkpoint in `out/checkpoints` (the step count carries on).
 
     Writes `out/config.json` + `model.safetensors` + tokenizer files (with the chat template),
     loadable by `load_model("hf:<out>")` and vLLM, and `out/distillation.json` (the settings and
@@ -356,10 +339,15 @@ def train_student(
     from datasets import Dataset
     from transformers.trainer_utils import get_last_checkpoint
 
+    config = replace(config or DistillationConfig(), **overrides)
+    signal = config.signal
+    if signal not in OFFLINE_SIGNALS:
+        raise ConfigError(f"train_student trains {', '.join(OFFLINE_SIGNALS)}; signal {signal!r} trains with "
+                          "distillery.distill.on_policy.train_on_policy")
     out = Path(out)
     checkpoints = out / "checkpoints"
-    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=seed)
-    set_training_threads(model, threads)
+    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=config.seed)
+    set_training_threads(model, config.threads)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dataset = load_training_data(data)
@@ -380,20 +368,11 @@ def train_student(
     if signal == "sparse" and sidecar is None and teacher_model is None:
         raise ConfigError("--signal sparse needs --sidecar (top-k Parquet) or --teacher to compute one")
 
-    config = DistillationConfig(
-        signal=signal,
-        alpha=alpha,
-        temperature=temperature,
-        divergence=divergence,
-        max_length=max_length,
-        **training_settings(
-            checkpoints, max_steps=max_steps, epochs=epochs, learning_rate=learning_rate if learning_rate is not None
-            else default_learning_rate(student, lora=lora, parameters=model.num_parameters()), batch_size=batch_size,
-            gradient_accumulation_steps=gradient_accumulation_steps, seed=seed, logging_steps=logging_steps,
-            save_steps=save_steps, report=report, progress=progress),
-        **config_overrides,
+    loss_options = {spec.name: getattr(config, spec.name) for spec in fields(LossOptions)}
+    arguments = DistillationTrainingArguments(
+        **loss_options, max_length=config.max_length, **training_settings(checkpoints, config, student, model)
     )
-    peft_config = lora_config(lora_r, lora_alpha) if lora else None
+    peft_config = lora_config(config.lora_r, config.lora_alpha) if config.lora else None
 
     if signal == "online":
         signal_obj: TeacherSignal = OnlineTeacherSignal(
@@ -404,13 +383,13 @@ def train_student(
             SparseTopKSignal(sidecar, student_tokenizer=tokenizer) if sidecar is not None else SparseTopKSignal({})
         )
     elif signal == "action":
-        signal_obj = ActionSignal(dataset, tokenizer, max_length=max_length)
+        signal_obj = ActionSignal(dataset, tokenizer, max_length=config.max_length)
     else:
         signal_obj = SequenceSignal()
 
     trainer = DistillationTrainer(
         model,
-        args=config,
+        args=arguments,
         signal=signal_obj,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -422,22 +401,22 @@ def train_student(
         if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise ConfigError("--teacher has a different tokenizer; a top-k sidecar must use the student's token ids")
         sidecar = out / "teacher.topk.parquet"
-        if not (resume and sidecar.exists()) and trainer.accelerator.is_main_process:
+        if not (config.resume and sidecar.exists()) and trainer.accelerator.is_main_process:
             # One process computes and writes the sidecar; the others wait for it below, then read it.
             teacher_model.to(trainer.accelerator.device)
             started = time.perf_counter()
-            targets = teacher_topk(teacher_model, trainer.train_dataset, k=topk, vocab_size=len(tokenizer))
-            write_teacher_topk(sidecar, targets, tokenizer=tokenizer, k=topk)
-            logger.info("teacher top-%d sidecar: %d rows in %.1fs", topk, len(targets), time.perf_counter() - started)
+            targets = teacher_topk(teacher_model, trainer.train_dataset, k=config.topk, vocab_size=len(tokenizer))
+            write_teacher_topk(sidecar, targets, tokenizer=tokenizer, k=config.topk)
+            logger.info("teacher top-%d sidecar: %d rows in %.1fs", config.topk, len(targets), time.perf_counter() - started)
             teacher_model.to("cpu")
         trainer.accelerator.wait_for_everyone()
         trainer.set_signal(SparseTopKSignal(sidecar, student_tokenizer=tokenizer))
 
-    last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
+    last = get_last_checkpoint(str(checkpoints)) if config.resume and checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
 
-    check = save_trained_student(trainer, out, tokenizer, lora=lora, rows=dataset.to_list(), self_check=self_check,
-                                 seed=seed)
+    check = save_trained_student(trainer, out, tokenizer, lora=config.lora, rows=dataset.to_list(),
+                                 self_check=config.self_check, seed=config.seed)
     if trainer.accelerator.is_main_process:
         teacher_params = teacher_model.num_parameters() if teacher_model is not None else None
         ledger = offline_ledger(signal, student_params=model.num_parameters(), teacher_params=teacher_params,
@@ -446,13 +425,13 @@ def train_student(
             "student": str(student) if isinstance(student, (str, Path)) else type(model).__name__,
             "teacher": str(teacher) if isinstance(teacher, (str, Path)) else (None if teacher is None else "object"),
             **trainer.signal.describe(),
-            "alpha": alpha,
-            "temperature": temperature,
-            "divergence": divergence,
-            "lora": lora,
-            "seed": seed,
-            "learning_rate": config.learning_rate,
-            "batch_size": batch_size,
+            "alpha": config.alpha,
+            "temperature": config.temperature,
+            "divergence": config.divergence,
+            "lora": config.lora,
+            "seed": config.seed,
+            "learning_rate": arguments.learning_rate,
+            "batch_size": config.batch_size,
             "examples": len(dataset),
             "global_step": trainer.state.global_step,
             "resumed_from": last,

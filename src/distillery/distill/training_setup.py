@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from distillery import registry
+from distillery.distill.config import DistillationConfig
 from distillery.errors import ConfigError
 from distillery.models.hf import SMALL_MODEL_PARAMS
 
@@ -114,30 +115,36 @@ def save_trained_student(trainer: Any, out: Path, tokenizer: Any, *, lora: bool,
     return check
 
 
-def training_settings(checkpoints: Path, *, max_steps: int | None, epochs: float, learning_rate: float, batch_size: int,
-                      gradient_accumulation_steps: int, seed: int, logging_steps: int, save_steps: int | None,
-                      report: str | list[str], progress: bool) -> dict[str, Any]:
-    """The `TrainingArguments` every signal's run shares (the on-policy one included)."""
+def training_settings(checkpoints: Path, config: DistillationConfig, student: Any, model: Any) -> dict[str, Any]:
+    """The `TrainingArguments` every signal's run shares (the on-policy one included), from a `DistillationConfig`.
+
+    The learning rate, when the config leaves it unset, is `default_learning_rate` for this student.
+    `config.training_arguments` comes last, so it can override any of them.
+    """
     use_cuda = torch.cuda.is_available()
-    return dict(
+    learning_rate = config.learning_rate
+    if learning_rate is None:
+        learning_rate = default_learning_rate(student, lora=config.lora, parameters=model.num_parameters())
+    settings = dict(
         output_dir=str(checkpoints),
-        max_steps=max_steps if max_steps is not None else -1,
-        num_train_epochs=epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        num_train_epochs=config.epochs,
         learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        seed=seed,
-        data_seed=seed,
-        logging_steps=logging_steps,
-        save_strategy="steps" if save_steps else "no",
-        save_steps=save_steps or 500,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
         save_total_limit=2,
-        report_to=report,
-        disable_tqdm=not progress,
+        report_to=config.report,
+        disable_tqdm=not config.progress,
         bf16=use_cuda and torch.cuda.is_bf16_supported(),
         use_cpu=not use_cuda,
         dataloader_pin_memory=use_cuda,
     )
+    return {**settings, **config.training_arguments}
 
 
 def lora_config(r: int, alpha: int):

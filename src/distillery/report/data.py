@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from distillery.errors import ConfigError
-from distillery.offline.metrics import cpt
-from distillery.offline.results import load_results
+from distillery.evaluation.metrics import cpt
+from distillery.evaluation.results import load_results
 from distillery.routing.decision import should_escalate
 from distillery.trajectory import RoutingRecord, Step, TierConfidence, ToolCall, Trajectory
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from distillery.offline.metrics import scorer_quality
+from distillery.evaluation.metrics import scorer_quality
 
 COLORS = {"scorer": "#1f6fb2", "random": "#8a8a8a", "oracle": "#2e8b57", "cascade": "#d9480f", "random run": "#6741d9",
           "student": "#495057", "teacher": "#000000", "correct": "#2f9e44", "wrong": "#e03131", "middle": "#868e96"}

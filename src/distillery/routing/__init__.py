@@ -3,7 +3,7 @@
     from distillery.routing import Cascade, StudentAgent, run_student, get_scorer
 
 What the gateway (`distillery.serve`) imports, and nothing offline: choosing thresholds, certifying
-them, evaluating a cascade and training one live in `distillery.offline`. When a step escalates is
+them, evaluating a cascade and training one live in `distillery.evaluation`. When a step escalates is
 decided in one place, `routing/decision.py`. See docs/routing.md.
 """
 

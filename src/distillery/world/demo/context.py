@@ -142,7 +142,7 @@ class DemoContext:
         return self.run_agent(agent, tasks, label)
 
     def run_agent(self, agent: Any, tasks: Sequence[Task], label: str) -> list[Trajectory]:
-        from distillery.offline.runs import run_tasks
+        from distillery.evaluation.runs import run_tasks
 
         with Progress(TextColumn("[bold]run[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=self.console) as progress:

@@ -97,8 +97,8 @@ class Demo:
         The figures come from stage 7's saved runs and stage 1's teacher runs; there is no random-router
         run and there are no reference labels (its curve is simulated; confidences are judged by task outcome).
         """
-        from distillery.offline.evaluate import summarise_runs
-        from distillery.offline.results import save_results
+        from distillery.evaluation.evaluate import summarise_runs
+        from distillery.evaluation.results import save_results
         from distillery.report import write_report
         from distillery.routing.config import load_cascade_config
 

@@ -11,7 +11,7 @@
              `student-init/`; with `--student world:student-xs` the student starts from random weights.
 4. train     `train_student` distils into it with sparse top-k KD from that sidecar (sequence-level
              KD when the teacher is a black box such as Claude).
-5. calibrate the student alone on validation, then `offline.calibrate` over the cached runs picks
+5. calibrate the student alone on validation, then `evaluation.calibrate` over the cached runs picks
              the escalation threshold; written to `cascade.toml`.
 6. queries   `StudentAgent` (student, teacher as fallback) answers each query.
 7. evaluate  student alone and the cascade run on the test split; the teacher-alone row reuses
@@ -147,6 +147,7 @@ def init(ctx: DemoContext) -> dict[str, Any]:
 
 
 def train(ctx: DemoContext) -> dict[str, Any]:
+    from distillery.distill.config import DistillationConfig
     from distillery.distill.trainer import train_student
 
     s = ctx.s
@@ -164,13 +165,12 @@ def train(ctx: DemoContext) -> dict[str, Any]:
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=bar_console) as progress, \
             contextlib.redirect_stdout(io.StringIO()), torch_threads(1):
         callback = training_progress(progress, f"{s.trained_student_uri} ({s.signal} KD)", s.train_steps)
-        train_student(
-            start, ctx.data_path, out=ctx.student_dir, signal=s.signal,
-            alpha=s.alpha if s.signal != "sequence" else 1.0, temperature=s.temperature,
+        config = DistillationConfig(
+            signal=s.signal, alpha=s.alpha if s.signal != "sequence" else 1.0, temperature=s.temperature,
             max_steps=s.train_steps, batch_size=s.batch_size, learning_rate=learning_rate,
-            max_length=512, seed=s.seed, logging_steps=max(1, s.train_steps // 10),
-            progress=False, callbacks=[callback],
+            max_length=512, seed=s.seed, logging_steps=max(1, s.train_steps // 10), progress=False,
         )
+        train_student(start, ctx.data_path, out=ctx.student_dir, config=config, callbacks=[callback])
     report = json.loads((ctx.student_dir / "distillation.json").read_text())
     logged = [entry for entry in report["log_history"] if "loss" in entry]
     return {
@@ -189,8 +189,8 @@ def train(ctx: DemoContext) -> dict[str, Any]:
 
 def calibrate(ctx: DemoContext) -> dict[str, Any]:
     from distillery.routing import CascadeConfig, TierConfig, write_cascade_config
-    from distillery.offline.calibrate import calibrate as calibrate_threshold
-    from distillery.offline.runs import TierRun
+    from distillery.evaluation.calibrate import calibrate as calibrate_threshold
+    from distillery.evaluation.runs import TierRun
 
     s = ctx.s
     tasks, teacher = ctx.with_teacher_runs(ctx.tasks("validation"))
@@ -250,7 +250,7 @@ def queries(ctx: DemoContext) -> dict[str, Any]:
 
 
 def evaluate(ctx: DemoContext) -> dict[str, Any]:
-    from distillery.offline.evaluate import run_row
+    from distillery.evaluation.evaluate import run_row
 
     tasks, teacher = ctx.with_teacher_runs(ctx.tasks("test"))
     student = ctx.run_alone(tasks, "test", "student alone on test")
@@ -292,7 +292,7 @@ def random_router_row(rows: list[dict[str, Any]], student: Sequence[Trajectory],
     Its expected success is `evaluate`'s random-router curve at that share, over the same cached runs;
     its expected cost mixes the two tiers' costs in the same proportion. Nothing is re-run.
     """
-    from distillery.offline.metrics import random_router_curve
+    from distillery.evaluation.metrics import random_router_curve
 
     by_name = {row["name"]: row for row in rows}
     share = 1.0 - by_name["cascade"]["answered_by_student"]

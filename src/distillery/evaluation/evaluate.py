@@ -1,7 +1,7 @@
 """Held-out evaluation of a cascade against the student alone, the teacher alone, a random router and the oracle.
 
     results = evaluate(tasks, load_cascade_config("cascade.toml"), tools=toolbox(), system=SYSTEM_PROMPT)
-    save_results(results, "runs/eval.json")       # offline/results.py: + runs/eval.png and .trajectories.jsonl
+    save_results(results, "runs/eval.json")       # evaluation/results.py: + runs/eval.png and .trajectories.jsonl
     failures = check_gates(results, min_success=0.9)
 
 What is run, and what is simulated (both are labelled in the JSON):
@@ -32,7 +32,7 @@ from typing import Any
 from distillery import registry
 from distillery.errors import ConfigError
 from distillery.models.base import ChatModel
-from distillery.offline.metrics import (
+from distillery.evaluation.metrics import (
     apgr,
     cpt,
     oracle_router_curve,
@@ -41,8 +41,8 @@ from distillery.offline.metrics import (
     random_router_curve,
     scorer_quality,
 )
-from distillery.offline.runs import Progress, TierRun, reference_actions, run_tasks, run_tiers_alone, step_wrong
-from distillery.offline.simulate import deferral_curve, simulate
+from distillery.evaluation.runs import Progress, TierRun, reference_actions, run_tasks, run_tiers_alone, step_wrong
+from distillery.evaluation.simulate import deferral_curve, simulate
 from distillery.pricing import price_for
 from distillery.routing.cascade import Cascade, CascadeConfig
 from distillery.routing.confidence import RandomScorer, action_key, get_scorer

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from distillery.distill.config import DistillationConfig
 from distillery.errors import ConfigError
 from distillery.models import load_model
-from distillery.offline.runs import TierRun, run_tiers_alone
+from distillery.evaluation.runs import TierRun, run_tiers_alone
 from distillery.routing.config import CascadeConfig, load_tier_models, write_cascade_config
 
 
@@ -77,8 +78,8 @@ def train_cascade(
             )
         directory = out / f"tier{index + 1}"
         train_student(
-            config.tiers[index].model, good, out=directory, signal=signal,
-            teacher=(source_name if signal == "online" else None), max_steps=max_steps, seed=seed, **train_options,
+            config.tiers[index].model, good, out=directory, teacher=(source_name if signal == "online" else None),
+            config=DistillationConfig(signal=signal, max_steps=max_steps, seed=seed, **train_options),
         )
         records[index] = {"model": f"hf:{directory}", "source": source_name, "n_tasks": len(reaching),
                           "n_trajectories": len(good), "signal": signal}

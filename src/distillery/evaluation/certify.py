@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from distillery.errors import ConfigError
-from distillery.offline.runs import TierRun
-from distillery.offline.simulate import Simulated, simulate
+from distillery.evaluation.runs import TierRun
+from distillery.evaluation.simulate import Simulated, simulate
 
 PROCEDURE = "learn-then-test"
 # Data-independent candidates: a linear grid plus the region near 1, where logprob confidences of a

@@ -1,8 +1,8 @@
 """Choosing thresholds on a validation split, from cached runs, without further model calls.
 
 Each tier is run *alone* on every validation task once (recording its per-step confidences, costs
-and success; `offline/runs.py`); the teacher is the last tier. A setting of thresholds is then
-evaluated by *task-level* routing over those cached runs (`offline/simulate.py`): a task starts at
+and success; `evaluation/runs.py`); the teacher is the last tier. A setting of thresholds is then
+evaluated by *task-level* routing over those cached runs (`evaluation/simulate.py`): a task starts at
 tier 1 and moves to the next tier at its first step the cascade would escalate
 (`routing.decision.should_escalate`: confidence below the tier's threshold, or unscored); the costs
 of the steps spent before the hand-over are counted. This is exact for `escalate="restart"` (the
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from distillery.errors import ConfigError, DistilleryError
-from distillery.offline.certify import certify
-from distillery.offline.runs import TierRun, reference_actions, run_tiers_alone, step_wrong
-from distillery.offline.simulate import Simulated, sweep
+from distillery.evaluation.certify import certify
+from distillery.evaluation.runs import TierRun, reference_actions, run_tiers_alone, step_wrong
+from distillery.evaluation.simulate import Simulated, sweep
 from distillery.routing.confidence import LearnedScorer, get_scorer, step_features
 from distillery.routing.config import load_tier_models
 from distillery.trajectory import Trajectory
@@ -124,7 +124,7 @@ async def acalibrate_cascade(
 ) -> tuple[Any, Calibration, dict[str, Any]]:
     """Run every tier alone on `tasks`, choose thresholds, and return (new config, calibration, report).
 
-    With `delta`, the thresholds are certified by Learn-then-Test (`distillery.offline.certify`):
+    With `delta`, the thresholds are certified by Learn-then-Test (`distillery.evaluation.certify`):
     success on new tasks is at least `target` (x the teacher's, unless `absolute`) with probability
     at least 1 - delta; when nothing is certified, `NotCertified` says so and what target could be.
     Without it they are the point estimate on validation.

@@ -6,7 +6,7 @@
 Task-level routing: a task starts at tier 1 and moves to the next tier at its first step the
 cascade would escalate (`TierRun.first_doubt`, which decides by `routing.decision.should_escalate`);
 the costs and latencies of the steps spent before the hand-over are counted. This is exact for
-`escalate="restart"` and an approximation for `"task"` and `"step"` (see `offline/calibrate.py`).
+`escalate="restart"` and an approximation for `"task"` and `"step"` (see `evaluation/calibrate.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from distillery.errors import ConfigError
-from distillery.offline.runs import TierRun
+from distillery.evaluation.runs import TierRun
 from distillery.routing.decision import should_escalate
 
 MAX_CANDIDATES_PER_TIER = 41
