@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -280,7 +279,7 @@ def train_on_policy(
     """
     from transformers.trainer_utils import get_last_checkpoint
 
-    from distillery.distill.trainer import (load_model_and_tokenizer, lora_config, save_trained_student,
+    from distillery.distill.trainer import (load_model_and_tokenizer, lora_config, run_record, save_trained_student,
                                             set_training_threads, training_settings)
     from distillery.tools import ToolBox, default_tools, load_tools
 
@@ -361,17 +360,7 @@ def train_on_policy(
             "rollout_matches_inference": trainer.rollout_note is None,
             "rollout_note": trainer.rollout_note,
             "compute": totals.to_dict(),
-            "lora": config.lora,
-            "seed": config.seed,
-            "learning_rate": arguments.learning_rate,
-            "batch_size": config.batch_size,
-            "examples": len(dataset),
-            "global_step": trainer.state.global_step,
-            "resumed_from": last,
-            "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
-            "train_runtime_s": result.metrics.get("train_runtime"),
-            "self_check": check.to_dict() if check is not None else None,
-            "log_history": trainer.state.log_history,
+            **run_record(trainer, result, config, examples=len(dataset), resumed_from=last, check=check),
         }
         (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))
     trainer.accelerator.wait_for_everyone()

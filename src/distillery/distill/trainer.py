@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -58,6 +57,7 @@ from distillery.distill.training_setup import (  # noqa: F401  (re-exported: the
     default_learning_rate,
     load_model_and_tokenizer,
     lora_config,
+    run_record,
     save_trained_student,
     set_training_threads,
     training_settings,
@@ -428,18 +428,8 @@ def train_student(
             "alpha": config.alpha,
             "temperature": config.temperature,
             "divergence": config.divergence,
-            "lora": config.lora,
-            "seed": config.seed,
-            "learning_rate": arguments.learning_rate,
-            "batch_size": config.batch_size,
-            "examples": len(dataset),
-            "global_step": trainer.state.global_step,
-            "resumed_from": last,
-            "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
-            "train_runtime_s": result.metrics.get("train_runtime"),
-            "self_check": check.to_dict() if check is not None else None,
             "compute": ledger.to_dict(),
-            "log_history": trainer.state.log_history,
+            **run_record(trainer, result, config, examples=len(dataset), resumed_from=last, check=check),
         }
         (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))
     # The other ranks wait for the main one's writing and self-check: a rank that leaves the process
