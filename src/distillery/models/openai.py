@@ -34,6 +34,22 @@ OFFICIAL_HOST = "api.openai.com"
 PLACEHOLDER_KEY = "EMPTY"
 
 
+def resolve_endpoint(base_url: str | None, api_key: str | None, *, service: str) -> tuple[str | None, bool, str]:
+    """`(base_url, official, api_key)` for a client of the OpenAI API or a server speaking it.
+
+    Each falls back to $OPENAI_BASE_URL / $OPENAI_API_KEY. A key is required on api.openai.com
+    (`service` names what needs it in the error); a custom server without one gets `PLACEHOLDER_KEY`.
+    """
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    official = base_url is None or urlparse(base_url).hostname == OFFICIAL_HOST
+    api_key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not api_key:
+        if official:
+            raise MissingAPIKeyError(service, "OPENAI_API_KEY")
+        api_key = PLACEHOLDER_KEY
+    return base_url, official, api_key
+
+
 # OpenAI's reasoning models (o1, o3, o4-mini, gpt-5...) accept only the default temperature.
 REASONING_MODEL = re.compile(r"^(o\d|gpt-5)")
 
@@ -73,13 +89,7 @@ class OpenAIModel(HostedChatModel):
         super().__init__()
         self.name = name
         self.uri = f"openai:{name}"
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self.official = self.base_url is None or urlparse(self.base_url).hostname == OFFICIAL_HOST
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not self._api_key:
-            if self.official:
-                raise MissingAPIKeyError("openai", "OPENAI_API_KEY")
-            self._api_key = PLACEHOLDER_KEY
+        self.base_url, self.official, self._api_key = resolve_endpoint(base_url, api_key, service="openai")
         self.timeout_s = timeout_s
         self.extra_body = dict(extra_body or {})
         self.extra_headers = dict(extra_headers or {})
