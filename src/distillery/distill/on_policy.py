@@ -279,8 +279,8 @@ def train_on_policy(
     """
     from transformers.trainer_utils import get_last_checkpoint
 
-    from distillery.distill.trainer import (load_model_and_tokenizer, lora_config, run_record, save_trained_student,
-                                            set_training_threads, training_settings)
+    from distillery.distill.trainer import (load_model_and_tokenizer, load_student, lora_config, run_record,
+                                            save_trained_student, training_settings)
     from distillery.tools import ToolBox, default_tools, load_tools
 
     if config is not None and not isinstance(config, OnPolicyConfig):
@@ -296,10 +296,7 @@ def train_on_policy(
 
     out = Path(out)
     checkpoints = out / "checkpoints"
-    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=config.seed)
-    set_training_threads(model, config.threads)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer = load_student(student, config)
     saved_padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # TRL pads prompts on the left
     prepare_tool_parsing(tokenizer)
 

@@ -56,6 +56,7 @@ from distillery.distill.training_data import (  # noqa: F401  (re-exported: the 
 from distillery.distill.training_setup import (  # noqa: F401  (re-exported: the public import path)
     default_learning_rate,
     load_model_and_tokenizer,
+    load_student,
     lora_config,
     run_record,
     save_trained_student,
@@ -346,10 +347,7 @@ def train_student(
                           "distillery.distill.on_policy.train_on_policy")
     out = Path(out)
     checkpoints = out / "checkpoints"
-    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=config.seed)
-    set_training_threads(model, config.threads)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer = load_student(student, config)
     dataset = load_training_data(data)
     if not isinstance(dataset, Dataset):
         raise ConfigError("training data must be a map-style dataset")

@@ -86,6 +86,16 @@ def set_training_threads(model: Any, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def load_student(student: Any, config: DistillationConfig):
+    """(model, tokenizer) of the student to train: torch's CPU threads set for it (`config.threads`),
+    and the EOS token as its pad token when it has none."""
+    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=config.seed)
+    set_training_threads(model, config.threads)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
 def save_trained_student(trainer: Any, out: Path, tokenizer: Any, *, lora: bool, rows: list[dict[str, Any]],
                          self_check: int, seed: int):
     """Write the trained model (a LoRA adapter merged in) and tokenizer to `out`; run the self-check.
