@@ -25,7 +25,7 @@ from openai.types.chat import ChatCompletion
 from distillery.errors import MissingAPIKeyError
 from distillery.formats import openai as openai_format
 from distillery.formats.openai import stop_reason_from_wire
-from distillery.models._hosted import HostedChatModel, check_http_transport, http_client, log, to_model_error
+from distillery.models._hosted import HostedChatModel, check_http_transport, log, to_model_error
 from distillery.pricing import cost_usd
 from distillery.trajectory import Message, ThinkingBlock, TokenLogprob, ToolCall, ToolSpec, TopLogprob, Turn, Usage
 
@@ -97,14 +97,7 @@ class OpenAIModel(HostedChatModel):
         self.http_transport = check_http_transport(self.uri, http_transport)
 
     def _make_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=self._api_key,
-            base_url=self.base_url,
-            max_retries=0,  # the collector owns retries
-            timeout=self.timeout_s,
-            default_headers=self.extra_headers or None,
-            http_client=http_client(openai, self.http_transport, self.timeout_s),
-        )
+        return openai.AsyncOpenAI(**self.client_options(openai))
 
     # --- request --------------------------------------------------------------------------
 
