@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_quality import prepare_teacher
-from kd_study_report import evaluate_run, report, world_identity
+from kd_study_report import evaluate_run, report, world_identity, world_tools
 
 METHODS = ("sft", "kd-topk", "kd-online", "on-policy")
 SIGNALS = {"sft": "sequence", "kd-topk": "sparse", "kd-online": "online"}
@@ -115,7 +115,8 @@ def train_run(out: Path, method: str, seed: int, setting: dict[str, float], run_
     data = out / "teacher.jsonl"
     if method == "on-policy":
         config = OnPolicyConfig(max_completion_length=args.max_completion_length, **common)
-        train_on_policy(f"hf:{warm}", out=run_dir, teacher=args.teacher, data=data, config=config, callbacks=[budget])
+        train_on_policy(f"hf:{warm}", out=run_dir, teacher=args.teacher, data=data, tools=world_tools("train"),
+                        config=config, callbacks=[budget])
     else:
         config = DistillationConfig(signal=SIGNALS[method], topk=args.topk, alpha=setting.get("alpha", 1.0),
                                     temperature=args.temperature, max_length=512, **common)

@@ -49,6 +49,13 @@ def interval(values: list[float]) -> dict[str, Any]:
     return {"n": n, "mean": mean, "low": mean - half, "high": mean + half, "half": half, "kind": kind}
 
 
+def world_tools(split: str):
+    """The world's tools for a split's tasks: sealed to that split on world v2 (`toolbox(split)`), v1's `toolbox()`."""
+    from distillery.world.tools import toolbox
+
+    return toolbox(split) if inspect.signature(toolbox).parameters else toolbox()
+
+
 def world_identity() -> dict[str, Any]:
     """Which world the figures come from: its version, the repository commit and the bundled teacher's hash.
 
@@ -85,11 +92,10 @@ def evaluate_run(model_dir: Path, split: str, n: int) -> dict[str, Any]:
     from distillery.world import SYSTEM_PROMPT
     from distillery.world.evaluate import LABEL, score
     from distillery.world.tasks import generate_tasks
-    from distillery.world.tools import toolbox
 
     tasks = generate_tasks(split, n, seed=0)
     model = HFModel(str(model_dir))
-    [trajectories] = run_blocking(lambda: run_tiers_alone([model], ["logprob-mean"], tasks, tools=toolbox(),
+    [trajectories] = run_blocking(lambda: run_tiers_alone([model], ["logprob-mean"], tasks, tools=world_tools(split),
                                                           concurrency=1, system=SYSTEM_PROMPT, max_steps=8))
     report = score(trajectories, tasks)
     runs = [TierRun.from_trajectory(t) for t in trajectories]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,7 @@ def test_selection_on_validation_only(study, tmp_path):
         kd_study.read_selection(forged, kd_study.parse_args(["--out", str(out), *TOY]))
 
 
-def test_flops_budget_stops_at_the_step_that_reaches_it(tmp_path):
+def test_budgets_stop_at_the_step_that_reaches_them(tmp_path):
     from distillery.distill.budget import ComputeBudget
     from distillery.distill.config import DistillationConfig
     from distillery.distill.trainer import chat_rows, train_student
@@ -107,6 +108,10 @@ def test_flops_budget_stops_at_the_step_that_reaches_it(tmp_path):
     ledger = json.loads((out / "distillation.json").read_text())
     assert budget.stopped_by == "flops" and ledger["global_step"] == len(budget.totals) < 50
     assert budget.totals[-2] < 3e9 <= budget.totals[-1] == ledger["compute"]["total_flops"]
+
+    clock = ComputeBudget(seconds=5.0, started=time.perf_counter() - 10.0)  # counted from a start already 10 s ago
+    out = train_student("world:student-xs", rows, out=tmp_path / "clock", config=config, callbacks=[clock])
+    assert clock.stopped_by == "seconds" and json.loads((out / "distillation.json").read_text())["global_step"] == 1
 
 
 def test_interval_math(monkeypatch):
