@@ -107,7 +107,7 @@ def train_run(out: Path, method: str, seed: int, setting: dict[str, float], run_
     started = time.perf_counter()
     spent = json.loads((warm / "ledger.json").read_text()) if warm is not None else {"total_flops": 0.0, "seconds": 0.0}
     budget = ComputeBudget(flops=args.budget_flops, seconds=args.budget_seconds, started=started,
-                           spent_flops=spent["total_flops"], spent_seconds=spent["seconds"],
+                           spent_flops=spent["total_flops"] or 0.0, spent_seconds=spent["seconds"],
                            milestones=sorted(milestones), save_dir=run_dir / "milestones")
     common = dict(max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=setting["learning_rate"],
                   seed=seed, logging_steps=25, progress=False, threads=1, self_check=0,

@@ -61,25 +61,25 @@ class ComputeBudget(TrainerCallback):
         """Called by the training entry points with a function that returns the run's ledger now (all processes)."""
         self._ledger, self._accelerator = ledger, accelerator
 
-    def spent(self) -> tuple[float, float]:
-        """(FLOPs, seconds) charged to the budget so far, the up-front charges included."""
-        flops = 0.0
-        if self.flops is not None:
-            if self._ledger is None:
-                raise ConfigError("ComputeBudget: this trainer keeps no live ledger (use train_student or train_on_policy)")
-            total = self._ledger().to_dict()["total_flops"]
-            if total is None:
-                raise ConfigError("ComputeBudget: the ledger's FLOPs are unknown (a teacher of unknown size); "
-                                  "a FLOPs budget needs them")
-            flops = total
+    def spent(self) -> tuple[float | None, float]:
+        """(FLOPs, seconds) charged to the budget so far, the up-front charges included.
+
+        FLOPs are None when the ledger cannot price them (no live ledger, or a teacher of unknown
+        size); a FLOPs budget then refuses to run.
+        """
+        total = self._ledger().to_dict()["total_flops"] if self._ledger is not None else None
+        if self.flops is not None and total is None:
+            raise ConfigError("ComputeBudget: a FLOPs budget needs the run's live ledger with known FLOPs (train_student "
+                              "or train_on_policy, and a teacher of known size)")
+        flops = None if total is None else self.spent_flops + total
         elapsed = time.perf_counter() - self.started
         if self._accelerator is not None and self._accelerator.num_processes > 1:
             import torch  # every process must agree on when to stop: the slowest clock decides
 
             elapsed = self._accelerator.reduce(torch.tensor(elapsed, device=self._accelerator.device), "max").item()
-        return self.spent_flops + flops, self.spent_seconds + elapsed
+        return flops, self.spent_seconds + elapsed
 
-    def used(self, flops: float, seconds: float) -> float:
+    def used(self, flops: float | None, seconds: float) -> float:
         """The fraction of the budget used: the larger of the two when both are set."""
         parts = [flops / self.flops if self.flops else 0.0, seconds / self.seconds if self.seconds else 0.0]
         return max(parts)
@@ -99,7 +99,7 @@ class ComputeBudget(TrainerCallback):
             control.should_training_stop = True
         return control
 
-    def _save(self, fraction: float, state, flops: float, seconds: float, kwargs: dict[str, Any]) -> None:
+    def _save(self, fraction: float, state, flops: float | None, seconds: float, kwargs: dict[str, Any]) -> None:
         record = {"fraction": fraction, "step": state.global_step, "total_flops": flops,
                   "seconds": round(seconds, 3), "spent_flops": self.spent_flops, "spent_seconds": self.spent_seconds}
         self.saved.append(record)
