@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> None:
     (out / "study.json").write_text(json.dumps(study, indent=2))
     print(f"offline world: {study['world']}", flush=True)
     prepare_teacher(out, args.n_train, args.teacher, args.workers)
+    if not (out / "teacher.jsonl").read_text().strip():
+        raise SystemExit(f"{args.teacher} solved none of the {args.n_train} train tasks: no teacher text to learn from")
     if args.select:
         select(out, args)
         return
