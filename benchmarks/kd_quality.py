@@ -101,12 +101,15 @@ def prepare_teacher(out: Path, n_train: int, teacher: str, workers: int = 1) -> 
     print(meta, flush=True)
 
 
-def teacher_forced(model_dir: Path, n_test: int) -> dict:
-    """Per-token NLL and whole-turn argmax accuracy on the expert's held-out trajectories, by tier."""
+def teacher_forced(model_dir: Path, n_test: int, split: str = "test") -> dict:
+    """Per-token NLL and whole-turn argmax accuracy on the expert's held-out trajectories, by tier.
+
+    The tasks are `generate_tasks(split, n_test, seed=0)`: the test split unless told otherwise.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distillery.distill.signals import tokenize_chat
+    from distillery.chat_tokens import tokenize_rows, trained_spans
     from distillery.distill.trainer import chat_rows
     from distillery.world.expert import solve
     from distillery.world.tasks import generate_tasks
@@ -114,36 +117,23 @@ def teacher_forced(model_dir: Path, n_test: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     by_tier: dict[str, dict[str, float]] = {}
-    for task in generate_tasks("test", n_test, seed=0):
-        row = chat_rows([solve(task)])[0]
-        encoded = tokenize_chat(tokenizer, row["messages"], row["tools"])
-        ids = torch.tensor([encoded["input_ids"]])
-        mask = torch.tensor(encoded["assistant_masks"], dtype=torch.bool)
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, :-1]
-        targets, kept = ids[0, 1:], mask[1:]
-        nll = torch.nn.functional.cross_entropy(logits[kept], targets[kept], reduction="sum").item()
-        hits = logits.argmax(-1) == targets
-        right = hits | ~kept
-        turns = correct = 0
-        position = 0
-        while position < kept.numel():  # each contiguous assistant span is one turn
-            if kept[position]:
-                end = position
-                while end < kept.numel() and kept[end]:
-                    end += 1
-                turns += 1
-                correct += bool(right[position:end].all())
-                position = end
-            else:
-                position += 1
+    for task in generate_tasks(split, n_test, seed=0):
         tier = by_tier.setdefault(task.metadata["tier"],
                                   {"tokens": 0, "nll": 0.0, "turns": 0, "turns_exact": 0, "hits": 0})
-        tier["tokens"] += int(kept.sum())
-        tier["hits"] += int((hits & kept).sum())
-        tier["nll"] += nll
-        tier["turns"] += turns
-        tier["turns_exact"] += correct
+        # The sequences training builds (`chat_tokens.tokenize_rows`): each assistant span is one turn.
+        for sequence in tokenize_rows(tokenizer, chat_rows([solve(task)])):
+            ids = torch.tensor([sequence["input_ids"]])
+            kept = torch.tensor([label != -100 for label in sequence["labels"]])[1:]
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, :-1]
+            targets = ids[0, 1:]
+            hits = logits.argmax(-1) == targets
+            spans = trained_spans(kept.int().tolist())
+            tier["nll"] += torch.nn.functional.cross_entropy(logits[kept], targets[kept], reduction="sum").item()
+            tier["tokens"] += int(kept.sum())
+            tier["hits"] += int((hits & kept).sum())
+            tier["turns"] += len(spans)
+            tier["turns_exact"] += sum(bool(hits[a:b].all()) for a, b in spans)
     return {
         tier: {
             "nll_per_token": v["nll"] / max(v["tokens"], 1),

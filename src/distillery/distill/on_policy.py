@@ -14,7 +14,8 @@ TRL owns the rollout loop and the loss. distillery adds, without a second copy o
 - for a vLLM-served teacher, `ServerOnPolicyTrainer`: TRL's `ServerDistillationTrainer` with tools
   passed through, tool-result tokens masked, and an HTTP-only client (see its docstring).
 
-    from distillery.distill.config import OnPolicyConfig
+    from distillery.distill.budget import watch_ledger
+from distillery.distill.config import OnPolicyConfig
     from distillery.distill.on_policy import train_on_policy
     train_on_policy("hf:runs/xs-sft", out="runs/xs-onpolicy", teacher="world:teacher",
                     data="data/train.jsonl", config=OnPolicyConfig(max_steps=200))
@@ -36,6 +37,7 @@ from trl.generation.vllm_client import VLLMClient
 
 from distillery import registry
 from distillery.chat_tokens import completion_text, encode
+from distillery.distill.budget import watch_ledger
 from distillery.distill.config import OnPolicyConfig
 from distillery.distill.ledger import ComputeLedger
 from distillery.distill.on_policy_data import (
@@ -331,6 +333,7 @@ def train_on_policy(
         arguments = TRLDistillationConfig(**settings)
         trainer = OnPolicyTrainer(model, teacher_model=teacher_model, args=arguments, **common)
 
+    watch_ledger(callbacks, lambda: ledger.summed_over_processes(trainer.accelerator), trainer.accelerator)
     last = get_last_checkpoint(str(checkpoints)) if config.resume and checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from trl import SFTTrainer
 
 from distillery.chat_tokens import check_prefix_property
+from distillery.distill.budget import watch_ledger
 from distillery.distill.config import OFFLINE_SIGNALS, DistillationConfig, LossOptions
 from distillery.distill.ledger import offline_ledger
 from distillery.distill.losses import action_distribution_loss, kd_loss, sequence_logprob, sparse_kd_loss
@@ -395,7 +396,9 @@ def train_student(
         callbacks=callbacks,
     )
 
+    topk_tokens = 0  # tokens the teacher reads for an in-run top-k sidecar (charged to the ledger)
     if signal == "sparse" and sidecar is None:
+        topk_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
         if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise ConfigError("--teacher has a different tokenizer; a top-k sidecar must use the student's token ids")
         sidecar = out / "teacher.topk.parquet"
@@ -410,15 +413,20 @@ def train_student(
         trainer.accelerator.wait_for_everyone()
         trainer.set_signal(SparseTopKSignal(sidecar, student_tokenizer=tokenizer))
 
+    teacher_params = teacher_model.num_parameters() if teacher_model is not None else None
+
+    def ledger_now():  # the run's ledger so far (token counts are already summed over processes)
+        return offline_ledger(signal, student_params=model.num_parameters(), teacher_params=teacher_params,
+                              training_tokens=int(trainer._total_train_tokens), topk_tokens=topk_tokens)
+
+    watch_ledger(callbacks, ledger_now, trainer.accelerator)
     last = get_last_checkpoint(str(checkpoints)) if config.resume and checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
 
     check = save_trained_student(trainer, out, tokenizer, lora=config.lora, rows=dataset.to_list(),
                                  self_check=config.self_check, seed=config.seed)
     if trainer.accelerator.is_main_process:
-        teacher_params = teacher_model.num_parameters() if teacher_model is not None else None
-        ledger = offline_ledger(signal, student_params=model.num_parameters(), teacher_params=teacher_params,
-                                training_tokens=int(trainer._total_train_tokens))
+        ledger = ledger_now()
         summary = {
             "student": str(student) if isinstance(student, (str, Path)) else type(model).__name__,
             "teacher": str(teacher) if isinstance(teacher, (str, Path)) else (None if teacher is None else "object"),
