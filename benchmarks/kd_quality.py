@@ -2,7 +2,7 @@
 
 The smallest student tier (world:student-xs, trained from scratch) is trained three ways on the
 same tasks, for the same steps, with the same seeds, and scored with the world's evaluation
-(success by tier on held-out tasks, greedy decoding through the agent loop):
+(success by tier on held-out test tasks, greedy decoding through the agent loop):
 
     sft-expert   SFT on the expert's trajectories for N train-split tasks
     sft-teacher  SFT on the teacher's own (successful, greedy) trajectories for the same tasks
@@ -13,8 +13,7 @@ same tasks, for the same steps, with the same seeds, and scored with the world's
                  Same text as sft-expert: the only difference is the teacher's soft targets.
     kd-online    (optional, --methods) the same with dense teacher logits computed every batch
 
-Every run is scored twice on the same held-out tasks (`--split`: validation, where every choice of
-method or setting is made; test only for the final figures): free-running through the agent loop
+Every run is scored twice on the same held-out test tasks: free-running through the agent loop
 (success by tier, the world's own evaluation), and teacher-forced on the expert's trajectories for
 those tasks (per-token NLL and the share of assistant turns whose every token is the student's
 argmax, by tier), which separates methods long before a tiny student solves whole tasks. Each run
@@ -23,7 +22,6 @@ docs/distillation.md. Runs whose eval.json exists are skipped, so the study resu
 
     python benchmarks/kd_quality.py --out /tmp/kd_quality            # train + evaluate everything
     python benchmarks/kd_quality.py --out /tmp/kd_quality --report   # print the markdown table
-    python benchmarks/kd_quality.py --out /tmp/kd_final --split test  # the chosen setting, published
 """
 
 from __future__ import annotations
@@ -103,12 +101,15 @@ def prepare_teacher(out: Path, n_train: int, teacher: str, workers: int = 1) -> 
     print(meta, flush=True)
 
 
-def teacher_forced(model_dir: Path, n_eval: int, split: str) -> dict:
-    """Per-token NLL and whole-turn argmax accuracy on the expert's held-out trajectories, by tier."""
+def teacher_forced(model_dir: Path, n_test: int, split: str = "test") -> dict:
+    """Per-token NLL and whole-turn argmax accuracy on the expert's held-out trajectories, by tier.
+
+    The tasks are `generate_tasks(split, n_test, seed=0)`: the test split unless told otherwise.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distillery.distill.signals import tokenize_chat
+    from distillery.chat_tokens import tokenize_rows, trained_spans
     from distillery.distill.trainer import chat_rows
     from distillery.world.expert import solve
     from distillery.world.tasks import generate_tasks
@@ -116,36 +117,23 @@ def teacher_forced(model_dir: Path, n_eval: int, split: str) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     by_tier: dict[str, dict[str, float]] = {}
-    for task in generate_tasks(split, n_eval, seed=0):
-        row = chat_rows([solve(task)])[0]
-        encoded = tokenize_chat(tokenizer, row["messages"], row["tools"])
-        ids = torch.tensor([encoded["input_ids"]])
-        mask = torch.tensor(encoded["assistant_masks"], dtype=torch.bool)
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, :-1]
-        targets, kept = ids[0, 1:], mask[1:]
-        nll = torch.nn.functional.cross_entropy(logits[kept], targets[kept], reduction="sum").item()
-        hits = logits.argmax(-1) == targets
-        right = hits | ~kept
-        turns = correct = 0
-        position = 0
-        while position < kept.numel():  # each contiguous assistant span is one turn
-            if kept[position]:
-                end = position
-                while end < kept.numel() and kept[end]:
-                    end += 1
-                turns += 1
-                correct += bool(right[position:end].all())
-                position = end
-            else:
-                position += 1
+    for task in generate_tasks(split, n_test, seed=0):
         tier = by_tier.setdefault(task.metadata["tier"],
                                   {"tokens": 0, "nll": 0.0, "turns": 0, "turns_exact": 0, "hits": 0})
-        tier["tokens"] += int(kept.sum())
-        tier["hits"] += int((hits & kept).sum())
-        tier["nll"] += nll
-        tier["turns"] += turns
-        tier["turns_exact"] += correct
+        # The sequences training builds (`chat_tokens.tokenize_rows`): each assistant span is one turn.
+        for sequence in tokenize_rows(tokenizer, chat_rows([solve(task)])):
+            ids = torch.tensor([sequence["input_ids"]])
+            kept = torch.tensor([label != -100 for label in sequence["labels"]])[1:]
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0, :-1]
+            targets = ids[0, 1:]
+            hits = logits.argmax(-1) == targets
+            spans = trained_spans(kept.int().tolist())
+            tier["nll"] += torch.nn.functional.cross_entropy(logits[kept], targets[kept], reduction="sum").item()
+            tier["tokens"] += int(kept.sum())
+            tier["hits"] += int((hits & kept).sum())
+            tier["turns"] += len(spans)
+            tier["turns_exact"] += sum(bool(hits[a:b].all()) for a, b in spans)
     return {
         tier: {
             "nll_per_token": v["nll"] / max(v["tokens"], 1),
@@ -187,8 +175,8 @@ def run_one(out: Path, method: str, seed: int, args: argparse.Namespace) -> None
     )
     train_student(args.student, data, out=run_dir, teacher=args.teacher if kd else None, config=config)
     train_seconds = time.perf_counter() - started
-    report, _ = evaluate_model(HFModel(str(run_dir)), generate_tasks(args.split, args.n_eval, seed=0))
-    report["teacher_forced"] = teacher_forced(run_dir, args.n_eval, args.split)
+    report, _ = evaluate_model(HFModel(str(run_dir)), generate_tasks("test", args.n_test, seed=0))
+    report["teacher_forced"] = teacher_forced(run_dir, args.n_test)
     report.update(method=method, seed=seed, train_seconds=round(train_seconds, 1), steps=args.steps,
                   alpha=args.alpha, temperature=args.temperature, divergence=args.divergence)
     (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
@@ -226,7 +214,7 @@ def run_ablation(out: Path, args: argparse.Namespace) -> None:
         train_student(args.student, out / "expert.jsonl", out=run_dir, teacher=args.teacher, config=config)
         report = {"alpha": alpha, "temperature": temperature, "divergence": divergence, "seed": 0,
                   "train_seconds": round(time.perf_counter() - started, 1),
-                  "teacher_forced": teacher_forced(run_dir, args.n_eval, args.split)}
+                  "teacher_forced": teacher_forced(run_dir, args.n_test)}
         (run_dir / "eval.json").write_text(json.dumps(report, indent=2))
         print(f"ablation {run_dir.name}: { {t: round(v['nll_per_token'], 3) for t, v in report['teacher_forced'].items()} }",
               flush=True)
@@ -258,10 +246,10 @@ def evaluate_teacher(out: Path, args: argparse.Namespace) -> None:
 
     path = out / "teacher_eval.json"
     if not path.exists():
-        report, _ = evaluate_model(load_model(args.teacher), generate_tasks(args.split, args.n_eval, seed=0))
+        report, _ = evaluate_model(load_model(args.teacher), generate_tasks("test", args.n_test, seed=0))
         teacher_dir = getattr(load_model(args.teacher), "name_or_path", None)
         if teacher_dir and Path(teacher_dir).is_dir():
-            report["teacher_forced"] = teacher_forced(Path(teacher_dir), args.n_eval, args.split)
+            report["teacher_forced"] = teacher_forced(Path(teacher_dir), args.n_test)
         path.write_text(json.dumps(report, indent=2))
 
 
@@ -307,9 +295,7 @@ def main() -> None:
     parser.add_argument("--student", default="world:student-xs")
     parser.add_argument("--teacher", default="world:teacher")
     parser.add_argument("--n-train", type=int, default=600, help="train-split tasks offered to the teacher")
-    parser.add_argument("--n-eval", "--n-test", dest="n_eval", type=int, default=60, help="held-out tasks per evaluation")
-    parser.add_argument("--split", default="validation", choices=["validation", "test"],
-                        help="where runs are scored: validation for every choice (the ablation too), test for final figures")
+    parser.add_argument("--n-test", type=int, default=60, help="held-out test tasks per evaluation")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -329,7 +315,7 @@ def main() -> None:
     if args.rescore:  # recompute the teacher-forced figures of finished runs (e.g. after adding one)
         for path in sorted((args.out / "runs").glob("*/eval.json")):
             evaluation = json.loads(path.read_text())
-            evaluation["teacher_forced"] = teacher_forced(path.parent, args.n_eval, args.split)
+            evaluation["teacher_forced"] = teacher_forced(path.parent, args.n_test)
             path.write_text(json.dumps(evaluation, indent=2))
     if args.ablation:
         run_ablation(args.out, args)

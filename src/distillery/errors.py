@@ -64,3 +64,12 @@ def read_json_file(path: str | Path, *, what: str, missing_hint: str = "") -> An
         raise ConfigError(f"{path}: no such {what}{missing_hint}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+
+
+def parse_json_line(line: str, where: str, *, error: type[ConfigError] = ConfigError) -> Any:
+    """The JSON value on one line of a JSONL file; bad JSON is one `error` line,
+    `<where>: not valid JSON: <reason> (column <n>)`, `where` being `<path>:<line number>`."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from distillery.errors import ConfigError
+from distillery.errors import ConfigError, parse_json_line
 from distillery.trajectory import Outcome
 
 Checker = Callable[[str | None, Any, "Task"], Outcome]
@@ -160,10 +160,7 @@ def load_tasks(path: str | Path) -> list[Task]:
         if not stripped or stripped.startswith("#"):
             continue
         if is_jsonl:
-            try:
-                record = json.loads(stripped)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+            record = parse_json_line(stripped, f"{path}:{number}")
             if not isinstance(record, dict):
                 raise ConfigError(f"{path}:{number}: expected a JSON object with a 'query' field")
             if "query" not in record or not isinstance(record["query"], str) or not record["query"].strip():

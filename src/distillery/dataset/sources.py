@@ -13,7 +13,6 @@ out under `skip_invalid`); the store itself is opened read-only and never change
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from distillery.errors import ConfigError
+from distillery.errors import ConfigError, parse_json_line
 from distillery.store import SQLiteStore, validation_problem
 from distillery.trajectory import DistillationSample, Trajectory
 
@@ -84,10 +83,7 @@ def _read_jsonl(path: Path) -> Iterator[Example]:
             if not line.strip():
                 continue
             origin = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetInputError(f"{origin}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+            record = parse_json_line(line, origin, error=DatasetInputError)
             if not isinstance(record, dict):
                 raise DatasetInputError(f"{origin}: expected a Trajectory JSON object, got {type(record).__name__}")
             try:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from distillery.distill.hosted_jobs import FineTuneEvent, FineTuneJob, JobError, log, wait_for_job
 from distillery.distill.hosted_preflight import check_hyperparameters
-from distillery.errors import ConfigError, MissingAPIKeyError
+from distillery.errors import ConfigError
+
 
 class OpenAIFineTuning:
     """OpenAI's Files + Fine-tuning Jobs API through the official SDK, or any service speaking it.
@@ -41,15 +40,9 @@ class OpenAIFineTuning:
         max_retries: int = 2,
         hyperparameters_style: str = "method",
     ):
-        from distillery.models.openai import OFFICIAL_HOST, PLACEHOLDER_KEY
+        from distillery.models.openai import resolve_endpoint
 
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self.official = self.base_url is None or urlparse(self.base_url).hostname == OFFICIAL_HOST
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not self._api_key:
-            if self.official:
-                raise MissingAPIKeyError("openai fine-tuning", "OPENAI_API_KEY")
-            self._api_key = PLACEHOLDER_KEY
+        self.base_url, self.official, self._api_key = resolve_endpoint(base_url, api_key, service="openai fine-tuning")
         if hyperparameters_style not in ("method", "legacy"):
             raise ConfigError(f"hyperparameters_style must be 'method' or 'legacy', got {hyperparameters_style!r}")
         self.poll_interval_s = poll_interval_s

@@ -62,10 +62,16 @@ class ComputeLedger:
         return ComputeLedger(self.student_params, self.teacher_params, **dict(zip(names, map(int, total))))
 
 
-def offline_ledger(signal: str, *, student_params: int, teacher_params: int | None, training_tokens: int) -> ComputeLedger:
-    """The ledger of an SFT or KD run on fixed data: no generation; an online teacher reads every batch."""
-    ledger = ComputeLedger(student_params=student_params, teacher_params=teacher_params if signal == "online" else None)
-    ledger.add(training_tokens=training_tokens)
+def offline_ledger(signal: str, *, student_params: int, teacher_params: int | None, training_tokens: int,
+                   topk_tokens: int = 0) -> ComputeLedger:
+    """The ledger of an SFT or KD run on fixed data: no generation; an online teacher reads every batch.
+
+    `topk_tokens`: the tokens a sparse run's teacher read to compute its top-k sidecar in the run
+    (one forward pass over the training data); 0 for a sidecar made elsewhere, whose cost is unknown here.
+    """
+    counted = signal == "online" or (signal == "sparse" and topk_tokens > 0)
+    ledger = ComputeLedger(student_params=student_params, teacher_params=teacher_params if counted else None)
+    ledger.add(training_tokens=training_tokens, teacher_forward_tokens=topk_tokens if signal == "sparse" else 0)
     if signal == "online":
         ledger.add(teacher_forward_tokens=training_tokens)
     elif signal == "sequence":

@@ -14,7 +14,8 @@ TRL owns the rollout loop and the loss. distillery adds, without a second copy o
 - for a vLLM-served teacher, `ServerOnPolicyTrainer`: TRL's `ServerDistillationTrainer` with tools
   passed through, tool-result tokens masked, and an HTTP-only client (see its docstring).
 
-    from distillery.distill.config import OnPolicyConfig
+    from distillery.distill.budget import watch_ledger
+from distillery.distill.config import OnPolicyConfig
     from distillery.distill.on_policy import train_on_policy
     train_on_policy("hf:runs/xs-sft", out="runs/xs-onpolicy", teacher="world:teacher",
                     data="data/train.jsonl", config=OnPolicyConfig(max_steps=200))
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from trl.generation.vllm_client import VLLMClient
 
 from distillery import registry
 from distillery.chat_tokens import completion_text, encode
+from distillery.distill.budget import watch_ledger
 from distillery.distill.config import OnPolicyConfig
 from distillery.distill.ledger import ComputeLedger
 from distillery.distill.on_policy_data import (
@@ -280,8 +281,8 @@ def train_on_policy(
     """
     from transformers.trainer_utils import get_last_checkpoint
 
-    from distillery.distill.trainer import (load_model_and_tokenizer, lora_config, save_trained_student,
-                                            set_training_threads, training_settings)
+    from distillery.distill.trainer import (load_model_and_tokenizer, load_student, lora_config, run_record,
+                                            save_trained_student, training_settings)
     from distillery.tools import ToolBox, default_tools, load_tools
 
     if config is not None and not isinstance(config, OnPolicyConfig):
@@ -297,10 +298,7 @@ def train_on_policy(
 
     out = Path(out)
     checkpoints = out / "checkpoints"
-    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=config.seed)
-    set_training_threads(model, config.threads)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer = load_student(student, config)
     saved_padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # TRL pads prompts on the left
     prepare_tool_parsing(tokenizer)
 
@@ -335,6 +333,7 @@ def train_on_policy(
         arguments = TRLDistillationConfig(**settings)
         trainer = OnPolicyTrainer(model, teacher_model=teacher_model, args=arguments, **common)
 
+    watch_ledger(callbacks, lambda: ledger.summed_over_processes(trainer.accelerator), trainer.accelerator)
     last = get_last_checkpoint(str(checkpoints)) if config.resume and checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
 
@@ -361,17 +360,7 @@ def train_on_policy(
             "rollout_matches_inference": trainer.rollout_note is None,
             "rollout_note": trainer.rollout_note,
             "compute": totals.to_dict(),
-            "lora": config.lora,
-            "seed": config.seed,
-            "learning_rate": arguments.learning_rate,
-            "batch_size": config.batch_size,
-            "examples": len(dataset),
-            "global_step": trainer.state.global_step,
-            "resumed_from": last,
-            "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
-            "train_runtime_s": result.metrics.get("train_runtime"),
-            "self_check": check.to_dict() if check is not None else None,
-            "log_history": trainer.state.log_history,
+            **run_record(trainer, result, config, examples=len(dataset), resumed_from=last, check=check),
         }
         (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))
     trainer.accelerator.wait_for_everyone()

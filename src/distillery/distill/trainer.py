@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from trl import SFTTrainer
 
 from distillery.chat_tokens import check_prefix_property
+from distillery.distill.budget import watch_ledger
 from distillery.distill.config import OFFLINE_SIGNALS, DistillationConfig, LossOptions
 from distillery.distill.ledger import offline_ledger
 from distillery.distill.losses import action_distribution_loss, kd_loss, sequence_logprob, sparse_kd_loss
@@ -57,7 +57,9 @@ from distillery.distill.training_data import (  # noqa: F401  (re-exported: the 
 from distillery.distill.training_setup import (  # noqa: F401  (re-exported: the public import path)
     default_learning_rate,
     load_model_and_tokenizer,
+    load_student,
     lora_config,
+    run_record,
     save_trained_student,
     set_training_threads,
     training_settings,
@@ -346,10 +348,7 @@ def train_student(
                           "distillery.distill.on_policy.train_on_policy")
     out = Path(out)
     checkpoints = out / "checkpoints"
-    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=config.seed)
-    set_training_threads(model, config.threads)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer = load_student(student, config)
     dataset = load_training_data(data)
     if not isinstance(dataset, Dataset):
         raise ConfigError("training data must be a map-style dataset")
@@ -397,7 +396,9 @@ def train_student(
         callbacks=callbacks,
     )
 
+    topk_tokens = 0  # tokens the teacher reads for an in-run top-k sidecar (charged to the ledger)
     if signal == "sparse" and sidecar is None:
+        topk_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
         if teacher_tokenizer is not None and teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise ConfigError("--teacher has a different tokenizer; a top-k sidecar must use the student's token ids")
         sidecar = out / "teacher.topk.parquet"
@@ -412,15 +413,20 @@ def train_student(
         trainer.accelerator.wait_for_everyone()
         trainer.set_signal(SparseTopKSignal(sidecar, student_tokenizer=tokenizer))
 
+    teacher_params = teacher_model.num_parameters() if teacher_model is not None else None
+
+    def ledger_now():  # the run's ledger so far (token counts are already summed over processes)
+        return offline_ledger(signal, student_params=model.num_parameters(), teacher_params=teacher_params,
+                              training_tokens=int(trainer._total_train_tokens), topk_tokens=topk_tokens)
+
+    watch_ledger(callbacks, ledger_now, trainer.accelerator)
     last = get_last_checkpoint(str(checkpoints)) if config.resume and checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=last)
 
     check = save_trained_student(trainer, out, tokenizer, lora=config.lora, rows=dataset.to_list(),
                                  self_check=config.self_check, seed=config.seed)
     if trainer.accelerator.is_main_process:
-        teacher_params = teacher_model.num_parameters() if teacher_model is not None else None
-        ledger = offline_ledger(signal, student_params=model.num_parameters(), teacher_params=teacher_params,
-                                training_tokens=int(trainer._total_train_tokens))
+        ledger = ledger_now()
         summary = {
             "student": str(student) if isinstance(student, (str, Path)) else type(model).__name__,
             "teacher": str(teacher) if isinstance(teacher, (str, Path)) else (None if teacher is None else "object"),
@@ -428,18 +434,8 @@ def train_student(
             "alpha": config.alpha,
             "temperature": config.temperature,
             "divergence": config.divergence,
-            "lora": config.lora,
-            "seed": config.seed,
-            "learning_rate": arguments.learning_rate,
-            "batch_size": config.batch_size,
-            "examples": len(dataset),
-            "global_step": trainer.state.global_step,
-            "resumed_from": last,
-            "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
-            "train_runtime_s": result.metrics.get("train_runtime"),
-            "self_check": check.to_dict() if check is not None else None,
             "compute": ledger.to_dict(),
-            "log_history": trainer.state.log_history,
+            **run_record(trainer, result, config, examples=len(dataset), resumed_from=last, check=check),
         }
         (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))
     # The other ranks wait for the main one's writing and self-check: a rank that leaves the process

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from distillery.errors import ConfigError
+from distillery.errors import ConfigError, parse_json_line
 
 
 def _normalise_message(message: dict[str, Any]) -> dict[str, Any]:
@@ -74,10 +74,7 @@ def load_training_data(data: Any):
                 for number, line in enumerate(handle, start=1):
                     if not line.strip():
                         continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ConfigError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
+                    record = parse_json_line(line, f"{path}:{number}")
                     if not isinstance(record, dict) or "messages" not in record:
                         raise ConfigError(f"{path}:{number}: expected an object with 'messages' (HF chat format)")
                     records.append(record)

@@ -1,9 +1,10 @@
 """What every training run sets up around the trainer: loading models, the default learning rate,
-CPU threads, `TrainingArguments`, LoRA, and saving the trained student."""
+CPU threads, `TrainingArguments`, LoRA, saving the trained student, and the run record's shared fields."""
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,16 @@ def set_training_threads(model: Any, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def load_student(student: Any, config: DistillationConfig):
+    """(model, tokenizer) of the student to train: torch's CPU threads set for it (`config.threads`),
+    and the EOS token as its pad token when it has none."""
+    model, tokenizer = load_model_and_tokenizer(student, what="student", seed=config.seed)
+    set_training_threads(model, config.threads)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
 def save_trained_student(trainer: Any, out: Path, tokenizer: Any, *, lora: bool, rows: list[dict[str, Any]],
                          self_check: int, seed: int):
     """Write the trained model (a LoRA adapter merged in) and tokenizer to `out`; run the self-check.
@@ -113,6 +124,25 @@ def save_trained_student(trainer: Any, out: Path, tokenizer: Any, *, lora: bool,
     if check.warning:
         logger.warning(check.warning)
     return check
+
+
+def run_record(trainer: Any, result: Any, config: DistillationConfig, *, examples: int, resumed_from: str | None,
+               check: Any) -> dict[str, Any]:
+    """The fields every signal's `distillation.json` ends with: the run's shared settings and how
+    training went (`result` is what `trainer.train()` returned, `check` the `SelfCheck` or None)."""
+    return {
+        "lora": config.lora,
+        "seed": config.seed,
+        "learning_rate": trainer.args.learning_rate,
+        "batch_size": config.batch_size,
+        "examples": examples,
+        "global_step": trainer.state.global_step,
+        "resumed_from": resumed_from,
+        "train_loss": result.training_loss if not math.isnan(result.training_loss) else None,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "self_check": check.to_dict() if check is not None else None,
+        "log_history": trainer.state.log_history,
+    }
 
 
 def training_settings(checkpoints: Path, config: DistillationConfig, student: Any, model: Any) -> dict[str, Any]:

@@ -333,6 +333,12 @@ class HostedChatModel(AsyncChatModel):
     """
 
     provider: str = ""
+    # Set by each provider's __init__; `client_options` reads them.
+    base_url: str | None
+    timeout_s: float
+    extra_headers: dict[str, str]
+    http_transport: str
+    _api_key: str
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every provider's `agenerate` reports an unreadable response as one line with the model,
@@ -351,6 +357,17 @@ class HostedChatModel(AsyncChatModel):
 
     def _make_client(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def client_options(self, sdk: Any) -> dict[str, Any]:
+        """The keyword arguments for the `anthropic`/`openai` (`sdk`) async client of this model."""
+        return dict(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            max_retries=0,  # the collector owns retries
+            timeout=self.timeout_s,
+            default_headers=self.extra_headers or None,
+            http_client=http_client(sdk, self.http_transport, self.timeout_s),
+        )
 
     async def client(self) -> Any:
         """The SDK client for the running event loop (created on first use)."""

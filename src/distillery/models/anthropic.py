@@ -28,7 +28,6 @@ from distillery.models._hosted import (
     HostedChatModel,
     check_http_transport,
     gather_or_cancel,
-    http_client,
     log,
     to_model_error,
 )
@@ -101,14 +100,7 @@ class AnthropicModel(HostedChatModel):
         self.http_transport = check_http_transport(self.uri, http_transport)
 
     def _make_client(self) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(
-            api_key=self._api_key,
-            base_url=self.base_url,
-            max_retries=0,  # the collector owns retries
-            timeout=self.timeout_s,
-            default_headers=self.extra_headers or None,
-            http_client=http_client(anthropic, self.http_transport, self.timeout_s),
-        )
+        return anthropic.AsyncAnthropic(**self.client_options(anthropic))
 
     # --- request --------------------------------------------------------------------------
 

@@ -25,13 +25,29 @@ from openai.types.chat import ChatCompletion
 from distillery.errors import MissingAPIKeyError
 from distillery.formats import openai as openai_format
 from distillery.formats.openai import stop_reason_from_wire
-from distillery.models._hosted import HostedChatModel, check_http_transport, http_client, log, to_model_error
+from distillery.models._hosted import HostedChatModel, check_http_transport, log, to_model_error
 from distillery.pricing import cost_usd
 from distillery.trajectory import Message, ThinkingBlock, TokenLogprob, ToolCall, ToolSpec, TopLogprob, Turn, Usage
 
 OFFICIAL_HOST = "api.openai.com"
 # OpenAI-compatible servers run without auth more often than not; the SDK still insists on a key.
 PLACEHOLDER_KEY = "EMPTY"
+
+
+def resolve_endpoint(base_url: str | None, api_key: str | None, *, service: str) -> tuple[str | None, bool, str]:
+    """`(base_url, official, api_key)` for a client of the OpenAI API or a server speaking it.
+
+    Each falls back to $OPENAI_BASE_URL / $OPENAI_API_KEY. A key is required on api.openai.com
+    (`service` names what needs it in the error); a custom server without one gets `PLACEHOLDER_KEY`.
+    """
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    official = base_url is None or urlparse(base_url).hostname == OFFICIAL_HOST
+    api_key = api_key or os.environ.get("OPENAI_API_KEY")
+    if not api_key:
+        if official:
+            raise MissingAPIKeyError(service, "OPENAI_API_KEY")
+        api_key = PLACEHOLDER_KEY
+    return base_url, official, api_key
 
 
 # OpenAI's reasoning models (o1, o3, o4-mini, gpt-5...) accept only the default temperature.
@@ -73,13 +89,7 @@ class OpenAIModel(HostedChatModel):
         super().__init__()
         self.name = name
         self.uri = f"openai:{name}"
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        self.official = self.base_url is None or urlparse(self.base_url).hostname == OFFICIAL_HOST
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not self._api_key:
-            if self.official:
-                raise MissingAPIKeyError("openai", "OPENAI_API_KEY")
-            self._api_key = PLACEHOLDER_KEY
+        self.base_url, self.official, self._api_key = resolve_endpoint(base_url, api_key, service="openai")
         self.timeout_s = timeout_s
         self.extra_body = dict(extra_body or {})
         self.extra_headers = dict(extra_headers or {})
@@ -87,14 +97,7 @@ class OpenAIModel(HostedChatModel):
         self.http_transport = check_http_transport(self.uri, http_transport)
 
     def _make_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=self._api_key,
-            base_url=self.base_url,
-            max_retries=0,  # the collector owns retries
-            timeout=self.timeout_s,
-            default_headers=self.extra_headers or None,
-            http_client=http_client(openai, self.http_transport, self.timeout_s),
-        )
+        return openai.AsyncOpenAI(**self.client_options(openai))
 
     # --- request --------------------------------------------------------------------------
 

@@ -1,0 +1,171 @@
+"""The KD study's scoring and tables (benchmarks/kd_study.py): evaluation of one model, intervals, markdown.
+
+Evaluation (`evaluate_run`) runs the student alone through the cascade machinery with the
+`logprob-mean` scorer, so each task yields both its outcome (the world's checker) and the student's
+confidence: the task's confidence is its lowest step confidence (`TierRun.min_confidence`, what a
+cascade acts on: one doubtful step escalates). AUROC and ECE of that confidence for predicting task
+success come from `distillery.evaluation.metrics`. Teacher-forced NLL is `kd_quality.teacher_forced`.
+
+Intervals (`interval`): the mean over seeds and a two-sided 95% Student-t interval,
+mean +- t(0.975, n-1) * s / sqrt(n), with scipy's t quantile. Without scipy the normal quantile
+1.96 is used instead (narrower than t for few seeds: 2.78 at n = 5), and the table says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kd_quality import TIERS, teacher_forced
+
+EVAL_SPLITS = ("validation", "test")
+
+
+def t_quantile(n: int) -> tuple[float, str]:
+    """The 97.5% quantile for a 95% interval over n seeds, and what it is ("t" or "normal")."""
+    try:
+        from scipy.stats import t
+    except ImportError:  # documented fallback: the normal approximation
+        return 1.959963984540054, "normal"
+    return float(t.ppf(0.975, n - 1)), "t"
+
+
+def interval(values: list[float]) -> dict[str, Any]:
+    """Mean and 95% interval over seeds; half-width None for fewer than two values."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "low": None, "high": None, "half": None, "kind": None}
+    mean = statistics.fmean(values)
+    if n < 2:
+        return {"n": 1, "mean": mean, "low": None, "high": None, "half": None, "kind": None}
+    quantile, kind = t_quantile(n)
+    half = quantile * statistics.stdev(values) / math.sqrt(n)
+    return {"n": n, "mean": mean, "low": mean - half, "high": mean + half, "half": half, "kind": kind}
+
+
+def world_tools(split: str):
+    """The world's tools for a split's tasks: sealed to that split on world v2 (`toolbox(split)`), v1's `toolbox()`."""
+    from distillery.world.tools import toolbox
+
+    return toolbox(split) if inspect.signature(toolbox).parameters else toolbox()
+
+
+def world_identity() -> dict[str, Any]:
+    """Which world the figures come from: its version, the repository commit and the bundled teacher's hash.
+
+    World v2 seals a toolbox per split (`toolbox(split)`); v1's `toolbox()` takes no split. A
+    `WORLD_VERSION` in `distillery.world`, when there is one, wins over that inference.
+    """
+    import distillery.world as world
+    from distillery.world.models import TEACHER_DIR
+    from distillery.world.tools import toolbox
+
+    version = getattr(world, "WORLD_VERSION", None) or ("v2" if inspect.signature(toolbox).parameters else "v1")
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    weights = TEACHER_DIR / "model.safetensors"
+    teacher = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else None
+    return {"label": "offline world", "world": version, "commit": commit + ("+dirty" if dirty else ""),
+            "teacher_sha256": teacher}
+
+
+def evaluate_run(model_dir: Path, split: str, n: int) -> dict[str, Any]:
+    """Success by tier, teacher-forced NLL, and AUROC/ECE of the student's confidence for task success."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"evaluate_run: split {split!r}; runs are scored on {' or '.join(EVAL_SPLITS)}")
+    from distillery.evaluation.metrics import scorer_quality
+    from distillery.evaluation.runs import TierRun, run_tiers_alone
+    from distillery.models.blocking import run_blocking
+    from distillery.models.hf import HFModel
+    from distillery.world import SYSTEM_PROMPT
+    from distillery.world.evaluate import LABEL, score
+    from distillery.world.tasks import generate_tasks
+
+    tasks = generate_tasks(split, n, seed=0)
+    model = HFModel(str(model_dir))
+    [trajectories] = run_blocking(lambda: run_tiers_alone([model], ["logprob-mean"], tasks, tools=world_tools(split),
+                                                          concurrency=1, system=SYSTEM_PROMPT, max_steps=8))
+    report = score(trajectories, tasks)
+    runs = [TierRun.from_trajectory(t) for t in trajectories]
+    report["calibration"] = scorer_quality([r.min_confidence for r in runs], [not r.success for r in runs])
+    forced = teacher_forced(Path(model_dir), n, split=split)
+    report["teacher_forced"] = forced
+    # The overall NLL weighs the tiers present equally (each tier's mean NLL per assistant token).
+    report["nll_per_token"] = statistics.fmean(v["nll_per_token"] for v in forced.values()) if forced else None
+    report.update(split=split, label=LABEL)
+    return report
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+def _cell(values: list[float], digits: int = 2) -> str:
+    stats = interval(values)
+    if stats["mean"] is None:
+        return "–"
+    if stats["half"] is None:
+        return f"{stats['mean']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} [{stats['low']:.{digits}f}, {stats['high']:.{digits}f}]"
+
+
+def _sci(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.3g}" if values else "–"
+
+
+def load_runs(out: Path, methods) -> dict[str, list[dict[str, Any]]]:
+    return {m: [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"{m}-seed*/eval.json"))]
+            for m in methods}
+
+
+def report(out: Path, methods) -> str:
+    """Markdown: per method, mean and 95% interval over seeds, on the test split, labelled "offline world"."""
+    study = json.loads((out / "study.json").read_text()) if (out / "study.json").exists() else {}
+    world = study.get("world", {})
+    runs = load_runs(out, methods)
+    seeds = max((len(r) for r in runs.values()), default=0)
+    kind = t_quantile(max(seeds, 2))[1]
+    head = (f"offline world ({world.get('world', '?')}, commit {world.get('commit', '?')}, teacher "
+            f"{world.get('teacher_sha256', '?')}); budget: {study.get('budget', '?')}; split: test; "
+            f"mean [95% {'t' if kind == 't' else 'normal-approximation'} interval] over seeds")
+    success = [f"**Success by tier** — {head}", "",
+               "| method | seeds | all | " + " | ".join(TIERS) + " |", "|" + "---|" * (len(TIERS) + 3)]
+    quality = ["**NLL, calibration and compute** — offline world, test split", "",
+               "| method | NLL/token (teacher-forced) | AUROC | ECE | ledger FLOPs | wall s | stopped by |",
+               "|---|---|---|---|---|---|---|"]
+    for method, evals in runs.items():
+        if not evals:
+            continue
+        tiers = [_cell([e["by_tier"][t]["success"] for e in evals if t in e["by_tier"]]) for t in TIERS]
+        success.append(f"| {method} | {len(evals)} | {_cell([e['success'] for e in evals])} | " + " | ".join(tiers) + " |")
+        calib = [e["calibration"] for e in evals]
+        stopped = sorted({str(e["train"]["stopped_by"]) for e in evals})
+        quality.append(
+            f"| {method} | {_cell([e['nll_per_token'] for e in evals], 3)} "
+            f"| {_cell([c['auroc'] for c in calib if c['auroc'] is not None])} "
+            f"| {_cell([c['ece'] for c in calib if c['ece'] is not None])} "
+            f"| {_sci([e['train']['total_flops'] for e in evals])} | {_cell([e['train']['seconds'] for e in evals], 1)} "
+            f"| {', '.join(stopped)} |")
+    curve = ["**Compute to quality** — offline world, test split, mean over seeds at each saved point", "",
+             "| method | budget used | ledger FLOPs | success | NLL/token |", "|---|---|---|---|---|"]
+    for method, evals in runs.items():
+        points: dict[float, list[dict[str, Any]]] = {}
+        for e in evals:
+            for point in e.get("curve", []):
+                points.setdefault(point["fraction"], []).append(point)
+        for fraction in sorted(points):
+            group = points[fraction]
+            curve.append(f"| {method} | {fraction:.2f} | {_sci([p['total_flops'] for p in group])} "
+                         f"| {_cell([p['success'] for p in group])} | {_cell([p['nll_per_token'] for p in group], 3)} |")
+    return "\n\n".join("\n".join(table) for table in (success, quality, curve))
