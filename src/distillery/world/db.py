@@ -12,6 +12,9 @@ another split's. Product prices and weights are unique across the catalogue, and
 weight of one split equals a product weight or total weight of another, so the unit conversions
 one split's tasks run never reveal another split's rows. `ShopDB.view(split)` is the shop as
 seen from one split: lookups of another split's rows find nothing (`world.tools.toolbox(split)`).
+
+`split_of(key)` is the split of a task's canonical key (`canonical_key`). It lives here, below
+the task families (`world/families.py`) and the task generator (`world/tasks.py`) that both use it.
 """
 
 from __future__ import annotations
@@ -246,3 +249,48 @@ def _bound_conversions() -> dict[tuple, str]:
         weight = db._by_sku[o.sku].weight_kg
         bound[("convert_units", canonical_number(total_weight_kg(weight, o.quantity)), "kg", "lb")] = o.split
     return bound
+
+
+# ---- canonical keys and the split of a key -----------------------------------------------------
+
+
+def canonical_key(key: tuple) -> tuple:
+    """One spelling per key: numbers normalised (266, 266.0 and "266.0" as a number are all 266),
+    strings stripped of surrounding and repeated spaces."""
+    out = []
+    for part in key:
+        if isinstance(part, bool) or part is None:
+            out.append(part)
+        elif isinstance(part, (int, float)):
+            out.append(canonical_number(part))
+        elif isinstance(part, str):
+            out.append(" ".join(part.split()))
+        elif isinstance(part, tuple):
+            out.append(canonical_key(part))
+        else:
+            out.append(part)
+    return tuple(out)
+
+
+def _hash_split(key: tuple) -> str:
+    bucket = stable_hash(repr(key)) % 10
+    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+
+
+def split_of(key: tuple) -> str:
+    """The split a task key belongs to, identical on every machine.
+
+    Entity keys (a SKU, order id, product name or unknown-product name anywhere in the key) follow
+    the entity; `("convert_units", value, from, to)` follows the product or order whose weight it
+    converts, else its hash; `("add_days", date, days)` follows the day; anything else hashes.
+    """
+    key = canonical_key(key)
+    db = get_db()
+    if key and key[0] == "convert_units":
+        return db.bound_conversions().get(key) or _hash_split(key)
+    if key and key[0] == "add_days":
+        return db.day_split.get(key[1]) or _hash_split(key)
+    splits = {db.split_of_entity(part) for part in key if isinstance(part, str)} - {None}
+    if len(splits) > 1:
+        raise ValueError(f"key {key!r} mixes entities of splits {sorted(splits)}")
+    return splits.pop() if splits else _hash_split(key)
