@@ -89,7 +89,8 @@ def test_the_signal_picks_the_config_and_each_keeps_its_own_defaults(train):
     assert train("--resume").save_steps == 100
 
 
-@pytest.mark.parametrize("args", [["--beta", "0.5"], ["--generate-with", "vllm-server"], ["--max-tool-turns", "3"]])
+@pytest.mark.parametrize("args", [["--beta", "0.5"], ["--generate-with", "vllm-server"], ["--max-tool-turns", "3"],
+                                  ["--tools", "my_agent:tools"], ["--replay-tools", "charge_card"]])
 def test_an_on_policy_option_with_another_signal_is_refused_not_dropped(tmp_path, args):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in chat_records(2)))

@@ -66,6 +66,10 @@ def _from_command_line(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
+# Command options (not config fields) that only on-policy rollouts use: the tools they run.
+ROLLOUT_OPTIONS = frozenset({"tools", "replay_tools"})
+
+
 def config_from_options(options: dict[str, Any], given: set[str] = frozenset()) -> DistillationConfig:
     """The run's config from the parsed command line: every option named like one of its fields.
 
@@ -76,7 +80,8 @@ def config_from_options(options: dict[str, Any], given: set[str] = frozenset()) 
     config_class = OnPolicyConfig if options["signal"] == "on-policy" else DistillationConfig
     names = {spec.name for spec in fields(config_class)}
     # An on-policy option given to another signal would be dropped without a word; say so instead.
-    ignored = sorted(given & ({spec.name for spec in fields(OnPolicyConfig)} - names))
+    on_policy_only = {spec.name for spec in fields(OnPolicyConfig)} | ROLLOUT_OPTIONS
+    ignored = sorted(given & (on_policy_only - names))
     if ignored:
         raise typer.BadParameter(f"only for --signal on-policy (this run is --signal {options['signal']})",
                                  param_hint=f"'{flag(ignored[0])}'")
