@@ -58,6 +58,8 @@ def _other_value(spec) -> tuple[list[str], object]:
     if choices:
         value = next(c for c in choices if c != spec.default)
         return [value], value
+    if "bounds" not in spec.metadata:  # a free string, such as a URL
+        return ["http://127.0.0.1:8100"], "http://127.0.0.1:8100"
     low, high, _, _ = spec.metadata["bounds"]
     if spec.type.startswith("int"):
         value = (spec.default if spec.default is not None else low) + 1
@@ -71,6 +73,8 @@ def _other_value(spec) -> tuple[list[str], object]:
 def test_every_config_field_is_settable_from_the_command_line(train, spec):
     words, value = _other_value(spec)
     on_policy = [] if spec.name in OFFLINE_FIELDS else ["--signal", "on-policy"]
+    if spec.name == "vllm_server_url":  # a server URL means nothing without the server mode
+        on_policy += ["--generate-with", "vllm-server"]
     config = train(*on_policy, flag(spec.name), *words)
     assert getattr(config, spec.name) == value != spec.default
 
@@ -83,6 +87,49 @@ def test_the_signal_picks_the_config_and_each_keeps_its_own_defaults(train):
     assert train("--signal", "on-policy", "--temperature", "0.7").temperature == 0.7
     # --resume without --save-steps keeps writing checkpoints, so the run can be resumed again.
     assert train("--resume").save_steps == 100
+
+
+@pytest.mark.parametrize("args", [["--beta", "0.5"], ["--generate-with", "vllm-server"], ["--max-tool-turns", "3"],
+                                  ["--tools", "my_agent:tools"], ["--replay-tools", "charge_card"]])
+def test_an_on_policy_option_with_another_signal_is_refused_not_dropped(tmp_path, args):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in chat_records(2)))
+    result = CliRunner().invoke(app, ["train", "--student", "hf:nowhere", "--data", str(data), "--out",
+                                      str(tmp_path / "out"), "--signal", "sparse", *args], standalone_mode=False)
+    error = result.exception
+    assert isinstance(error, typer.BadParameter), result.output
+    assert error.format_message() == (f"Invalid value for '{args[0]}': only for --signal on-policy "
+                                      "(this run is --signal sparse)")
+
+
+def test_vllm_generation_is_checked_before_any_model_loads(monkeypatch):
+    import distillery.distill.on_policy as on_policy
+
+    assert on_policy.student_generation_settings(OnPolicyConfig()) == {}
+    monkeypatch.setattr(on_policy.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"^--generate-with vllm-colocate needs vLLM in this environment"):
+        on_policy.student_generation_settings(OnPolicyConfig(generate_with="vllm-colocate"))
+    monkeypatch.setattr(on_policy.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(on_policy.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^--generate-with vllm-server needs a CUDA GPU"):
+        on_policy.student_generation_settings(OnPolicyConfig(generate_with="vllm-server"))
+    # On a machine with both, the config becomes TRL's own settings for its vLLM modes.
+    monkeypatch.setattr(on_policy.torch.cuda, "is_available", lambda: True)
+    assert on_policy.student_generation_settings(OnPolicyConfig(generate_with="vllm-colocate")) == {
+        "use_vllm": True, "vllm_mode": "colocate"}
+    settings = on_policy.student_generation_settings(
+        OnPolicyConfig(generate_with="vllm-server", vllm_server_url="http://10.0.0.5:8000"))
+    assert settings == {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": "http://10.0.0.5:8000"}
+    from trl import DistillationConfig as TRLDistillationConfig
+
+    # TRL knows every name the settings use (a renamed TRL field would fail here, not on a GPU).
+    trl_fields = {spec.name for spec in fields(TRLDistillationConfig)}
+    assert set(settings) <= trl_fields
+
+
+def test_a_server_url_needs_the_server_mode():
+    with pytest.raises(ValueError, match=r"^vllm_server_url: only when generate_with is 'vllm-server'"):
+        OnPolicyConfig(vllm_server_url="http://10.0.0.5:8000")
 
 
 def test_api_only_fields_are_real_fields_without_a_flag():

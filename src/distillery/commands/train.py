@@ -60,15 +60,31 @@ def config_option(name: str, *, default: Any = MISSING) -> Any:
                         help=spec.metadata["help"])
 
 
-def config_from_options(options: dict[str, Any]) -> DistillationConfig:
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    # Compared by name: typer ships its own copy of click, so click's enum is not the one it returns.
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+# Command options (not config fields) that only on-policy rollouts use: the tools they run.
+ROLLOUT_OPTIONS = frozenset({"tools", "replay_tools"})
+
+
+def config_from_options(options: dict[str, Any], given: set[str] = frozenset()) -> DistillationConfig:
     """The run's config from the parsed command line: every option named like one of its fields.
 
     An option left unset (None) keeps the config's default, so --temperature is 2 for the offline
     signals and 1 on-policy. A value the config refuses is a usage error that names its flag, in
-    the config's words.
+    the config's words; so is an on-policy option (`given` on the command line) with another signal.
     """
     config_class = OnPolicyConfig if options["signal"] == "on-policy" else DistillationConfig
     names = {spec.name for spec in fields(config_class)}
+    # An on-policy option given to another signal would be dropped without a word; say so instead.
+    on_policy_only = {spec.name for spec in fields(OnPolicyConfig)} | ROLLOUT_OPTIONS
+    ignored = sorted(given & (on_policy_only - names))
+    if ignored:
+        raise typer.BadParameter(f"only for --signal on-policy (this run is --signal {options['signal']})",
+                                 param_hint=f"'{flag(ignored[0])}'")
     values = {name: value for name, value in options.items() if name in names and value is not None}
     if values.get("resume") and not values.get("save_steps"):
         values["save_steps"] = 100  # a resumed run goes on writing checkpoints, to be resumed again
@@ -125,6 +141,8 @@ def train(
     max_completion_length: int = config_option("max_completion_length"),
     max_tool_turns: int = config_option("max_tool_turns"),
     teacher_params: int = config_option("teacher_params"),
+    generate_with: str = config_option("generate_with"),
+    vllm_server_url: str = config_option("vllm_server_url"),
     divergence: str = config_option("divergence"),
     topk: int = config_option("topk"),
     max_steps: int = config_option("max_steps"),
@@ -159,7 +177,8 @@ def train(
             raise usage_error("--signal on-policy takes its prompts from exactly one of --data and --from-store")
     elif data is None or from_store is not None:
         raise usage_error(f"--signal {signal} trains on --data (--from-store is for --signal on-policy)")
-    config = config_from_options(ctx.params)
+    config = config_from_options(ctx.params, given={name for name in ctx.params
+                                                    if _from_command_line(ctx, name)})
     _check_launch(os.environ)
     # Imported here so that `distillery --help` and the other commands never pay for torch and TRL.
     if signal == "on-policy":

@@ -35,6 +35,8 @@ OFFLINE_SIGNALS = SIGNALS[:4]
 # module needs no torch (tests/test_config.py keeps them equal).
 DIVERGENCE_NAMES = ("forward_kl", "reverse_kl", "jsd")
 TAIL_MODE_NAMES = ("bucket", "renormalize")
+# Who samples the student's on-policy episodes: transformers' generate, or TRL's vLLM modes.
+STUDENT_GENERATORS = ("transformers", "vllm-colocate", "vllm-server")
 
 
 def option(default: Any = MISSING, *, help: str, choices: tuple[str, ...] | None = None, low: float | None = None,
@@ -188,3 +190,18 @@ class OnPolicyConfig(DistillationConfig):
     teacher_params: int | None = option(
         None, low=1, help="On-policy with a vLLM teacher: its parameter count, for the compute ledger's FLOPs.",
     )
+    generate_with: str = option(
+        "transformers", choices=STUDENT_GENERATORS,
+        help="On-policy: what samples the student's episodes. transformers: any machine. vllm-colocate: vLLM in "
+        "the training process, on its GPU. vllm-server: a `trl vllm-serve` server (--vllm-server-url), sent the "
+        "student's weights each step. Both vLLM modes need a CUDA GPU and vLLM installed.",
+    )
+    vllm_server_url: str | None = option(
+        None, help="On-policy with --generate-with vllm-server: the `trl vllm-serve` server's URL "
+        "(default: TRL's, http://0.0.0.0:8000).",
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.vllm_server_url and self.generate_with != "vllm-server":
+            raise ValueError(f"vllm_server_url: only when generate_with is 'vllm-server' (it is {self.generate_with!r})")

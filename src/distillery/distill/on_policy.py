@@ -23,6 +23,7 @@ from distillery.distill.config import OnPolicyConfig
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from dataclasses import replace
@@ -288,6 +289,7 @@ def train_on_policy(
     if config is not None and not isinstance(config, OnPolicyConfig):
         raise TypeError("train_on_policy takes an OnPolicyConfig (DistillationConfig's options plus the on-policy ones)")
     config = replace(config or OnPolicyConfig(), **overrides)
+    generation = student_generation_settings(config)
     resolved = resolve_teacher(teacher)
     rows = load_prompt_source(data, from_store)
     toolbox = tools if isinstance(tools, ToolBox) else load_tools(tools or default_tools(), option="--tools")
@@ -320,7 +322,7 @@ def train_on_policy(
     # TRL turns activation checkpointing on by default (a GPU default); a student here is small and
     # often trained on CPUs, as `distillery.distill.training_arguments` says for the other signals.
     settings = dict(beta=config.beta, temperature=config.temperature, max_completion_length=config.max_completion_length,
-                    max_tool_calling_iterations=config.max_tool_turns, gradient_checkpointing=False)
+                    max_tool_calling_iterations=config.max_tool_turns, gradient_checkpointing=False, **generation)
     settings.update(training_settings(checkpoints, config, student, model))
     ledger = ComputeLedger(student_params=model.num_parameters(), teacher_params=teacher_params)
     peft_config = lora_config(config.lora_r, config.lora_alpha) if config.lora else None
@@ -348,6 +350,7 @@ def train_on_policy(
             "teacher": str(teacher) if isinstance(teacher, (str, Path)) else "object",
             "signal": "on-policy",
             "teacher_kind": "server" if client is not None else "local",
+            "student_generation": config.generate_with,
             "beta": config.beta,
             "temperature": config.temperature,
             # The names the other signals' summaries use, so tables can print every run alike.
@@ -365,6 +368,26 @@ def train_on_policy(
         (out / "distillation.json").write_text(json.dumps(summary, indent=2, default=str))
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def student_generation_settings(config: OnPolicyConfig) -> dict[str, Any]:
+    """TRL's settings for what samples the student's episodes, once vLLM is known to be able to run here.
+
+    Checked before any model loads: vLLM imports only with a CUDA build, and TRL would otherwise
+    fail deep inside the trainer's set-up.
+    """
+    if config.generate_with == "transformers":
+        return {}
+    flag = f"--generate-with {config.generate_with}"
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"{flag} needs vLLM in this environment (pip install vllm, on a CUDA machine); "
+                          "--generate-with transformers runs anywhere")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{flag} needs a CUDA GPU and torch sees none; --generate-with transformers runs anywhere")
+    settings: dict[str, Any] = {"use_vllm": True, "vllm_mode": config.generate_with.removeprefix("vllm-")}
+    if config.vllm_server_url:
+        settings["vllm_server_base_url"] = config.vllm_server_url
+    return settings
 
 
 def _divergence_name(beta: float) -> str:
