@@ -197,6 +197,20 @@ def test_city_names_are_one_token_in_every_context():
         assert len(city_ids) == 1 and all(city_ids[0] in seq for seq in ids)
 
 
+@pytest.mark.parametrize("prefix", ["SKU-", "ORD-"])
+def test_an_id_prefix_is_one_token_in_every_context(prefix):
+    # The digits of an id are copied from the question or a tool result into a call: the token
+    # before them must be the same wherever the id appears, or the copy has nothing to key on.
+    tokenizer = load_world_tokenizer()
+    [prefix_id] = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    key = "sku" if prefix == "SKU-" else "order_id"
+    for text in (f"Is {prefix}4821 in stock?", f'{{"{key}": "{prefix}4821"}}', f'"arguments": {{"{key}": "{prefix}4821", "city": "Oslo"}}',
+                 f"order {prefix}4821.", f"({prefix}4821)"):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        first_digit = tokenizer.convert_ids_to_tokens(ids).index("4")
+        assert ids[first_digit - 1] == prefix_id, (text, tokenizer.convert_ids_to_tokens(ids))
+
+
 def test_rendered_tool_call_is_parsed_back_by_the_hf_provider():
     from distillery.models.hf import HFModel
     from distillery.world.models import build_student

@@ -23,8 +23,11 @@ DEFAULT_VOCAB_SIZE = 1536
 
 def _raw_tokenizer() -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
-    # Three pre-tokenization rules, each for a reason:
+    # Four pre-tokenization rules, each for a reason:
     # - digits one per token, so numbers are copied digit by digit;
+    # - an id's prefix ("SKU-", "ORD-") stands alone, so the token before an id's digits is the
+    #   same in the question, in a tool call and in a tool result; merged into its JSON key
+    #   ('sku": "SKU-') it differed, and copying the digits had no shared token to key on;
     # - capitalised words (product names, cities) stand alone, so "Paris" is the same token in
     #   the question, in a tool call and in a tool result, and copying it is one lookup;
     # - everything else may merge across spaces and punctuation (no GPT-2 regex), so the JSON and
@@ -32,6 +35,7 @@ def _raw_tokenizer() -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Split(Regex(r"[A-Z]{2,}-"), behavior="isolated"),
             pre_tokenizers.Split(Regex(r"[A-Z][a-z]+"), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
