@@ -165,7 +165,8 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     ),
     "stock_value": (
         "The {name} stock in {city} and {city2} is worth {value} USD.",
-        "{city} and {city2} hold {total_units} units of the {name} at {price} USD each, worth {value} USD.",
+        # Per-city units, not their sum: every number an answer states is one a tool returned.
+        "{city} and {city2} hold {units1} and {units2} units of the {name} at {price} USD each, worth {value} USD.",
         "Together, {city} ({units1} units) and {city2} ({units2} units) hold {value} USD of the {name}.",
         "All {name} inventory in {city} plus {city2} is worth ${value}.",
     ),
@@ -303,8 +304,7 @@ def _solve_steps(s: _Script, family: str, e: dict[str, Any], plan: dict[str, Any
         value = s.call(s.say("calculate"), "calculate", expression=expression)
         by_city = dict(zip(cities, (first["units"], second["units"])))
         return s.answer(name=product["name"], city=e["city"], city2=e["city2"], value=value, price=product["price"],
-                        units1=by_city[e["city"]], units2=by_city[e["city2"]],
-                        total_units=first["units"] + second["units"])
+                        units1=by_city[e["city"]], units2=by_city[e["city2"]])
     if family == "order_weight_lb":
         order = s.call(s.say("order", order_id=e["order_id"]), "get_order", order_id=e["order_id"])
         product = s.call(s.say("product", sku=order["sku"]), "get_product", product=order["sku"])
