@@ -247,7 +247,7 @@ def test_student_uris_are_fresh_models_of_the_shipped_sizes():
 
 # ---- the bundled teacher -----------------------------------------------------------------------
 
-# Six fixed held-out tasks covering every tier (the first test-split task, seed 0, of each family).
+# Nine fixed held-out tasks covering every tier (the first test-split task, seed 0, of each family).
 # The shipped teacher solved all nine when it was committed (stock, ship_date and
 # stock_after_order are the families the first teacher failed: they need a city or a day count
 # found in the query by content); one miss is tolerated so that a different CPU's float rounding
