@@ -298,7 +298,8 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     assert stages["collect"]["ok"] > 0 and stages["build"]["examples"] > 0
     assert 0 < stages["build"]["sidecar"]["coverage"] <= 1
     assert stages["train"]["signal"] == "sparse" and stages["train"]["steps"] == 100
-    assert stages["init"]["pruned"] and len(stages["init"]["layers_kept"]) == 2  # cut from the teacher
+    # cut from the teacher, to the default depth
+    assert stages["init"]["pruned"] and len(stages["init"]["layers_kept"]) == DemoSettings().student_layers
     assert stages["init"]["parameters"]["student"] < stages["init"]["parameters"]["source"]
     assert stages["train"]["start"] == f"hf:{out / 'student-init'}"
     assert 0.0 <= stages["calibrate"]["threshold"] <= 1.0
