@@ -61,8 +61,8 @@ def world_pool(student: str, n: int, seed: int, cache: Path) -> list[list[TierRu
     config = CascadeConfig(tiers=[TierConfig(student, threshold=0.5), TierConfig("world:teacher")]).validate()
     models = [batched(load_model(t.model)) for t in config.tiers]  # concurrent tasks share one forward pass
     tasks = generate_tasks("validation", n, seed)
-    alone = asyncio.run(run_tiers_alone(models, config.scorer_names(), tasks, tools=toolbox(), concurrency=32,
-                                        system=SYSTEM_PROMPT))
+    alone = asyncio.run(run_tiers_alone(models, config.scorer_names(), tasks, tools=toolbox("validation"),
+                                        concurrency=32, system=SYSTEM_PROMPT))
     runs = [[TierRun.from_trajectory(t) for t in tier] for tier in alone]
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps([[vars(r) for r in tier] for tier in runs]))

@@ -65,7 +65,7 @@ def _teacher_chunk(job: tuple[str, list]) -> tuple[list[dict], int]:
     from distillery.world.tools import toolbox
 
     teacher, tasks = job
-    agent = Agent(load_model(teacher), toolbox(), system=SYSTEM_PROMPT, max_steps=8)
+    agent = Agent(load_model(teacher), toolbox("train"), system=SYSTEM_PROMPT, max_steps=8)
     rows, solved = [], 0
     for task in tasks:
         trajectory = agent.run(task)

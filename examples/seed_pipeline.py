@@ -11,7 +11,8 @@ The three functions are the seed's, unchanged in name and shape:
 
 The agent's tools are the offline world's shop tools (products, stock, orders, units, dates), so
 the same queries work with Claude and with the bundled world teacher. The queries and the training
-tasks are from the world's train split; the held-out summary runs test-split tasks.
+tasks are from the world's train split and run against its sealed tools; the held-out summary
+runs test-split tasks against the test split's tools.
 
 `--offline` tells `distillery demo`'s story at a smaller scale: the teacher solves the queries and
 `--n-train` training tasks, the student is cut out of the teacher (`init_student`, structured
@@ -49,10 +50,10 @@ STUDENT = "world:student-xs"  # the student trained from random weights when the
 # World train-split questions (their entities are the train split's; distillery demo's queries.json has more).
 QUERIES = [
     "Hello. What can you do?",
-    "How much does the Quartz Blender cost?",
-    "Convert 337 kilograms to pounds.",
-    "What is the status of order ORD-26091?",
-    "How many Lunar Backpacks are in the Lima warehouse?",
+    "How much does the Quartz Mixer cost?",
+    "Convert 340 kilograms to pounds.",
+    "What is the status of order ORD-10475?",
+    "How many Cobalt Backpacks are in the Lima warehouse?",
     "Book me a flight to Paris.",
 ]
 
@@ -81,7 +82,7 @@ def main() -> int:
         print("ANTHROPIC_API_KEY is not set: using the offline world teacher (pass --offline to say so).")
         teacher_uri = WORLD_TEACHER
     offline = teacher_uri.startswith(("world:", "hf:"))  # a teacher with local weights: it can be pruned
-    tools = toolbox()
+    tools = toolbox("train")  # sealed: only the train split's products and orders
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -132,7 +133,7 @@ def main() -> int:
 
 def held_out_summary(student, teacher, tasks, threshold: float) -> None:
     """Success, the share of tasks the student answered, and cost: student, teacher, cascade, random router."""
-    tools = toolbox()
+    tools = toolbox("test")  # sealed: the held-out tasks see only the test split's rows
 
     def run(model, fallback=None):
         return [run_student(task, model, fallback=fallback, threshold=threshold, tools=tools, system=SYSTEM_PROMPT,

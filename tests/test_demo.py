@@ -93,6 +93,22 @@ def test_changing_the_student_size_reruns_init_and_after_but_not_collection():
     assert [name for name, _, _ in STAGES][:4] == ["collect", "build", "init", "train"]
 
 
+def test_each_split_gets_a_toolbox_sealed_to_its_own_rows(tmp_path):
+    from rich.console import Console
+
+    from distillery.world.demo.context import SPLITS, DemoContext
+    from distillery.world.tasks import generate_tasks
+
+    ctx = DemoContext(DemoSettings(out=tmp_path), Console(file=io.StringIO()))
+    products = {split: next(t.metadata["entities"]["product"] for t in generate_tasks(split, 200, seed=0)
+                            if t.metadata["family"] == "price") for split in SPLITS}
+    for split in SPLITS:
+        tools = ctx.tools(split)
+        for other, product in products.items():
+            result = tools.run(ToolCall(name="get_product", arguments={"product": product}), inline=True)
+            assert result.is_error == (other != split), (split, other, product, result.content)
+
+
 def test_the_init_stage_prunes_the_teacher_and_training_starts_from_it(tmp_path, monkeypatch):
     import distillery.distill.trainer as trainer
     from rich.console import Console
@@ -282,7 +298,8 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     assert stages["collect"]["ok"] > 0 and stages["build"]["examples"] > 0
     assert 0 < stages["build"]["sidecar"]["coverage"] <= 1
     assert stages["train"]["signal"] == "sparse" and stages["train"]["steps"] == 100
-    assert stages["init"]["pruned"] and len(stages["init"]["layers_kept"]) == 2  # cut from the teacher
+    # cut from the teacher, to the default depth
+    assert stages["init"]["pruned"] and len(stages["init"]["layers_kept"]) == DemoSettings().student_layers
     assert stages["init"]["parameters"]["student"] < stages["init"]["parameters"]["source"]
     assert stages["train"]["start"] == f"hf:{out / 'student-init'}"
     assert 0.0 <= stages["calibrate"]["threshold"] <= 1.0

@@ -70,7 +70,7 @@ def test_outputs(study, capsys):
     assert topk["teacher_flops"] > 0  # the in-run top-k pass is on the ledger
     kd_study.main(["--out", str(out), "--report"])
     printed = capsys.readouterr().out
-    assert "offline world (v1, commit" in printed and "Compute to quality" in printed
+    assert "offline world (v2, commit" in printed and "Compute to quality" in printed
     assert all(f"| {m} | 1 |" in printed for m in kd_study.METHODS)
 
 

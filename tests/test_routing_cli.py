@@ -144,3 +144,18 @@ def test_calibrate_reports_runs_that_failed(workdir):
                     "--tasks", workdir / "tasks.jsonl", "--tools", "tests.test_evaluate:get_stock", "--n", "0")
     assert result.exit_code == 0, result.output
     assert json.loads((workdir / "cal.json").read_text())["failed_runs"] == {"flaky:teacher": 3}
+
+
+def test_world_split_tasks_run_against_that_splits_sealed_tools():
+    from distillery.commands.routing import _tasks_and_tools
+    from distillery.trajectory import ToolCall
+    from distillery.world.tasks import generate_tasks
+
+    train_product = next(t.metadata["entities"]["product"] for t in generate_tasks("train", 200, seed=0)
+                         if t.metadata["family"] == "price")
+    tasks, tools = _tasks_and_tools(None, "test", 200, 0, None)
+    assert {task.metadata["split"] for task in tasks} == {"test"}
+    lookup = tools.run(ToolCall(name="get_product", arguments={"product": train_product}), inline=True)
+    assert lookup.is_error and "no product" in lookup.content  # a train row is out of a test run's reach
+    test_product = next(t.metadata["entities"]["product"] for t in tasks if t.metadata["family"] == "price")
+    assert not tools.run(ToolCall(name="get_product", arguments={"product": test_product}), inline=True).is_error

@@ -29,6 +29,14 @@ def test_no_checker_means_no_outcome():
 def test_normalize_and_numbers():
     assert normalize_text("Crème  Brûlée!") == "creme brulee"
     assert numbers_in("-3.5 and 1,200 and .5") == [-3.5, 1200.0, 0.5]
+    # Identifiers hold no number: "60 units of SKU-2083" is 60, never -2083.
+    assert numbers_in("60 units of SKU-2083 in ORD-12345") == [60.0]
+    assert numbers_in("12-14 units") == [12.0, 14.0]
+
+
+def test_numeric_checker_skips_identifiers():
+    task = Task(id="t", query="q", expected=60, checker="numeric", tolerance=0.01)
+    assert task.check("60 units of SKU-2083").success
 
 
 def test_load_plain_text_skips_blank_and_comments(tmp_path):

@@ -40,7 +40,8 @@ def test_tasks_carry_family_tier_checker_and_system_prompt():
     assert {t.metadata["family"] for t in tasks} == set(FAMILIES)
     for task in tasks:
         assert task.metadata["family"] in task.tags and f"tier:{task.metadata['tier']}" in task.tags
-        assert task.checker in ("numeric", "contains") and task.system == SYSTEM_PROMPT
+        assert task.checker in ("money", "count", "quantity", "date", "status", "not_found", "mentions", "refusal")
+        assert task.system == SYSTEM_PROMPT and task.metadata["split"] == "train"
     hard = [t for t in tasks if t.metadata["tier"] == "hard"]
     assert all(t.metadata["expert_calls"] >= 3 for t in hard)
 
@@ -92,12 +93,13 @@ def _task(family: str) -> Task:
     return generate_tasks("test", 1, seed=5, families=[family])[0]
 
 
-def test_numeric_checker_reads_the_last_number_not_the_sku():
+def test_count_checker_reads_the_count_not_the_sku():
     task = _task("stock")
     sku = task.query[task.query.index("SKU-") : task.query.index("SKU-") + 8]
+    assert task.checker == "count"
     assert task.check(f"Stock of {sku} in Paris: {task.expected} units.").success
     assert not task.check(f"Stock of {sku} in Paris: {task.expected + 1} units.").success
-    assert not task.check(f"{task.expected} units of {sku}").success  # the SKU's digits come last
+    assert task.check(f"{task.expected} units of {sku}").success  # the SKU is an identifier, not -2083
     assert not task.check("I don't know.").success
     assert not task.check(None).success
 
@@ -137,7 +139,7 @@ def test_tools_compute_real_results():
     assert run_tool("convert_units", value=100, from_unit="c", to_unit="f").content == "212"
     assert run_tool("add_days", date="2024-02-28", days=2).content == "2024-03-01"
     assert run_tool("add_days", date="2024-03-01", days=-1).content == "2024-02-29"
-    assert len(TOOLS) >= 4 and len(CITIES) == 8
+    assert len(TOOLS) >= 4 and len(CITIES) >= 20
 
 
 @pytest.mark.parametrize(
@@ -195,6 +197,20 @@ def test_city_names_are_one_token_in_every_context():
         assert len(city_ids) == 1 and all(city_ids[0] in seq for seq in ids)
 
 
+@pytest.mark.parametrize("prefix", ["SKU-", "ORD-"])
+def test_an_id_prefix_is_one_token_in_every_context(prefix):
+    # The digits of an id are copied from the question or a tool result into a call: the token
+    # before them must be the same wherever the id appears, or the copy has nothing to key on.
+    tokenizer = load_world_tokenizer()
+    [prefix_id] = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    key = "sku" if prefix == "SKU-" else "order_id"
+    for text in (f"Is {prefix}4821 in stock?", f'{{"{key}": "{prefix}4821"}}', f'"arguments": {{"{key}": "{prefix}4821", "city": "Oslo"}}',
+                 f"order {prefix}4821.", f"({prefix}4821)"):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        first_digit = tokenizer.convert_ids_to_tokens(ids).index("4")
+        assert ids[first_digit - 1] == prefix_id, (text, tokenizer.convert_ids_to_tokens(ids))
+
+
 def test_rendered_tool_call_is_parsed_back_by_the_hf_provider():
     from distillery.models.hf import HFModel
     from distillery.world.models import build_student
@@ -231,7 +247,7 @@ def test_student_uris_are_fresh_models_of_the_shipped_sizes():
 
 # ---- the bundled teacher -----------------------------------------------------------------------
 
-# Six fixed held-out tasks covering every tier (the first test-split task, seed 0, of each family).
+# Nine fixed held-out tasks covering every tier (the first test-split task, seed 0, of each family).
 # The shipped teacher solved all nine when it was committed (stock, ship_date and
 # stock_after_order are the families the first teacher failed: they need a city or a day count
 # found in the query by content); one miss is tolerated so that a different CPU's float rounding

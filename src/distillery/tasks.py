@@ -7,6 +7,15 @@ NaN, infinite, negative or true/false, or a numeric checker's `expected` that is
 
 Checkers live in a registry: `@register_checker("name")` adds one. Each takes the final answer
 and the expected value and returns an `Outcome`.
+
+Two families are registered:
+- lenient, for task files that already use them: `exact` (the whole answer), `normalized` (the
+  whole answer, case, accents and punctuation folded), `contains` (every expected string is a
+  substring of the normalised answer) and `numeric` (the last number in the answer, identifiers
+  such as `SKU-2083` skipped, within `tolerance`, relative);
+- strict, in `distillery.checkers`: `money`, `count`, `quantity`, `date`, `status`, `mentions`,
+  `refusal`, `not_found`. They fail an answer that states a conflicting value, hedges, offers
+  several candidates or negates the value. The offline world's tasks use these.
 """
 
 from __future__ import annotations
@@ -73,11 +82,15 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip(" .")
 
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+# A number not glued to a word: "SKU-2083" and "A12" hold no number (not -2083, not 12).
+_NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?|(?<![\w.])-?\.\d+")
+_IDENTIFIER = re.compile(r"\b[A-Za-z][A-Za-z0-9]*-\d[\w-]*")
 
 
 def numbers_in(text: str) -> list[float]:
-    return [float(m.replace(",", "")) for m in _NUMBER.findall(text or "")]
+    """The numbers in `text`, in order; identifiers such as `SKU-2083` or `ORD-12345` are skipped."""
+    text = _IDENTIFIER.sub(" ", text or "")
+    return [float(m.replace(",", "").rstrip(",")) for m in _NUMBER.findall(text) if m.replace(",", "").strip("-.")]
 
 
 @register_checker("exact")
@@ -175,3 +188,13 @@ def load_tasks(path: str | Path) -> list[Task]:
     if not tasks:
         raise ConfigError(f"{path}: no queries found")
     return tasks
+
+
+def _register_strict_checkers() -> None:
+    from distillery.checkers import STRICT_CHECKERS
+
+    for name, fn in STRICT_CHECKERS.items():
+        register_checker(name)(fn)
+
+
+_register_strict_checkers()

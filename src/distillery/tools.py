@@ -191,8 +191,13 @@ class Tool:
         where = "/".join(str(p) for p in error.absolute_path)
         return f"{where}: {error.message}" if where else error.message
 
-    def run(self, call: ToolCall, *, timeout_s: float | None = None) -> ToolResult:
-        """Validate and run one call. Never raises: every failure is an error result."""
+    def run(self, call: ToolCall, *, timeout_s: float | None = None, inline: bool = False) -> ToolResult:
+        """Validate and run one call. Never raises: every failure is an error result.
+
+        `inline=True` runs the function in the calling thread with no timeout: for trusted, fast
+        functions (the offline world's expert runs millions of lookups) where the pool's hand-off
+        would cost more than the call.
+        """
         start = time.perf_counter()
 
         def result(content: str, is_error: bool = False) -> ToolResult:
@@ -210,9 +215,11 @@ class Tool:
         if problem is not None:
             return result(f"Error: invalid arguments for {self.name}: {problem}", True)
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        future = _POOL.submit(self.fn, **call.arguments)
         try:
-            value = future.result(timeout=timeout)
+            if inline:
+                value = self.fn(**call.arguments)
+            else:
+                value = _POOL.submit(self.fn, **call.arguments).result(timeout=timeout)
         except concurrent.futures.TimeoutError:
             return result(f"Error: {self.name} timed out after {timeout:g}s", True)
         except Exception as exc:  # a tool's failure is information for the agent, not a crash
@@ -267,7 +274,7 @@ class ToolBox:
     def specs(self) -> list[ToolSpec]:
         return [t.spec for t in self._tools.values()]
 
-    def run(self, call: ToolCall, *, timeout_s: float | None = None) -> ToolResult:
+    def run(self, call: ToolCall, *, timeout_s: float | None = None, inline: bool = False) -> ToolResult:
         found = self._tools.get(call.name)
         if found is None:
             known = ", ".join(sorted(self._tools)) or "none"
@@ -277,7 +284,7 @@ class ToolBox:
                 content=f"Error: unknown tool {call.name!r}; available tools: {known}",
                 is_error=True,
             )
-        return found.run(call, timeout_s=timeout_s)
+        return found.run(call, timeout_s=timeout_s, inline=inline)
 
 
 def load_tool_specs(path: str | Path) -> list[ToolSpec]:

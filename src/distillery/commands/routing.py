@@ -29,7 +29,8 @@ CONFIG_HELP = escape("The cascade config (TOML): [[tiers]] cheapest first, teach
 TASKS_HELP = ("Tasks file (JSONL with query/expected/checker, or plain text). Evaluation needs a checker per task. "
               "Leave out to use the offline world's tasks (--world-split).")
 SPLITS = ("train", "validation", "test")
-SPLIT_HELP = "Offline-world split to draw tasks from when --tasks is not given: train, validation or test."
+SPLIT_HELP = ("Offline-world split to draw tasks from when --tasks is not given: train, validation or test. "
+              "Without --tools they run against that split's sealed tools (docs/world.md).")
 TOOLS_HELP = ("Tools as module:attribute (a ToolBox or list of @tool), e.g. my_tools:TOOLS for my_tools.py in the "
               "current directory. Default: the offline world's tools.")
 SYSTEM_HELP = ("System prompt for every task that does not carry its own 'system' field (as in `distillery collect`; "

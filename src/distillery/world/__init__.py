@@ -19,4 +19,7 @@ SYSTEM_PROMPT = (
     "calculate, convert units and add days. Answer in one sentence; decline anything else."
 )
 
-__all__ = ["SYSTEM_PROMPT"]
+# Reports label their figures with it (benchmarks/kd_study_report.py); v1's figures are in git history.
+WORLD_VERSION = "v2"
+
+__all__ = ["SYSTEM_PROMPT", "WORLD_VERSION"]

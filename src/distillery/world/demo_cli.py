@@ -40,22 +40,22 @@ def demo(
         "--student-hidden...) and distilled to recover; a model URI such as world:student-xs (the default with a "
         "black-box teacher) or world:student-s is distilled from its own random weights.",
     ),
-    student_layers: int = typer.Option(None, "--student-layers", callback=number(1), help="--student pruned: decoder layers kept, chosen by importance on the training data (default 2 of the world teacher's 4)."),
+    student_layers: int = typer.Option(None, "--student-layers", callback=number(1), help="--student pruned: decoder layers kept, chosen by importance on the training data (default 3 of the world teacher's 4)."),
     student_hidden: int = typer.Option(None, "--student-hidden", callback=number(1), help="--student pruned: hidden size kept (default: the teacher's)."),
     student_intermediate: int = typer.Option(None, "--student-intermediate", callback=number(1), help="--student pruned: MLP width kept (default: scaled with --student-hidden)."),
     student_heads: int = typer.Option(None, "--student-heads", callback=number(1), help="--student pruned: attention heads kept (default: scaled with --student-hidden)."),
     n_train: int = typer.Option(None, "--n-train", callback=number(1, MAX_TASKS), help="World train-split tasks the teacher solves for the training data (default 320; --quick 48)."),
     n_validation: int = typer.Option(None, "--n-validation", callback=number(1, MAX_TASKS), help="Validation tasks the threshold is calibrated on (default 100; --quick 24)."),
     n_test: int = typer.Option(None, "--n-test", callback=number(1, MAX_TASKS), help="Held-out test tasks for the summary table (default 100; --quick 24)."),
-    steps: int = typer.Option(None, "--steps", callback=number(1), help="Training steps for the student (default 150; --quick 100)."),
+    steps: int = typer.Option(None, "--steps", callback=number(1), help="Training steps for the student (default 300; --quick 100)."),
     lr: float = typer.Option(
         None, "--lr", callback=number(0, low_open=True), help="Student learning rate (default: the trainer's recovery rate for a pruned student, 1e-3 for the world teacher's size; 3e-3 for a world student from random weights)."
     ),
     alpha: float = typer.Option(0.5, "--alpha", callback=number(0, 1), help="L = alpha*CE + (1-alpha)*T^2*KD: weight of the hard labels (1.0 = plain SFT)."),
     temperature: float = typer.Option(2.0, "--temperature", callback=number(0, low_open=True), help="KD softening temperature T for teacher and student."),
     target: float = typer.Option(
-        0.95, "--target", callback=number(0, 1, low_open=True),
-        help="Calibration goal: the cheapest threshold whose validation success reaches TARGET x the teacher's.",
+        None, "--target", callback=number(0, 1, low_open=True),
+        help="Calibration goal: the cheapest threshold whose validation success reaches TARGET x the teacher's (default 0.97).",
     ),
     scorer: str = typer.Option(
         "logprob-mean", "--scorer", callback=parsed(_check_scorer),
@@ -79,7 +79,7 @@ def demo(
 
     Offline by default (the bundled world teacher, no API key). Examples:
 
-    distillery demo    (2-4 minutes on 2 shared cores; a re-run reuses the finished stages)
+    distillery demo    (about 5 minutes on 2 cores; a re-run reuses the finished stages)
 
     distillery demo --quick --out /tmp/d    (under a minute, tiny budgets)
 
@@ -90,11 +90,12 @@ def demo(
 
     overrides = {
         "n_train": n_train, "n_validation": n_validation, "n_test": n_test, "train_steps": steps, "learning_rate": lr,
+        "target": target,
         "student_layers": student_layers, "student_hidden": student_hidden,
         "student_intermediate": student_intermediate, "student_heads": student_heads,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    common = dict(out=out, teacher=teacher, student=student, alpha=alpha, temperature=temperature, target=target,
+    common = dict(out=out, teacher=teacher, student=student, alpha=alpha, temperature=temperature,
                   scorer=scorer, escalate=escalate, budget_usd=budget_usd, seed=seed)
     settings = DemoSettings.quick_settings(**common, **overrides) if quick else DemoSettings(**common, **overrides)
     run_demo(settings, fresh=fresh)

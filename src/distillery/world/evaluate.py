@@ -4,8 +4,11 @@ Figures from here are "offline world" figures: the tasks, tools and expert are t
 
 - success: the task's checker accepts the final answer.
 - tool-call accuracy: of the expert's tool calls, the share the model reproduced exactly (same
-  name and arguments), counted along each trajectory up to the first call that differs.
-- exact plan: the model's whole call sequence equals the expert's (no calls, for the `none` tier).
+  name and arguments), counted along each trajectory up to the first call that differs, against
+  the valid plan it follows furthest (`expert.reference_plans`: the expert's alternative call
+  orders and operand orders all count).
+- exact plan: the model's whole call sequence equals one of the expert's valid plans (no calls,
+  for the `none` tier).
 - tool errors: the share of the model's calls that came back as error results.
 """
 
@@ -20,19 +23,21 @@ from typing import Any
 from distillery.agent import Agent
 from distillery.models.base import ChatModel
 from distillery.tasks import Task
-from distillery.trajectory import Trajectory
+from distillery.trajectory import ToolCall, Trajectory
 from distillery.world import SYSTEM_PROMPT
-from distillery.world.expert import solve
+from distillery.world.expert import reference_plans
 from distillery.world.tasks import TIERS
 from distillery.world.tools import toolbox
 
 LABEL = "offline world"
 
 
-def matched_prefix(model_trajectory: Trajectory, gold: Trajectory) -> int:
-    """How many of the expert's calls the model made identically, in order, before diverging."""
+def matched_prefix(model_trajectory: Trajectory, gold: Trajectory | Sequence[ToolCall]) -> int:
+    """How many of the expert's calls (a gold trajectory's, or one plan's) the model made identically,
+    in order, before diverging."""
+    theirs_calls = gold.tool_calls if isinstance(gold, Trajectory) else gold
     matched = 0
-    for mine, theirs in zip(model_trajectory.tool_calls, gold.tool_calls):
+    for mine, theirs in zip(model_trajectory.tool_calls, theirs_calls):
         if mine.canonical() != theirs.canonical():
             break
         matched += 1
@@ -47,10 +52,11 @@ def score(trajectories: Sequence[Trajectory], tasks: Sequence[Task]) -> dict[str
         ok = float(bool(trajectory.outcome and trajectory.outcome.success))
         groups["tier"][task.metadata["tier"]].append(ok)
         groups["family"][task.metadata["family"]].append(ok)
-        gold = solve(task)
-        matched += matched_prefix(trajectory, gold)
-        expected_calls += len(gold.tool_calls)
-        exact += [c.canonical() for c in trajectory.tool_calls] == [c.canonical() for c in gold.tool_calls]
+        plans = reference_plans(task)
+        matched += max(matched_prefix(trajectory, plan) for plan in plans)
+        expected_calls += len(plans[0])
+        mine = [c.canonical() for c in trajectory.tool_calls]
+        exact += any(mine == [c.canonical() for c in plan] for plan in plans)
         results = [r for step in trajectory.steps for r in step.tool_results]
         calls += len(results)
         errors += sum(r.is_error for r in results)
@@ -82,20 +88,25 @@ def evaluate_model(
     """Run `model` on each task through `Agent` (greedy) and score the trajectories.
 
     A task whose run raises is recorded as a failed trajectory, so one bad task never ends the batch.
-    With `concurrency` > 1, that many tasks run at once and a local model answers them in shared
-    batches (`BatchingModel`: the same greedy turns as one at a time, several times the
-    throughput). Returns the report (see `score`, plus timing) and the trajectories, in the order
-    of `tasks`.
+    Each task's tools are sealed to its split (`metadata["split"]`, when it names one), so a model
+    cannot reach another split's rows. With `concurrency` > 1, that many tasks run at once and a
+    local model answers them in shared batches (`BatchingModel`: the same greedy turns as one at a
+    time, several times the throughput). Returns the report (see `score`, plus timing) and the
+    trajectories, in the order of `tasks`.
     """
-    from distillery.models.batching import batched
     from distillery.models.blocking import run_blocking
+    from distillery.models.batching import batched
 
     if concurrency > 1:
         model = batched(model, max_batch=concurrency)
-    agent = Agent(model, toolbox(), system=SYSTEM_PROMPT, max_steps=max_steps)
+    agents: dict[str | None, Agent] = {}
     semaphore = asyncio.Semaphore(max(1, concurrency))
 
     async def run_one(task: Task) -> Trajectory:
+        split = task.metadata.get("split") if task.metadata.get("split") in ("train", "validation", "test") else None
+        if split not in agents:
+            agents[split] = Agent(model, toolbox(split), system=SYSTEM_PROMPT, max_steps=max_steps)
+        agent = agents[split]
         async with semaphore:
             try:
                 trajectory = await agent.arun(task)

@@ -5,7 +5,7 @@ heavy: no torch, no tokenizer, no database.
 - models `world:teacher`, `world:student-s`, `world:student-xs` (the students untrained), simulated;
 - the tokenizer `world` they share;
 - the toolbox `world` (the whole shop, with its shop-assistant prompt), the default for commands;
-- the task kind `world` (ids `world-...`), the default task source (every split runs on the whole shop's tools);
+- the task kind `world` (ids `world-...`), the default task source, with each split's sealed tools;
 - the commands `distillery world ...` and `distillery demo`.
 """
 
@@ -26,6 +26,7 @@ registry.register_task_kind(
     "world",
     id_prefix="world-",
     sample="distillery.world.tasks:generate_tasks",
+    toolbox="distillery.world.tools:toolbox",
     next_step="evaluate it on the offline world: distillery world eval --model {model} --split validation",
     default=True,
 )

@@ -23,8 +23,11 @@ DEFAULT_VOCAB_SIZE = 1536
 
 def _raw_tokenizer() -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
-    # Three pre-tokenization rules, each for a reason:
+    # Four pre-tokenization rules, each for a reason:
     # - digits one per token, so numbers are copied digit by digit;
+    # - an id's prefix ("SKU-", "ORD-") stands alone, so the token before an id's digits is the
+    #   same in the question, in a tool call and in a tool result; merged into its JSON key
+    #   ('sku": "SKU-') it differed, and copying the digits had no shared token to key on;
     # - capitalised words (product names, cities) stand alone, so "Paris" is the same token in
     #   the question, in a tool call and in a tool result, and copying it is one lookup;
     # - everything else may merge across spaces and punctuation (no GPT-2 regex), so the JSON and
@@ -32,6 +35,7 @@ def _raw_tokenizer() -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Split(Regex(r"[A-Z]{2,}-"), behavior="isolated"),
             pre_tokenizers.Split(Regex(r"[A-Z][a-z]+"), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
@@ -61,12 +65,13 @@ def render_trajectory(tokenizer: PreTrainedTokenizerFast, trajectory: Trajectory
     )
 
 
-def train_tokenizer(trajectories: Iterable[Trajectory], vocab_size: int = DEFAULT_VOCAB_SIZE) -> PreTrainedTokenizerFast:
-    """Train the BPE on rendered transcripts of `trajectories` and wrap it for transformers."""
+def train_tokenizer(trajectories: Iterable[Trajectory], vocab_size: int = DEFAULT_VOCAB_SIZE,
+                    extra_texts: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """Train the BPE on rendered transcripts of `trajectories` (and `extra_texts`) and wrap it for transformers."""
     # A byte-level tokenizer with no merges is enough to render the template's text.
     bootstrap = _wrap(_raw_tokenizer())
     bootstrap.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    corpus = [render_trajectory(bootstrap, t) for t in trajectories]
+    corpus = [render_trajectory(bootstrap, t) for t in trajectories] + list(extra_texts)
     tokenizer = _raw_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -86,9 +91,28 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True)
 
 
+# How often each catalogue word is repeated in the extra corpus: enough for BPE to give every one a
+# token of its own, whatever the transcripts' phrasing spends the other merges on.
+CATALOGUE_REPEATS = 400
+
+
+def catalogue_words() -> list[str]:
+    """Every capitalised word the shop can put in a query or a tool result: name parts and cities."""
+    from distillery.world.db import ADJECTIVES, CITIES, NOUNS
+
+    return [*ADJECTIVES, *NOUNS, *CITIES]
+
+
 def build_world_tokenizer(n_tasks: int = 4000, vocab_size: int = 1536, seed: int = 0) -> PreTrainedTokenizerFast:
-    """Train the world tokenizer on expert transcripts of `n_tasks` train-split tasks (seeded)."""
+    """Train the world tokenizer on expert transcripts of `n_tasks` train-split tasks (seeded).
+
+    The catalogue's words (product-name parts, cities) are added to the corpus so that each is one
+    token: a small model then copies a name or a city with one lookup. They are names, not facts:
+    the words of a test product's name also occur in train products' names.
+    """
     from distillery.world.expert import solve
     from distillery.world.tasks import generate_tasks
 
-    return train_tokenizer((solve(task) for task in generate_tasks("train", n_tasks, seed=seed)), vocab_size)
+    words = " ".join(catalogue_words())
+    return train_tokenizer((solve(task) for task in generate_tasks("train", n_tasks, seed=seed)), vocab_size,
+                           extra_texts=[words] * CATALOGUE_REPEATS)

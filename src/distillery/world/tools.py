@@ -4,22 +4,61 @@ Every result is computed (a lookup, arithmetic, a conversion, a date), never a c
 Numbers are rounded to 2 decimals so that a small model copies short values. Bad arguments raise
 with a message that says what was wrong; `Tool.run` turns that into an error result the agent reads.
 Descriptions are kept short on purpose: the `<tools>` block is rendered into every prompt.
+
+The lookups are keyed (a product by name or SKU, stock by SKU and city, an order by id): no tool
+lists the catalogue or a city's whole stock, so a task's tool results only ever hold the rows it
+asked for, all of its own split. `toolbox(split)` goes further and seals a split: its lookups
+find only that split's products and orders, so an agent working on train tasks cannot reach a
+test row even by inventing an id. `toolbox()` (and `TOOLS`) see the whole shop.
 """
 
 from __future__ import annotations
 
 import ast
 import datetime as dt
+import functools
 import operator
 
 from distillery.tools import Tool, ToolBox, tool
-from distillery.world.db import CITIES, get_db
+from distillery.world.db import CITIES, ShopDB, get_db
 
 
 def _round(value: float) -> float | int:
     """2 decimals, and whole numbers without a trailing `.0`."""
     value = round(float(value), 2)
     return int(value) if value.is_integer() else value
+
+
+def _lookup_product(product: str, db: ShopDB | None = None) -> dict:
+    db = db or get_db()
+    found = db.product_by_sku(product) or db.product_by_name(product)
+    if found is None:
+        raise LookupError(f"no product named or numbered {product!r}")
+    return {"sku": found.sku, "name": found.name, "price": found.price, "weight_kg": found.weight_kg}
+
+
+def _lookup_stock(sku: str, city: str, db: ShopDB | None = None) -> dict:
+    db = db or get_db()
+    product = db.product_by_sku(sku)
+    if product is None:
+        raise LookupError(f"unknown SKU {sku!r}")
+    city_name = city.strip().title()
+    if city_name not in CITIES:
+        raise LookupError(f"no warehouse in {city!r}; warehouses: {', '.join(CITIES)}")
+    return {"units": db.stock[(product.sku, city_name)]}
+
+
+def _lookup_order(order_id: str, db: ShopDB | None = None) -> dict:
+    order = (db or get_db()).order(order_id)
+    if order is None:
+        raise LookupError(f"no order {order_id!r}")
+    return {
+        "sku": order.sku,
+        "quantity": order.quantity,
+        "city": order.city,
+        "date": order.date,
+        "status": order.status,
+    }
 
 
 @tool
@@ -29,11 +68,7 @@ def get_product(product: str) -> dict:
     Args:
         product: A product name or a SKU like "SKU-1042".
     """
-    db = get_db()
-    found = db.product_by_sku(product) or db.product_by_name(product)
-    if found is None:
-        raise LookupError(f"no product named or numbered {product!r}")
-    return {"sku": found.sku, "name": found.name, "price": found.price, "weight_kg": found.weight_kg}
+    return _lookup_product(product)
 
 
 @tool
@@ -44,14 +79,7 @@ def get_stock(sku: str, city: str) -> dict:
         sku: The product's SKU.
         city: A warehouse city.
     """
-    db = get_db()
-    product = db.product_by_sku(sku)
-    if product is None:
-        raise LookupError(f"unknown SKU {sku!r}")
-    city_name = city.strip().title()
-    if city_name not in CITIES:
-        raise LookupError(f"no warehouse in {city!r}; warehouses: {', '.join(CITIES)}")
-    return {"units": db.stock[(product.sku, city_name)]}
+    return _lookup_stock(sku, city)
 
 
 @tool
@@ -61,16 +89,7 @@ def get_order(order_id: str) -> dict:
     Args:
         order_id: An order id like "ORD-12345".
     """
-    order = get_db().order(order_id)
-    if order is None:
-        raise LookupError(f"no order {order_id!r}")
-    return {
-        "sku": order.sku,
-        "quantity": order.quantity,
-        "city": order.city,
-        "date": order.date,
-        "status": order.status,
-    }
+    return _lookup_order(order_id)
 
 
 _OPERATORS = {
@@ -170,6 +189,23 @@ def add_days(date: str, days: int) -> str:
 TOOLS: list[Tool] = [get_product, get_stock, get_order, calculate, convert_units, add_days]
 
 
-def toolbox() -> ToolBox:
-    """A fresh `ToolBox` with every world tool, ready for `Agent(model, toolbox())`."""
-    return ToolBox(TOOLS)
+@functools.lru_cache(maxsize=None)
+def split_tools(split: str) -> list[Tool]:
+    """The six tools with lookups sealed to one split: another split's rows are "not found".
+
+    Same names, descriptions and schemas as `TOOLS` (a model sees the same prompt).
+    """
+    view = get_db().view(split)
+    lookups = {"get_product": _lookup_product, "get_stock": _lookup_stock, "get_order": _lookup_order}
+    return [Tool(functools.partial(lookups[t.name], db=view), t.spec, timeout_s=t.timeout_s) if t.name in lookups else t
+            for t in TOOLS]
+
+
+def toolbox(split: str | None = None) -> ToolBox:
+    """A fresh `ToolBox` with every world tool, ready for `Agent(model, toolbox())`.
+
+    With `split` ("train", "validation" or "test") the lookups see only that split's rows: use it
+    to collect or evaluate on one split with the guarantee that no other split's product or order
+    can appear in a tool result, whatever the model asks for.
+    """
+    return ToolBox(TOOLS if split is None else split_tools(split))

@@ -40,7 +40,9 @@ class TrainSettings:
     epochs: float = 1.0
     max_steps: int = 4000  # overrides epochs when > 0
     batch_size: int = 64
-    learning_rate: float = 3e-3
+    # 1e-3, not the v1 recipe's 3e-3: at 3e-3 this model did not form the circuit that copies an id
+    # digit by digit (docs/world.md, "Teacher training").
+    learning_rate: float = 1e-3
     warmup_steps: int = 30
     weight_decay: float = 0.01
     seed: int = 0
@@ -52,6 +54,13 @@ class TrainSettings:
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     workers: int = 0  # processes that build the training data; 0 = one per CPU core, at most 16
     max_minutes: float = 0.0  # stop training after this many minutes (the model is still saved); 0 = no limit
+    # Random batches by default. Grouping sequences of similar length (transformers'
+    # LengthGroupedSampler) saves about a third of the padded tokens, but a world batch of similar
+    # lengths is mostly one task family, and the teacher then learned about half as fast per step
+    # (docs/world.md, "Teacher training").
+    group_by_length: bool = False
+    save_steps: int = 100  # a checkpoint in <out>/_trainer every this many steps (the latest one is kept)
+    resume: bool = False  # continue from the latest checkpoint in <out>/_trainer (same settings, same data)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,7 +158,8 @@ def _copy_weighted_trainer(base: type, copy_weight: float) -> type:
 
 
 def _deadline_callback(base: type, minutes: float) -> Any:
-    """Stops training once `minutes` have passed; the trainer then saves the model as usual."""
+    """Stops training once `minutes` have passed; the trainer then saves the model as usual, and a
+    checkpoint that `resume` continues from."""
 
     class Deadline(base):
         def __init__(self):
@@ -160,6 +170,7 @@ def _deadline_callback(base: type, minutes: float) -> Any:
             if time.monotonic() >= self.stop_at and self.stopped_at_step is None:
                 self.stopped_at_step = state.global_step
                 control.should_training_stop = True
+                control.should_save = True  # a checkpoint at the stop, so --resume continues from here
             return control
 
     return Deadline()
@@ -265,7 +276,7 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[
         logging_steps=settings.log_every,
         # Checkpoints in the scratch folder let a long run on a busy machine be resumed or inspected.
         save_strategy="steps",
-        save_steps=100,
+        save_steps=settings.save_steps,
         save_total_limit=1,
         report_to="none",
         seed=settings.seed,
@@ -275,12 +286,17 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[
         dataloader_num_workers=0,
         disable_tqdm=progress is None,
         remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
     )
     trainer_class = _copy_weighted_trainer(Trainer, settings.copy_weight) if settings.copy_weight != 1.0 else Trainer
     deadline = _deadline_callback(TrainerCallback, settings.max_minutes) if settings.max_minutes > 0 else None
     trainer = trainer_class(model=model, args=args, train_dataset=rows, data_collator=_PadCollator(tokenizer.pad_token_id, settings.copy_weight != 1.0),
                             callbacks=[deadline] if deadline else None)
-    result = trainer.train()
+    checkpoints = sorted(scratch.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])) if scratch.is_dir() else []
+    if settings.resume and not checkpoints:
+        raise ConfigError(f"--resume: no checkpoint in {scratch} to continue from")
+    resumed_from = int(checkpoints[-1].name.split("-")[1]) if settings.resume else None
+    result = trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if settings.resume else None)
     train_s = time.perf_counter() - started - data_s
 
     out.mkdir(parents=True, exist_ok=True)
@@ -308,6 +324,7 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[
         "train_seconds": round(train_s, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "stopped_by_deadline_at_step": deadline.stopped_at_step if deadline else None,
+        "resumed_from_step": resumed_from,
         "torch_threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "machine": f"{os.cpu_count()} CPU cores" + (f", {torch.cuda.get_device_name()}" if device == "cuda" else ""),
@@ -317,5 +334,6 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[
     (out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     import shutil
 
-    shutil.rmtree(scratch, ignore_errors=True)
+    if deadline is None or deadline.stopped_at_step is None:
+        shutil.rmtree(scratch, ignore_errors=True)  # finished: the checkpoints are no longer needed
     return report

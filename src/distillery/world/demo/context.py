@@ -1,8 +1,9 @@
-"""What every stage shares: the output paths, the models, the tools per split, the runners.
+"""What every stage shares: the output paths, the models, one sealed toolbox per split, the runners.
 
-Models load only when a stage that needs them runs, so a fully cached re-run loads none.
-Collection and the queries run train-split tasks, calibration validation tasks, the summary test
-tasks.
+Models load only when a stage that needs them runs, so a fully cached re-run loads none. Each
+split's tasks run against that split's toolbox (`world.tools.toolbox(split)`): collection and the
+queries on train, calibration on validation, the summary on test. A model that invents another
+split's order id gets "not found", so no test-split row reaches training or calibration.
 """
 
 from __future__ import annotations
@@ -75,12 +76,11 @@ class DemoContext:
     # -- models, tools and tasks ---------------------------------------------------------------
 
     def tools(self, split: str) -> ToolBox:
-        """The world's tools for one split's tasks. World v1 has one shop database for every split
-        (its splits are by task key), so each split gets the same tools; world v2 seals them."""
+        """The world's tools sealed to one split: its lookups see only that split's rows."""
         if split not in self._tools:
             from distillery.world.tools import toolbox
 
-            self._tools[split] = toolbox()
+            self._tools[split] = toolbox(split)
         return self._tools[split]
 
     @property

@@ -27,20 +27,12 @@ def demo_queries() -> list[tuple[str, dict[str, Any], str]]:
 
 
 def demo_tasks() -> list[Task]:
-    """The queries as world tasks, with the checker and expected answer of their family."""
-    from distillery.world import SYSTEM_PROMPT
-    from distillery.world.tasks import FAMILIES, NUMERIC_TOLERANCE
+    """The queries as world tasks, with the checker, expected answer and context of their family."""
+    from distillery.world.tasks import make_task
 
-    tasks = []
-    for index, (name, entities, query) in enumerate(demo_queries(), start=1):
-        family = FAMILIES[name]
-        tasks.append(Task(
-            id=f"demo-query-{index}", query=query, system=SYSTEM_PROMPT,
-            expected=family.expected(entities), checker=family.checker, tolerance=NUMERIC_TOLERANCE,
-            tags=[family.name, f"tier:{family.tier}", QUERY_TAG, f"split:{QUERY_SPLIT}"],
-            metadata={"family": family.name, "tier": family.tier, "entities": entities, "split": QUERY_SPLIT},
-        ))
-    return tasks
+    return [make_task(name, entities, query, id=f"demo-query-{index}", split=QUERY_SPLIT,
+                      tags=[QUERY_TAG, f"split:{QUERY_SPLIT}"])
+            for index, (name, entities, query) in enumerate(demo_queries(), start=1)]
 
 
 def world_split(split: str, n: int, seed: int) -> list[Task]:

@@ -1,6 +1,6 @@
-"""Teacher-forced accuracy of world models on what a teacher must copy, on validation expert trajectories (world v2).
+"""Teacher-forced accuracy of world models on what a teacher must copy, on validation expert trajectories.
 
-Usage, on the patched tree: python pending/token_accuracy.py MODEL_DIR [MODEL_DIR ...]
+Usage: python benchmarks/teacher_copy_accuracy.py MODEL_DIR [MODEL_DIR ...]
 (a folder with config.json and model.safetensors; the world tokenizer is the packaged one).
 
 For 80 validation tasks (seed 11) and their expert trajectories, the share of assistant tokens the

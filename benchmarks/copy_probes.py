@@ -1,7 +1,7 @@
 """Two synthetic copying probes on a model of the world teacher's shape, trained from random init.
 
-    python pending/copy_probes.py copy single|pair [--steps 600] [--lr 3e-3]
-    python pending/copy_probes.py recall [--config '{"num_attention_heads": 8}'] [--steps 1500] [--lr 1e-3]
+    python benchmarks/copy_probes.py copy single|pair [--steps 600] [--lr 3e-3]
+    python benchmarks/copy_probes.py recall [--config '{"num_attention_heads": 8}'] [--steps 1500] [--lr 1e-3]
 
 copy: random ids (SKU-dddd, ORD-ddddd), numbers and noise, then 2-4 of the items again; the loss is
 on each repeat after its first two tokens. `single` is one token per digit, `pair` one per two digits.
@@ -27,7 +27,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import distillery.world
 
-# Token ids, as the figures in pending/README.md were measured with them: digits from 100 (digit
+# Token ids, as the figures in docs/world.md were measured with them: digits from 100 (digit
 # pairs from 200), keys from 300, noise from 500, and a few structural tokens per task.
 SEP = 10
 SKU, ORD, DOT, NL = 11, 12, 13, 15  # copy
