@@ -82,6 +82,14 @@ def test_money_families(family):
                         f"Order {f['order_id']}: {f['quantity']} units at {f['price'] + 1} USD each, {v} USD."]
         if family == "price":
             passing += [f"The {f['product']} ({f['sku']}) costs {v} USD."]
+        if family == "stock_value":
+            db = get_db()
+            first, second = db.stock[(f["sku"], f["city"])], db.stock[(f["sku"], f["city2"])]
+            held = f"of the {f['product']} at {f['price']} USD each, worth {v} USD."
+            passing += [f"{f['city']} and {f['city2']} hold {first} and {second} units {held}"]
+            if first != second:  # one city's units stated for both: the second is a wrong fact
+                failing += [f"{f['city']} and {f['city2']} hold {first} and {first} units {held}",
+                            f"{f['city']} and {f['city2']} hold {second} and {second} units {held}"]
         assert_verdicts(task, passing, failing)
 
 

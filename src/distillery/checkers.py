@@ -340,12 +340,19 @@ def _restates(mention: Mention, value: float, unit: str, tolerance: float) -> bo
     return _same(converted, value, slack + tolerance)
 
 
-def _cites_context(mention: Mention, context: _Context) -> bool:
-    for value, unit in context.numbers:
+def _cites_context(mention: Mention, context: _Context, cited: set[int]) -> bool:
+    """True when `mention` restates a context number not already cited by an earlier mention; marks it
+    cited. Each context number backs one mention, so "16 and 16 units" where the context holds 16 and
+    234 cites 16 once and claims a second, conflicting 16."""
+    for index, (value, unit) in enumerate(context.numbers):
+        if index in cited:
+            continue
         if mention.unit is None or unit is None or mention.unit == unit:
             if _same(mention.value, value, 1e-6 * max(1.0, abs(value))):
+                cited.add(index)
                 return True
         elif _restates(mention, value, unit, 0.0):
+            cited.add(index)
             return True
     return False
 
@@ -363,7 +370,7 @@ def _check_number(name: str, answer: str | None, expected: Any, task: Any, *, va
         for match in _ZERO_WORDS.finditer(reading.masked):
             mentions.append(Mention("number", 0.0, unit, match.start(), match.end(), False))
     context = _context(task)
-    stated, conflicts = [], []
+    stated, conflicts, cited = [], [], set()
     for mention in mentions:
         unit_ok = mention.unit is None or mention.unit == unit
         if unit_ok and _same(mention.value, value, tolerance) and (not integer or float(mention.value).is_integer()):
@@ -374,7 +381,7 @@ def _check_number(name: str, answer: str | None, expected: Any, task: Any, *, va
             continue  # "120 units, not 125": a negated other value is no claim
         if _restates(mention, value, unit, tolerance):
             continue  # the same amount in another unit of the same kind
-        if _cites_context(mention, context):
+        if _cites_context(mention, context, cited):
             continue
         conflicts.append(mention)
     shown = _format(value, unit)
@@ -444,7 +451,7 @@ def check_date(answer: str | None, expected: Any, task: Any):
     if hedge:
         return _outcome("date", expected, False, f"hedges or corrects itself ({hedge!r})")
     context = _context(task)
-    stated, conflicts = [], []
+    stated, conflicts, cited = [], [], set()
     month_day = (int(target[5:7]), int(target[8:10]))
     for mention in reading.dates:
         if mention.kind == "date" and mention.value == target:
