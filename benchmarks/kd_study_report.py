@@ -14,7 +14,6 @@ mean +- t(0.975, n-1) * s / sqrt(n), with scipy's t quantile. Without scipy the 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import statistics
@@ -50,23 +49,17 @@ def interval(values: list[float]) -> dict[str, Any]:
 
 
 def world_tools(split: str):
-    """The world's tools for a split's tasks: sealed to that split on world v2 (`toolbox(split)`), v1's `toolbox()`."""
+    """The world's tools for a split's tasks, sealed to that split."""
     from distillery.world.tools import toolbox
 
-    return toolbox(split) if inspect.signature(toolbox).parameters else toolbox()
+    return toolbox(split)
 
 
 def world_identity() -> dict[str, Any]:
-    """Which world the figures come from: its version, the repository commit and the bundled teacher's hash.
-
-    World v2 seals a toolbox per split (`toolbox(split)`); v1's `toolbox()` takes no split. A
-    `WORLD_VERSION` in `distillery.world`, when there is one, wins over that inference.
-    """
-    import distillery.world as world
+    """Which world the figures come from: its version (`distillery.world.WORLD_VERSION`), the repository
+    commit and the bundled teacher's hash."""
+    from distillery.world import WORLD_VERSION as version
     from distillery.world.models import TEACHER_DIR
-    from distillery.world.tools import toolbox
-
-    version = getattr(world, "WORLD_VERSION", None) or ("v2" if inspect.signature(toolbox).parameters else "v1")
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,

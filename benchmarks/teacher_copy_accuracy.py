@@ -18,7 +18,7 @@ from distillery.world.expert import solve
 from distillery.world.models import load_world_tokenizer
 from distillery.world.tasks import generate_tasks
 from distillery.world.tools import toolbox
-from distillery.world.train import encode_trajectory
+from distillery.world.train import IGNORE_INDEX, encode_trajectory
 
 torch.set_num_threads(1)
 tokenizer = load_world_tokenizer()
@@ -35,7 +35,7 @@ for path in sys.argv[1:]:
         with torch.no_grad():
             predicted = model(torch.tensor([ids])).logits[0].argmax(-1)
         for i in range(1, len(ids)):
-            if labels[i] == -100:
+            if labels[i] == IGNORE_INDEX:
                 continue
             hit = int(predicted[i - 1].item() == ids[i])
             for name in ["all", *(g for g, members in groups.items() if ids[i] in members)]:

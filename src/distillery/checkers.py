@@ -451,7 +451,7 @@ def check_date(answer: str | None, expected: Any, task: Any):
     if hedge:
         return _outcome("date", expected, False, f"hedges or corrects itself ({hedge!r})")
     context = _context(task)
-    stated, conflicts, cited = [], [], set()
+    stated, conflicts = [], []
     month_day = (int(target[5:7]), int(target[8:10]))
     for mention in reading.dates:
         if mention.kind == "date" and mention.value == target:
