@@ -63,10 +63,10 @@ def demo(
         "logprob-min (its least likely action token), agreement:5, ... (docs/routing.md).",
     ),
     escalate: str = typer.Option(
-        "restart", "--escalate", callback=choice("restart", "task", "step"),
-        help="restart: a task whose step is doubted starts over with the teacher, from the query (what calibration "
-        "simulates); task: the teacher takes over mid-task, keeping the student's earlier steps; "
-        "step: only the doubtful step goes to the teacher and the student continues.",
+        None, "--escalate", callback=choice("restart", "task", "step"),
+        help="task (default): the teacher takes over at the doubted step, keeping the student's earlier steps and "
+        "their tool results (calibration replays each possible take-over); restart: the task starts over with the "
+        "teacher, from the query; step: only the doubtful step goes to the teacher and the student continues.",
     ),
     budget_usd: float = typer.Option(
         5.0, "--budget-usd", callback=number(0),
@@ -74,6 +74,11 @@ def demo(
         "world: and hf: teachers, whose costs are stand-in prices.",
     ),
     seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for the world's task samples and the student's training."),
+    threads: int = typer.Option(
+        0, "--threads", callback=number(0),
+        help="torch threads for pruning and training the student; 0 (default) = one per CPU core. Where other work "
+        "keeps a core busy, --threads 1 is faster.",
+    ),
 ) -> None:
     """Run the whole pipeline on real (small) models: collect, build, prune a student, train with KD, calibrate, route, evaluate.
 
@@ -90,13 +95,13 @@ def demo(
 
     overrides = {
         "n_train": n_train, "n_validation": n_validation, "n_test": n_test, "train_steps": steps, "learning_rate": lr,
-        "target": target,
+        "target": target, "escalate": escalate,
         "student_layers": student_layers, "student_hidden": student_hidden,
         "student_intermediate": student_intermediate, "student_heads": student_heads,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     common = dict(out=out, teacher=teacher, student=student, alpha=alpha, temperature=temperature,
-                  scorer=scorer, escalate=escalate, budget_usd=budget_usd, seed=seed)
+                  scorer=scorer, budget_usd=budget_usd, seed=seed, threads=threads)
     settings = DemoSettings.quick_settings(**common, **overrides) if quick else DemoSettings(**common, **overrides)
     run_demo(settings, fresh=fresh)
 
