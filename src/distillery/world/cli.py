@@ -119,7 +119,7 @@ def train_teacher(
     out: Path = typer.Option(None, "--out", callback=output_dir(), help="Where to save the model. Default: the packaged teacher folder (replaces world:teacher)."),
     n_tasks: int = typer.Option(64000, "--n-tasks", callback=number(1, MAX_TASKS), help="Expert trajectories from the train split to learn from."),
     epochs: float = typer.Option(1.0, "--epochs", callback=number(0, low_open=True), help="Passes over those trajectories."),
-    max_steps: int = typer.Option(4000, "--max-steps", callback=number(), help="Optimizer steps; <= 0 trains for --epochs instead. (The bundled teacher took 4,800 steps in six phases: docs/world.md.)"),
+    max_steps: int = typer.Option(4000, "--max-steps", callback=number(), help="Optimizer steps; <= 0 trains for --epochs instead. (The bundled teacher took 6,000 steps in eight phases: docs/world.md.)"),
     batch_size: int = typer.Option(64, "--batch-size", callback=number(1), help="Trajectories per optimizer step."),
     learning_rate: float = typer.Option(1e-3, "--lr", callback=number(0, low_open=True), help="Peak learning rate (cosine decay after warm-up). At 3e-3 the teacher did not learn to copy ids (docs/world.md)."),
     seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for the task sample, the initial weights and the data order."),

@@ -44,10 +44,10 @@ def demo(
     student_hidden: int = typer.Option(None, "--student-hidden", callback=number(1), help="--student pruned: hidden size kept (default: the teacher's)."),
     student_intermediate: int = typer.Option(None, "--student-intermediate", callback=number(1), help="--student pruned: MLP width kept (default: scaled with --student-hidden)."),
     student_heads: int = typer.Option(None, "--student-heads", callback=number(1), help="--student pruned: attention heads kept (default: scaled with --student-hidden)."),
-    n_train: int = typer.Option(None, "--n-train", callback=number(1, MAX_TASKS), help="World train-split tasks the teacher solves for the training data (default 320; --quick 48)."),
+    n_train: int = typer.Option(None, "--n-train", callback=number(1, MAX_TASKS), help="World train-split tasks the teacher solves for the training data (default 640; --quick 48)."),
     n_validation: int = typer.Option(None, "--n-validation", callback=number(1, MAX_TASKS), help="Validation tasks the threshold is calibrated on (default 100; --quick 24)."),
     n_test: int = typer.Option(None, "--n-test", callback=number(1, MAX_TASKS), help="Held-out test tasks for the summary table (default 100; --quick 24)."),
-    steps: int = typer.Option(None, "--steps", callback=number(1), help="Training steps for the student (default 300; --quick 100)."),
+    steps: int = typer.Option(None, "--steps", callback=number(1), help="Training steps for the student (default 250; --quick 100)."),
     lr: float = typer.Option(
         None, "--lr", callback=number(0, low_open=True), help="Student learning rate (default: the trainer's recovery rate for a pruned student, 1e-3 for the world teacher's size; 3e-3 for a world student from random weights)."
     ),
