@@ -302,6 +302,8 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     assert stages["init"]["pruned"] and len(stages["init"]["layers_kept"]) == DemoSettings().student_layers
     assert stages["init"]["parameters"]["student"] < stages["init"]["parameters"]["source"]
     assert stages["train"]["start"] == f"hf:{out / 'student-init'}"
+    assert stages["train"]["threads"] == DemoSettings().torch_threads >= 1
+    assert stages["calibrate"]["takeover_runs"] >= 0 and DemoSettings().escalate == "task"
     assert 0.0 <= stages["calibrate"]["threshold"] <= 1.0
     rows = {row["name"]: row for row in stages["evaluate"]["rows"]}
     assert set(rows) == {"student alone", "teacher alone", "cascade", "random router"}
@@ -318,7 +320,8 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     escalated = [any(step.escalated for step in t.steps) for t in cascade]
     assert any(escalated)
     assert rows["cascade"]["task_escalation_rate"] == pytest.approx(sum(escalated) / len(cascade))
-    # Under restart an escalated task is the teacher's answer, and the random router sends the same share.
+    # Under "task" (the default) an escalated task ends with the teacher's answer, and the random
+    # router sends the same share.
     share = sum(escalated) / len(cascade)
     assert rows["cascade"]["answered_by_student"] == pytest.approx(1 - share)
     assert rows["random router"]["answered_by_student"] == pytest.approx(1 - share)
@@ -327,8 +330,10 @@ def test_quick_demo_numbers_are_in_range_and_come_from_its_runs(quick_demo):
     for trajectory, doubted in zip(cascade, escalated):
         student_confidences = [c.confidence for step in trajectory.steps for c in step.routing.confidences
                                if c.tier == 0]
-        if doubted:
-            assert TEACHER in {step.producer for step in trajectory.steps}
+        if doubted:  # the student's steps before the doubted one are kept; the teacher does the rest
+            first = next(i for i, step in enumerate(trajectory.steps) if step.escalated)
+            assert {step.producer for step in trajectory.steps[:first]} <= {"world:student-pruned-kd"}
+            assert {step.producer for step in trajectory.steps[first:]} == {TEACHER}
         else:
             assert {step.producer for step in trajectory.steps} == {"world:student-pruned-kd"}
             assert min(student_confidences) >= threshold

@@ -19,6 +19,7 @@ from distillery.world.train import (
     copy_mask,
     encode_trajectory,
     resolve_device,
+    training_tasks,
     train_world_model,
     weighted_lm_loss,
 )
@@ -68,6 +69,18 @@ def test_training_data_is_the_same_for_any_worker_count():
     # At least one sequence per trajectory; more where a turn with no text before its calls makes the
     # history re-tokenize differently (chat_tokens splits the conversation there).
     assert len(serial) >= 2000 and serial == parallel
+
+
+def test_focus_tasks_add_new_tasks_from_the_named_families_only():
+    base = training_tasks(50, seed=4)
+    tasks = training_tasks(50, seed=4, focus_families=("convert", "stock_value"), focus_tasks=30)
+    assert tasks[:50] == base and len(tasks) == 80
+    assert {t.metadata["family"] for t in tasks[50:]} == {"convert", "stock_value"}
+    assert not {t.id for t in tasks[50:]} & {t.id for t in base}
+    with pytest.raises(ConfigError, match="--focus-tasks needs --focus"):
+        training_tasks(10, seed=0, focus_tasks=5)
+    with pytest.raises(ConfigError, match="unknown task family 'nope'"):
+        training_tasks(10, seed=0, focus_families=("nope",), focus_tasks=5)
 
 
 def test_device_choice_is_checked():

@@ -6,9 +6,11 @@ evaluated by *task-level* routing over those cached runs (`evaluation/simulate.p
 tier 1 and moves to the next tier at its first step the cascade would escalate
 (`routing.decision.should_escalate`: confidence below the tier's threshold, or unscored); the costs
 of the steps spent before the hand-over are counted. This is exact for `escalate="restart"` (the
-higher tier starts afresh from the query), and an approximation for `"task"` (the higher tier
-continues the lower tier's conversation) and `"step"`, whose conversations change after a teacher
-step. The real cascade's figures therefore come from running it (`distillery eval`), which also
+higher tier starts afresh from the query). For `"task"` (the higher tier continues the lower tier's
+conversation) in a two-tier cascade, `acalibrate_cascade` also runs the teacher's take-over from
+every step the student could first be doubted at (`runs.handover_runs`), which makes it exact too.
+With more tiers, and for `"step"`, whose conversations change after each teacher step, it is an
+approximation. The real cascade's figures therefore come from running it (`distillery eval`), which also
 reports how far its realised escalation rate lands from the calibrated prediction.
 
 Two ways to choose:
@@ -25,7 +27,7 @@ from typing import Any
 
 from distillery.errors import ConfigError, DistilleryError
 from distillery.evaluation.certify import certify
-from distillery.evaluation.runs import TierRun, reference_actions, run_tiers_alone, step_wrong
+from distillery.evaluation.runs import TierRun, handover_runs, reference_actions, run_tiers_alone, step_wrong
 from distillery.evaluation.simulate import Simulated, sweep
 from distillery.routing.confidence import LearnedScorer, get_scorer, step_features
 from distillery.routing.config import load_tier_models
@@ -168,6 +170,16 @@ async def acalibrate_cascade(
         new_config.tiers[0].scorer = f"learned:{fit_scorer}"
         report["learned_scorer"] = {"path": fit_scorer, "n_steps": len(rows), "wrong_rate": sum(wrong) / len(wrong)}
     runs = [[TierRun.from_trajectory(t) for t in tier_runs] for tier_runs in alone]
+    simulation = "task-level routing over cached single-tier runs"
+    if config.escalate == "task" and len(config.tiers) == 2:
+        # The teacher continues the student's conversation: replay each possible take-over once,
+        # so the simulation is exact for this mode too (a restart would overstate success and cost).
+        taken = await handover_runs(alone[0], models[-1], tasks, tools=tools, concurrency=concurrency,
+                                    progress=progress, system=system, max_steps=max_steps)
+        for run, handovers in zip(runs[0], taken):
+            run.handovers = handovers
+        simulation += ", with the teacher's take-over from each step the student could first be doubted at"
+        report["handover_runs"] = sum(len(h) for h in taken)
     result = calibrate(runs, target=target if not absolute else 1.0, budget=budget_per_task)
     certificate = None
     if delta is not None:
@@ -196,7 +208,7 @@ async def acalibrate_cascade(
         "teacher_cost_per_1k_usd": result.teacher_cost_per_task * 1000,
         "predicted_task_escalation_rate": result.chosen.teacher_fraction,
         "predicted_step_escalation_rate": result.chosen.step_escalation_rate,
-        "simulation": "task-level routing over cached single-tier runs",
+        "simulation": simulation,
     }
     new_config.validate()
     report.update(result.as_dict())

@@ -22,7 +22,7 @@ from distillery.routing.confidence import action_key
 from distillery.routing.decision import should_escalate
 from distillery.tasks import Task
 from distillery.tools import ToolBox
-from distillery.trajectory import Message, Trajectory, step_messages
+from distillery.trajectory import Message, Step, Trajectory, step_messages
 
 Progress = Callable[[str, int, int], None]
 
@@ -38,18 +38,38 @@ class TierRun:
     step_confidences: list[float | None] = field(default_factory=list)
     step_costs: list[float] = field(default_factory=list)
     step_latencies: list[float] = field(default_factory=list)
+    # escalate="task": the next tier's run when it takes over this task at step k (after this
+    # tier's steps 0..k-1), by k; `handover_runs` fills it, `simulate` reads it.
+    handovers: dict[int, TierRun] = field(default_factory=dict)
 
     @classmethod
-    def from_trajectory(cls, trajectory: Trajectory) -> TierRun:
+    def from_trajectory(cls, trajectory: Trajectory, first_step: int = 0) -> TierRun:
+        """The run's figures; from `first_step` on, for a run that took over after replayed steps."""
+        steps = trajectory.steps[first_step:]
+        if first_step:
+            cost, latency = sum(s.cost_usd for s in steps), sum(s.latency_s for s in steps)
+        else:
+            cost, latency = trajectory.cost_usd, trajectory.latency_s
         return cls(
             task_id=trajectory.task_id,
             success=bool(trajectory.outcome and trajectory.outcome.success),
-            cost_usd=trajectory.cost_usd,
-            latency_s=trajectory.latency_s,
-            step_confidences=[s.confidence for s in trajectory.steps],
-            step_costs=[s.cost_usd for s in trajectory.steps],
-            step_latencies=[s.latency_s + sum(r.latency_s for r in s.tool_results) for s in trajectory.steps],
+            cost_usd=cost,
+            latency_s=latency,
+            step_confidences=[s.confidence for s in steps],
+            step_costs=[s.cost_usd for s in steps],
+            step_latencies=[s.latency_s + sum(r.latency_s for r in s.tool_results) for s in steps],
         )
+
+    def possible_first_doubts(self) -> list[int]:
+        """Steps after the first that some threshold makes the first doubted one: each is less
+        confident than every step before it (an unscored step counts as 0, as `min_confidence`)."""
+        out, lowest = [], None
+        for index, confidence in enumerate(self.step_confidences):
+            value = confidence if confidence is not None else 0.0
+            if lowest is not None and value < lowest:
+                out.append(index)
+            lowest = value if lowest is None else min(lowest, value)
+        return out
 
     def first_doubt(self, threshold: float) -> int | None:
         """Index of the first step the cascade would escalate at `threshold` (`should_escalate`), or None."""
@@ -92,6 +112,59 @@ async def run_tiers_alone(models: Sequence[ChatModel], scorers: Sequence[Any], t
         agent = Cascade([model], [], tools, scorer=[scorer], **agent_options)
         alone.append(await run_tasks(agent, tasks, concurrency=concurrency, label=f"{model.uri} alone", progress=progress))
     return alone
+
+
+class _TakeOver(Cascade):
+    """A tier taking over a task after a lower tier's first steps (`prefix`), as `escalate="task"`
+    does. The prefix is replayed as recorded, tool results included: its tools are not run again."""
+
+    def __init__(self, model: ChatModel, prefix: Sequence[Step], tools: ToolBox, **options: Any):
+        super().__init__([model], [], tools, scorer=[None], **options)
+        self.prefix = list(prefix)
+        self._replayed: set[int] = set()
+
+    async def next_step(self, messages, trajectory, overrides=None):
+        if len(trajectory.steps) < len(self.prefix):
+            step = self.prefix[len(trajectory.steps)].model_copy(deep=True)
+            self._replayed.add(id(step))
+            return step
+        return await super().next_step(messages, trajectory, overrides)
+
+    async def run_tools(self, step: Step) -> None:
+        if id(step) not in self._replayed:
+            await super().run_tools(step)
+
+
+async def handover_runs(lower: Sequence[Trajectory], model: ChatModel, tasks: Sequence[Task], *, tools: ToolBox,
+                        concurrency: int = 4, progress: Progress | None = None,
+                        **agent_options: Any) -> list[dict[int, TierRun]]:
+    """For `escalate="task"`: `model` taking over each task at every step a threshold could first
+    doubt (`TierRun.possible_first_doubts`), after the lower tier's recorded steps before it.
+
+    Returns, per task, {k: the take-over's `TierRun`, its own steps only}. With these, `simulate`
+    routes "task" escalation exactly instead of approximating it by a restart. A take-over at step 0
+    is the model's own run and is not repeated here.
+    """
+    by_id = {task.id: task for task in tasks}
+    jobs = [(t_index, k) for t_index, trajectory in enumerate(lower)
+            for k in TierRun.from_trajectory(trajectory).possible_first_doubts()]
+    out: list[dict[int, TierRun]] = [{} for _ in lower]
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    done = 0
+
+    async def one(t_index: int, k: int) -> None:
+        nonlocal done
+        trajectory = lower[t_index]
+        async with semaphore:
+            agent = _TakeOver(model, trajectory.steps[:k], tools, **agent_options)
+            taken = await agent.arun(by_id[trajectory.task_id])  # a model failure is an error run, not a raise
+        out[t_index][k] = TierRun.from_trajectory(taken, first_step=k)
+        done += 1
+        if progress:
+            progress(f"{model.uri} taking over", done, len(jobs))
+
+    await asyncio.gather(*(one(t, k) for t, k in jobs))
+    return out
 
 
 def state_before(trajectory: Trajectory, index: int) -> list[Message]:

@@ -6,7 +6,10 @@
 Task-level routing: a task starts at tier 1 and moves to the next tier at its first step the
 cascade would escalate (`TierRun.first_doubt`, which decides by `routing.decision.should_escalate`);
 the costs and latencies of the steps spent before the hand-over are counted. This is exact for
-`escalate="restart"` and an approximation for `"task"` and `"step"` (see `evaluation/calibrate.py`).
+`escalate="restart"`. For `"task"` it is exact when the runs carry the last tier's take-overs
+(`TierRun.handovers`, from `runs.handover_runs`): a task doubted at step k then continues with the
+teacher's run from the lower tier's steps 0..k-1. Without them, and for `"step"`, a hand-over is
+approximated by the teacher's own run (see `evaluation/calibrate.py`).
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ def simulate(runs: Sequence[Sequence[TierRun]], thresholds: Sequence[float]) -> 
     latencies, task_success = [], []
     for task in range(n_tasks):
         task_latency = 0.0
+        taken_over: TierRun | None = None
         for tier in range(n_tiers):
-            run = runs[tier][task]
+            run = taken_over or runs[tier][task]
             reached[tier] += 1
             doubt = run.first_doubt(thresholds[tier]) if tier < n_tiers - 1 else None
             if doubt is None:
@@ -78,6 +82,8 @@ def simulate(runs: Sequence[Sequence[TierRun]], thresholds: Sequence[float]) -> 
                 break
             cost += sum(run.step_costs[: doubt + 1])
             task_latency += sum(run.step_latencies[: doubt + 1])
+            # Only a hand-over to the last tier has recorded take-overs (which it never escalates).
+            taken_over = run.handovers.get(doubt) if tier + 1 == n_tiers - 1 else None
         latencies.append(task_latency)
     student_steps = [c for run in runs[0] for c in run.step_confidences]
     below = sum(should_escalate(c, thresholds[0]) for c in student_steps)

@@ -119,7 +119,7 @@ def train_teacher(
     out: Path = typer.Option(None, "--out", callback=output_dir(), help="Where to save the model. Default: the packaged teacher folder (replaces world:teacher)."),
     n_tasks: int = typer.Option(64000, "--n-tasks", callback=number(1, MAX_TASKS), help="Expert trajectories from the train split to learn from."),
     epochs: float = typer.Option(1.0, "--epochs", callback=number(0, low_open=True), help="Passes over those trajectories."),
-    max_steps: int = typer.Option(4000, "--max-steps", callback=number(), help="Optimizer steps; <= 0 trains for --epochs instead. (The bundled teacher took 4,800 steps in six phases: docs/world.md.)"),
+    max_steps: int = typer.Option(4000, "--max-steps", callback=number(), help="Optimizer steps; <= 0 trains for --epochs instead. (The bundled teacher took 6,000 steps in eight phases: docs/world.md.)"),
     batch_size: int = typer.Option(64, "--batch-size", callback=number(1), help="Trajectories per optimizer step."),
     learning_rate: float = typer.Option(1e-3, "--lr", callback=number(0, low_open=True), help="Peak learning rate (cosine decay after warm-up). At 3e-3 the teacher did not learn to copy ids (docs/world.md)."),
     seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for the task sample, the initial weights and the data order."),
@@ -132,6 +132,8 @@ def train_teacher(
     max_minutes: float = typer.Option(0.0, "--max-minutes", callback=number(0), help="Stop training after this many minutes and save what there is (reported); 0 = no limit."),
     group_by_length: bool = typer.Option(False, "--group-by-length/--random-batches", help="Draw batches at random (the default), or batch sequences of similar length: a third fewer padded tokens per step, but each batch is then mostly one task family and the loss fell about half as fast per step."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted or --max-minutes-stopped run from its latest checkpoint (<out>/_trainer); give the same options."),
+    focus: str = typer.Option("", "--focus", help="Comma-separated task families (as `distillery world eval` lists them, e.g. stock_value,convert) that --focus-tasks draws from: a continuation phase aimed at what a model still fails."),
+    focus_tasks: int = typer.Option(0, "--focus-tasks", callback=number(0, MAX_TASKS), help="Extra train-split tasks from the --focus families, added to --n-tasks."),
 ) -> None:
     """Train a world model from scratch by SFT on expert trajectories (seeded); prints wall time.
 
@@ -143,7 +145,9 @@ def train_teacher(
                              max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                              threads=threads, bf16=bf16, init_from=str(init_from) if init_from else "",
                              copy_weight=copy_weight, device=device, workers=workers, max_minutes=max_minutes,
-                             group_by_length=group_by_length, resume=resume)
+                             group_by_length=group_by_length, resume=resume,
+                             focus_families=tuple(name.strip() for name in focus.split(",") if name.strip()),
+                             focus_tasks=focus_tasks)
     report = train_world_model(settings, progress=True)
     console.print(
         f"trained {report['config']} ({report['parameters']:,} parameters) on {report['examples']} training sequences, "

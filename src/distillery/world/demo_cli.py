@@ -44,10 +44,10 @@ def demo(
     student_hidden: int = typer.Option(None, "--student-hidden", callback=number(1), help="--student pruned: hidden size kept (default: the teacher's)."),
     student_intermediate: int = typer.Option(None, "--student-intermediate", callback=number(1), help="--student pruned: MLP width kept (default: scaled with --student-hidden)."),
     student_heads: int = typer.Option(None, "--student-heads", callback=number(1), help="--student pruned: attention heads kept (default: scaled with --student-hidden)."),
-    n_train: int = typer.Option(None, "--n-train", callback=number(1, MAX_TASKS), help="World train-split tasks the teacher solves for the training data (default 320; --quick 48)."),
+    n_train: int = typer.Option(None, "--n-train", callback=number(1, MAX_TASKS), help="World train-split tasks the teacher solves for the training data (default 640; --quick 48)."),
     n_validation: int = typer.Option(None, "--n-validation", callback=number(1, MAX_TASKS), help="Validation tasks the threshold is calibrated on (default 100; --quick 24)."),
     n_test: int = typer.Option(None, "--n-test", callback=number(1, MAX_TASKS), help="Held-out test tasks for the summary table (default 100; --quick 24)."),
-    steps: int = typer.Option(None, "--steps", callback=number(1), help="Training steps for the student (default 300; --quick 100)."),
+    steps: int = typer.Option(None, "--steps", callback=number(1), help="Training steps for the student (default 250; --quick 100)."),
     lr: float = typer.Option(
         None, "--lr", callback=number(0, low_open=True), help="Student learning rate (default: the trainer's recovery rate for a pruned student, 1e-3 for the world teacher's size; 3e-3 for a world student from random weights)."
     ),
@@ -63,10 +63,10 @@ def demo(
         "logprob-min (its least likely action token), agreement:5, ... (docs/routing.md).",
     ),
     escalate: str = typer.Option(
-        "restart", "--escalate", callback=choice("restart", "task", "step"),
-        help="restart: a task whose step is doubted starts over with the teacher, from the query (what calibration "
-        "simulates); task: the teacher takes over mid-task, keeping the student's earlier steps; "
-        "step: only the doubtful step goes to the teacher and the student continues.",
+        None, "--escalate", callback=choice("restart", "task", "step"),
+        help="task (default): the teacher takes over at the doubted step, keeping the student's earlier steps and "
+        "their tool results (calibration replays each possible take-over); restart: the task starts over with the "
+        "teacher, from the query; step: only the doubtful step goes to the teacher and the student continues.",
     ),
     budget_usd: float = typer.Option(
         5.0, "--budget-usd", callback=number(0),
@@ -74,6 +74,11 @@ def demo(
         "world: and hf: teachers, whose costs are stand-in prices.",
     ),
     seed: int = typer.Option(0, "--seed", callback=seed_range(), help="Seed for the world's task samples and the student's training."),
+    threads: int = typer.Option(
+        0, "--threads", callback=number(0),
+        help="torch threads for pruning and training the student; 0 (default) = one per CPU core. Where other work "
+        "keeps a core busy, --threads 1 is faster.",
+    ),
 ) -> None:
     """Run the whole pipeline on real (small) models: collect, build, prune a student, train with KD, calibrate, route, evaluate.
 
@@ -90,13 +95,13 @@ def demo(
 
     overrides = {
         "n_train": n_train, "n_validation": n_validation, "n_test": n_test, "train_steps": steps, "learning_rate": lr,
-        "target": target,
+        "target": target, "escalate": escalate,
         "student_layers": student_layers, "student_hidden": student_hidden,
         "student_intermediate": student_intermediate, "student_heads": student_heads,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     common = dict(out=out, teacher=teacher, student=student, alpha=alpha, temperature=temperature,
-                  scorer=scorer, escalate=escalate, budget_usd=budget_usd, seed=seed)
+                  scorer=scorer, budget_usd=budget_usd, seed=seed, threads=threads)
     settings = DemoSettings.quick_settings(**common, **overrides) if quick else DemoSettings(**common, **overrides)
     run_demo(settings, fresh=fresh)
 

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from distillery.formats.hermes import to_hf_messages, to_hf_tools
 from distillery.chat_tokens import tokenize_conversation
@@ -37,6 +37,10 @@ class TrainSettings:
     config: str = "teacher"  # a shipped config name (teacher, student-s, student-xs) or a config.json path
     out: str = ""  # output directory; "" = the packaged teacher directory
     n_tasks: int = 64000  # expert trajectories from the train split
+    # Extra train-split tasks drawn only from these families, added to the n_tasks above: a
+    # continuation phase aimed at the families a model still fails (docs/world.md, "Teacher training").
+    focus_families: tuple[str, ...] = ()
+    focus_tasks: int = 0
     epochs: float = 1.0
     max_steps: int = 4000  # overrides epochs when > 0
     batch_size: int = 64
@@ -188,13 +192,26 @@ def _encode_chunk(job: tuple[list[Any], int]) -> list[dict[str, list[int]]]:
     return _encode_tasks(load_world_tokenizer(), tasks, max_length)
 
 
-def build_training_data(tokenizer: Any, n_tasks: int, seed: int, max_length: int, workers: int = 1) -> list[dict[str, list[int]]]:
-    """Expert trajectories for `n_tasks` train-split tasks, encoded for SFT, in task order.
+def training_tasks(n_tasks: int, seed: int, focus_families: Sequence[str] = (), focus_tasks: int = 0) -> list[Any]:
+    """`n_tasks` train-split tasks, then `focus_tasks` more from `focus_families` only (drawn with
+    another seed, so they are new tasks, not repeats of the first ones)."""
+    tasks = generate_tasks("train", n_tasks, seed=seed)
+    if focus_tasks:
+        if not focus_families:
+            raise ConfigError("--focus-tasks needs --focus (the task families to draw them from)")
+        tasks += generate_tasks("train", focus_tasks, seed=seed + 1_000_003, families=list(focus_families))
+    return tasks
+
+
+def build_training_data(tokenizer: Any, n_tasks: int, seed: int, max_length: int, workers: int = 1,
+                        focus_families: Sequence[str] = (), focus_tasks: int = 0) -> list[dict[str, list[int]]]:
+    """Expert trajectories for the `training_tasks`, encoded for SFT, in task order.
 
     Solving and rendering costs a few ms per task, so large sets are built by `workers` processes;
     the rows are the same for any worker count.
     """
-    tasks = generate_tasks("train", n_tasks, seed=seed)
+    tasks = training_tasks(n_tasks, seed, focus_families, focus_tasks)
+    n_tasks = len(tasks)
     if workers <= 1 or n_tasks < 2000:
         return _encode_tasks(tokenizer, tasks, max_length)
     import multiprocessing
@@ -253,7 +270,8 @@ def train_world_model(settings: TrainSettings, *, progress: Any = None) -> dict[
     if config.vocab_size != len(tokenizer):
         raise ConfigError(f"{config_path}: vocab_size is {config.vocab_size} but the world tokenizer has {len(tokenizer)} tokens")
     workers = settings.workers or min(os.cpu_count() or 1, 16)
-    rows = build_training_data(tokenizer, settings.n_tasks, settings.seed, config.max_position_embeddings, workers)
+    rows = build_training_data(tokenizer, settings.n_tasks, settings.seed, config.max_position_embeddings, workers,
+                               settings.focus_families, settings.focus_tasks)
     data_s = time.perf_counter() - started
 
     if settings.init_from:

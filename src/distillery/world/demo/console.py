@@ -140,8 +140,8 @@ def print_summary(console: Console, s: DemoSettings, summary: dict[str, Any]) ->
                   "its parameters costs (\\[self_hosted] in prices.toml)" if s.offline_world else "")
                + ". By student / by teacher: the share of tasks whose answer that tier gave. The cascade escalates a "
                f"task when a student step scores below the threshold ({ESCALATION_WORDS[s.escalate]}). The random "
-               "router sends the same share of tasks to the teacher, chosen at random: expected values over the same "
-               "runs, not a run.")
+               "router sends the same share of tasks to the teacher from their start, chosen at random: expected values "
+               "over the same runs, not a run.")
     table = Table(title=f"Summary ({label})", caption=caption)
     table.add_column("", no_wrap=True)
     for column in ("success", "by student", "by teacher", "$/1k tasks", "vs teacher"):

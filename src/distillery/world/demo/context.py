@@ -141,6 +141,19 @@ class DemoContext:
                              escalate=self.s.escalate, tools=self.tools(split), max_tokens=self.s.max_tokens)
         return self.run_agent(agent, tasks, label)
 
+    def teacher_takeovers(self, student: Sequence[Trajectory], tasks: Sequence[Task], split: str) -> list[dict[int, Any]]:
+        """The teacher taking over each student run at every step it could first be doubted at
+        (`evaluation.runs.handover_runs`): what calibrating `escalate="task"` exactly needs."""
+        from distillery.evaluation.runs import handover_runs
+
+        with Progress(TextColumn("[bold]run[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=self.console) as progress:
+            bar = progress.add_task("teacher taking over from the student on validation", total=None)
+            update = lambda _label, done, total: progress.update(bar, completed=done, total=total)  # noqa: E731
+            return asyncio.run(handover_runs(student, self.teacher, tasks, tools=self.tools(split),
+                                             concurrency=self.s.concurrency, progress=update,
+                                             max_tokens=self.s.max_tokens))
+
     def run_agent(self, agent: Any, tasks: Sequence[Task], label: str) -> list[Trajectory]:
         from distillery.evaluation.runs import run_tasks
 

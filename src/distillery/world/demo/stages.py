@@ -133,9 +133,9 @@ def init(ctx: DemoContext) -> dict[str, Any]:
 
     if ctx.init_dir.exists():
         shutil.rmtree(ctx.init_dir)  # inputs changed: never train a stale cut
-    with torch_threads(1):  # a few-million-parameter model: one thread is fastest (see `train`)
+    with torch_threads(s.torch_threads):
         result = init_student(s.teacher, ctx.data_path, out=ctx.init_dir, n_calibration=N_PRUNE_CALIBRATION,
-                              seed=s.seed, threads=1, **s.student_sizes)
+                              seed=s.seed, threads=s.torch_threads, **s.student_sizes)
     return {
         "pruned": True, "from": s.teacher, "path": str(ctx.init_dir), "source": result.source, "shape": result.shape,
         "parameters": result.parameters, "layers_kept": result.plan["layers"], "layer_scores": result.layer_scores,
@@ -158,17 +158,17 @@ def train(ctx: DemoContext) -> dict[str, Any]:
     learning_rate = s.learning_rate if s.learning_rate is not None or s.pruned else SCRATCH_LEARNING_RATE
     # The bar's console is bound to the real stdout now, because transformers prints every log dict
     # to stdout (its PrinterCallback), which is swallowed below: distillation.json keeps them all.
-    # One torch thread: a world student's matmuls are too small to split, and on a busy 2-core
-    # machine 2 threads made each step 6x slower (0.75 s against 0.13 s, docs/demo.md).
+    threads = s.torch_threads
     bar_console = Console(file=ctx.console.file)
     with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=bar_console) as progress, \
-            contextlib.redirect_stdout(io.StringIO()), torch_threads(1):
+            contextlib.redirect_stdout(io.StringIO()), torch_threads(threads):
         callback = training_progress(progress, f"{s.trained_student_uri} ({s.signal} KD)", s.train_steps)
         config = DistillationConfig(
             signal=s.signal, alpha=s.alpha if s.signal != "sequence" else 1.0, temperature=s.temperature,
             max_steps=s.train_steps, batch_size=s.batch_size, learning_rate=learning_rate,
             max_length=512, seed=s.seed, logging_steps=max(1, s.train_steps // 10), progress=False,
+            threads=threads,
         )
         train_student(start, ctx.data_path, out=ctx.student_dir, config=config, callbacks=[callback])
     report = json.loads((ctx.student_dir / "distillation.json").read_text())
@@ -180,7 +180,7 @@ def train(ctx: DemoContext) -> dict[str, Any]:
         "final_loss": logged[-1]["loss"] if logged else None,
         "final_loss_hard": logged[-1].get("loss_hard") if logged else None,
         "final_loss_soft": logged[-1].get("loss_soft") if logged else None,
-        "train_runtime_s": report.get("train_runtime_s"),
+        "train_runtime_s": report.get("train_runtime_s"), "threads": threads,
     }
 
 
@@ -197,6 +197,11 @@ def calibrate(ctx: DemoContext) -> dict[str, Any]:
     student = ctx.run_alone(tasks, "validation", "student alone on validation")
     write_trajectories(student, ctx.runs_path("student-validation"))
     runs = [[TierRun.from_trajectory(t) for t in student], [TierRun.from_trajectory(t) for t in teacher]]
+    takeovers = 0
+    if s.escalate == "task":  # the teacher continues the student's steps: simulate that exactly
+        for run, handovers in zip(runs[0], ctx.teacher_takeovers(student, tasks, "validation")):
+            run.handovers = handovers
+            takeovers += len(handovers)
     result = calibrate_threshold(runs, target=s.target)
     threshold = round(result.thresholds[0], 6)
     config = CascadeConfig(
@@ -207,12 +212,13 @@ def calibrate(ctx: DemoContext) -> dict[str, Any]:
         calibration={"mode": result.mode, "goal": result.goal, "met": result.met, "n_tasks": len(tasks),
                      "predicted_success": result.chosen.success,
                      "predicted_task_escalation_rate": result.chosen.teacher_fraction,
-                     "method": "task-level routing over cached single-tier runs (distillery demo)"},
+                     "method": "task-level routing over cached single-tier runs (distillery demo)"
+                     + (", with the teacher's take-overs" if takeovers else "")},
         source=str(ctx.config_path),
     )
     write_cascade_config(config, ctx.config_path, header="written by `distillery demo`")
     return {
-        "threshold": threshold, "scorer": s.scorer, "target": s.target, "met": result.met,
+        "threshold": threshold, "scorer": s.scorer, "target": s.target, "met": result.met, "takeover_runs": takeovers,
         "n_tasks": len(tasks), "student_success": result.student_success,
         "teacher_success": result.teacher_success, "predicted_success": result.chosen.success,
         "predicted_task_escalation_rate": result.chosen.teacher_fraction,
@@ -341,7 +347,7 @@ def stage_inputs(name: str, s: DemoSettings) -> dict[str, Any]:
                  "n_calibration": N_PRUNE_CALIBRATION},
         "train": {"signal": s.signal, "steps": s.train_steps, "batch_size": s.batch_size, "lr": s.learning_rate,
                   "alpha": s.alpha, "temperature": s.temperature},
-        "calibrate": {"target": s.target, "scorer": s.scorer},
+        "calibrate": {"target": s.target, "scorer": s.scorer, "escalate": s.escalate},
         "queries": {"escalate": s.escalate},
         "evaluate": {"escalate": s.escalate, "rows": "with answered shares and the random router"},
     }[name]
