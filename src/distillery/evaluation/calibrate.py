@@ -27,7 +27,14 @@ from typing import Any
 
 from distillery.errors import ConfigError, DistilleryError
 from distillery.evaluation.certify import certify
-from distillery.evaluation.runs import TierRun, handover_runs, reference_actions, run_tiers_alone, step_wrong
+from distillery.evaluation.runs import (
+    TierRun,
+    attach_handovers,
+    handover_runs,
+    reference_actions,
+    run_tiers_alone,
+    step_wrong,
+)
 from distillery.evaluation.simulate import Simulated, sweep
 from distillery.routing.confidence import LearnedScorer, get_scorer, step_features
 from distillery.routing.config import load_tier_models
@@ -176,10 +183,8 @@ async def acalibrate_cascade(
         # so the simulation is exact for this mode too (a restart would overstate success and cost).
         taken = await handover_runs(alone[0], models[-1], tasks, tools=tools, concurrency=concurrency,
                                     progress=progress, system=system, max_steps=max_steps)
-        for run, handovers in zip(runs[0], taken):
-            run.handovers = handovers
+        report["handover_runs"] = attach_handovers(runs[0], taken)
         simulation += ", with the teacher's take-over from each step the student could first be doubted at"
-        report["handover_runs"] = sum(len(h) for h in taken)
     result = calibrate(runs, target=target if not absolute else 1.0, budget=budget_per_task)
     certificate = None
     if delta is not None:

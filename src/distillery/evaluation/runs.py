@@ -44,20 +44,19 @@ class TierRun:
 
     @classmethod
     def from_trajectory(cls, trajectory: Trajectory, first_step: int = 0) -> TierRun:
-        """The run's figures; from `first_step` on, for a run that took over after replayed steps."""
+        """The run's figures; from `first_step` on, for a run that took over after replayed steps.
+        Its cost and latency are its steps' (as `Trajectory.cost_usd` and `latency_s` add them up)."""
         steps = trajectory.steps[first_step:]
-        if first_step:
-            cost, latency = sum(s.cost_usd for s in steps), sum(s.latency_s for s in steps)
-        else:
-            cost, latency = trajectory.cost_usd, trajectory.latency_s
+        step_costs = [s.cost_usd for s in steps]
+        step_latencies = [s.latency_s + sum(r.latency_s for r in s.tool_results) for s in steps]
         return cls(
             task_id=trajectory.task_id,
             success=bool(trajectory.outcome and trajectory.outcome.success),
-            cost_usd=cost,
-            latency_s=latency,
+            cost_usd=sum(step_costs),
+            latency_s=sum(step_latencies),
             step_confidences=[s.confidence for s in steps],
-            step_costs=[s.cost_usd for s in steps],
-            step_latencies=[s.latency_s + sum(r.latency_s for r in s.tool_results) for s in steps],
+            step_costs=step_costs,
+            step_latencies=step_latencies,
         )
 
     def possible_first_doubts(self) -> list[int]:
@@ -165,6 +164,13 @@ async def handover_runs(lower: Sequence[Trajectory], model: ChatModel, tasks: Se
 
     await asyncio.gather(*(one(t, k) for t, k in jobs))
     return out
+
+
+def attach_handovers(lower: Sequence[TierRun], taken: Sequence[dict[int, TierRun]]) -> int:
+    """Give each lower-tier run its take-overs (`handover_runs`' result, same order); returns how many."""
+    for run, handovers in zip(lower, taken, strict=True):
+        run.handovers = handovers
+    return sum(len(h) for h in taken)
 
 
 def state_before(trajectory: Trajectory, index: int) -> list[Message]:

@@ -59,8 +59,8 @@ class DemoSettings:
     scorer: str = "logprob-mean"  # the student's confidence (docs/routing.md)
     # "task" (the teacher takes over at the doubted step, keeping the student's earlier steps; its
     # tools are not run twice), "restart" (the task starts over with the teacher) or "step" (the
-    # teacher answers that step only). On 200 validation tasks "task" kept 97.7% of the teacher's
-    # success at 43% of its cost, "restart" 97.7% at 59% (docs/demo.md).
+    # teacher answers that step only). To keep 97% of the teacher's success on the 100 calibration
+    # tasks, "task" cost 38% of teacher-only and "restart" 56% (docs/demo.md).
     escalate: str = "task"
     max_tokens: int = 192  # per model call; world answers and tool calls are far shorter
     concurrency: int = 32  # tasks in flight; local models batch their calls (BatchingModel)

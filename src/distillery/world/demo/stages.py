@@ -190,7 +190,7 @@ def train(ctx: DemoContext) -> dict[str, Any]:
 def calibrate(ctx: DemoContext) -> dict[str, Any]:
     from distillery.routing import CascadeConfig, TierConfig, write_cascade_config
     from distillery.evaluation.calibrate import calibrate as calibrate_threshold
-    from distillery.evaluation.runs import TierRun
+    from distillery.evaluation.runs import TierRun, attach_handovers
 
     s = ctx.s
     tasks, teacher = ctx.with_teacher_runs(ctx.tasks("validation"))
@@ -199,9 +199,7 @@ def calibrate(ctx: DemoContext) -> dict[str, Any]:
     runs = [[TierRun.from_trajectory(t) for t in student], [TierRun.from_trajectory(t) for t in teacher]]
     takeovers = 0
     if s.escalate == "task":  # the teacher continues the student's steps: simulate that exactly
-        for run, handovers in zip(runs[0], ctx.teacher_takeovers(student, tasks, "validation")):
-            run.handovers = handovers
-            takeovers += len(handovers)
+        takeovers = attach_handovers(runs[0], ctx.teacher_takeovers(student, tasks, "validation"))
     result = calibrate_threshold(runs, target=s.target)
     threshold = round(result.thresholds[0], 6)
     config = CascadeConfig(
