@@ -42,18 +42,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from kd_quality import prepare_teacher
-from kd_study_report import evaluate_run, report, world_identity, world_tools
+from kd_study_report import (alone_runs, cascade_figures, evaluate_run, from_record, report, teacher_runs,
+                             world_identity, world_tools)
 
+PRUNED = "pruned"
 METHODS = ("sft", "kd-topk", "kd-online", "on-policy")
 SIGNALS = {"sft": "sequence", "kd-topk": "sparse", "kd-online": "online"}
 SELECTION_SPLIT = "validation"
 FINAL_SPLIT = "test"
+CURVE_SPLIT = "validation"  # the cascade's calibration and the compute-to-quality curve
 
 
 def selection_score(model_dir: Path, split: str, n: int) -> dict[str, Any]:
@@ -110,7 +114,7 @@ def train_run(out: Path, method: str, seed: int, setting: dict[str, float], run_
                            spent_flops=spent["total_flops"] or 0.0, spent_seconds=spent["seconds"],
                            milestones=sorted(milestones), save_dir=run_dir / "milestones")
     common = dict(max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=setting["learning_rate"],
-                  seed=seed, logging_steps=25, progress=False, threads=1, self_check=0,
+                  seed=seed, logging_steps=25, progress=False, threads=torch_threads(args), self_check=0,
                   training_arguments={"warmup_steps": args.warmup_steps, "lr_scheduler_type": "constant_with_warmup"})
     data = out / "teacher.jsonl"
     if method == "on-policy":
@@ -189,17 +193,31 @@ def read_selection(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     return selection
 
 
-def curve_points(run_dir: Path, result: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """The saved checkpoints scored on test (success, NLL), then the final model as fraction 1."""
+def curve_points(run_dir: Path, result: dict[str, Any], final_validation: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The saved checkpoints scored on validation (success, NLL), then the final model as fraction 1.
+
+    Validation, not test: compute-to-quality asks when each method first reaches the SFT student's
+    final validation success (issue 14), and the curve chooses nothing."""
     from distillery.distill.budget import milestone_name
 
     points = []
     for record in result["train"]["milestones"]:
-        scored = evaluate_run(run_dir / "milestones" / milestone_name(record["fraction"]), FINAL_SPLIT, n)
+        scored = evaluate_run(run_dir / "milestones" / milestone_name(record["fraction"]), CURVE_SPLIT, n)
         points.append({**record, "success": scored["success"], "nll_per_token": scored["nll_per_token"]})
     points.append({"fraction": 1.0, "total_flops": result["train"]["total_flops"], "seconds": result["train"]["seconds"],
-                   "success": result["success"], "nll_per_token": result["nll_per_token"]})
+                   "success": final_validation["success"], "nll_per_token": final_validation["nll_per_token"]})
     return points
+
+
+def student_cascade(out: Path, run_dir: Path, test_result: dict[str, Any], args: argparse.Namespace) -> tuple[dict, dict]:
+    """The student on the validation tasks (its calibration runs, scored as evaluate_run scores), and
+    the two-tier cascade it yields with the teacher: calibrated on validation, figures on test."""
+    validation = evaluate_run(run_dir, CURVE_SPLIT, args.n_val)
+    figures = cascade_figures(
+        [from_record(r) for r in validation["tier_runs"]], teacher_runs(out, args.teacher, CURVE_SPLIT, args.n_val),
+        [from_record(r) for r in test_result["tier_runs"]], teacher_runs(out, args.teacher, FINAL_SPLIT, args.n_test),
+        args.target)
+    return validation, figures
 
 
 def final_runs(out: Path, args: argparse.Namespace) -> None:
@@ -220,15 +238,40 @@ def final_runs(out: Path, args: argparse.Namespace) -> None:
             setting = selection["chosen"][method]
             train = train_run(out, method, seed, setting, run_dir, args, warm=warm, milestones=curve)
             result = {**evaluate_run(run_dir, FINAL_SPLIT, args.n_test), "train": train}
-            result["curve"] = curve_points(run_dir, result, args.n_test)
+            validation, result["cascade"] = student_cascade(out, run_dir, result, args)
+            result["validation"] = {k: validation[k] for k in ("success", "by_tier", "nll_per_token", "calibration")}
+            result["curve"] = curve_points(run_dir, result, validation, args.n_val)
             path.write_text(json.dumps(result, indent=2))
             print(_describe(result), flush=True)
+
+
+def torch_threads(args: argparse.Namespace) -> int:
+    return args.threads or os.cpu_count() or 1
+
+
+def pruned_student(out: Path, args: argparse.Namespace) -> str:
+    """The demo's student: the teacher cut to --student-layers layers (`distillery student init`),
+    with the teacher's trajectories as calibration data; made once per study, shared by every run
+    (a run's seed then fixes its data order and dropout)."""
+    from distillery.distill.init import init_student
+
+    path = out / "student-init"
+    if not (path / "init.json").is_file():
+        init_student(args.teacher, out / "teacher.jsonl", out=path, layers=args.student_layers, n_calibration=128,
+                     seed=0, threads=torch_threads(args))
+    return f"hf:{path}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/kd_study"))
-    parser.add_argument("--student", default="world:student-xs")
+    parser.add_argument("--student", default=PRUNED,
+                        help=f"{PRUNED!r} (the demo's student: the teacher cut to --student-layers layers, "
+                             "distillery student init) or a model URI trained from its own weights (world:student-xs)")
+    parser.add_argument("--student-layers", type=int, default=3, help=f"layers kept by --student {PRUNED}")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run; 0 = one per CPU core")
+    parser.add_argument("--target", type=float, default=0.97,
+                        help="each student's cascade: cheapest threshold reaching target x teacher success on validation")
     parser.add_argument("--teacher", default="world:teacher")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -245,8 +288,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-completion-length", type=int, default=256, help="on-policy tokens per episode")
     parser.add_argument("--warm-fraction", type=float, default=0.5,
                         help="on-policy starts from the sft checkpoint at this fraction of the budget")
-    parser.add_argument("--curve", type=float, nargs="*", default=[0.25, 0.5],
-                        help="budget fractions at which final runs save a checkpoint scored on test")
+    parser.add_argument("--curve", type=float, nargs="*", default=[0.25, 0.5, 0.75],
+                        help="budget fractions at which final runs save a checkpoint scored on validation")
     parser.add_argument("--select", action="store_true", help="run the grid and choose on the validation split")
     parser.add_argument("--select-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--grid-lr", type=float, nargs="+", default=[1e-3, 3e-3])
@@ -271,12 +314,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     study = {"world": world_identity(), "budget": budget_description(args), "student": args.student,
-             "teacher": args.teacher, "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test}
+             "student_layers": args.student_layers if args.student == PRUNED else None, "teacher": args.teacher,
+             "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test, "target": args.target,
+             "threads": torch_threads(args)}
     (out / "study.json").write_text(json.dumps(study, indent=2))
     print(f"offline world: {study['world']}", flush=True)
     prepare_teacher(out, args.n_train, args.teacher, args.workers)
     if not (out / "teacher.jsonl").read_text().strip():
         raise SystemExit(f"{args.teacher} solved none of the {args.n_train} train tasks: no teacher text to learn from")
+    if args.student == PRUNED:
+        args.student = pruned_student(out, args)
     if args.select:
         select(out, args)
         return

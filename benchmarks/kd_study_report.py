@@ -13,6 +13,7 @@ mean +- t(0.975, n-1) * s / sqrt(n), with scipy's t quantile. Without scipy the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -24,6 +25,8 @@ from typing import Any
 from kd_quality import TIERS, teacher_forced
 
 EVAL_SPLITS = ("validation", "test")
+SCORER = "logprob-mean"  # the student's confidence, as the demo's cascade reads it
+CONCURRENCY = 32  # tasks in flight; a local model answers them in batches (BatchingModel)
 
 
 def t_quantile(n: int) -> tuple[float, str]:
@@ -74,31 +77,94 @@ def world_identity() -> dict[str, Any]:
             "teacher_sha256": teacher}
 
 
-def evaluate_run(model_dir: Path, split: str, n: int) -> dict[str, Any]:
-    """Success by tier, teacher-forced NLL, and AUROC/ECE of the student's confidence for task success."""
-    if split not in EVAL_SPLITS:
-        raise ValueError(f"evaluate_run: split {split!r}; runs are scored on {' or '.join(EVAL_SPLITS)}")
-    from distillery.evaluation.metrics import scorer_quality
+def alone_runs(model: str | Path, split: str, n: int, *, scorer: str | None = SCORER) -> tuple[list, list, list]:
+    """One model alone on `generate_tasks(split, n, seed=0)`, its steps scored by `scorer`: its
+    trajectories and their `TierRun`s (what routing simulations read). Local models batch their calls."""
     from distillery.evaluation.runs import TierRun, run_tiers_alone
+    from distillery.models import load_model
+    from distillery.models.batching import batched
     from distillery.models.blocking import run_blocking
-    from distillery.models.hf import HFModel
     from distillery.world import SYSTEM_PROMPT
-    from distillery.world.evaluate import LABEL, score
     from distillery.world.tasks import generate_tasks
 
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"alone_runs: split {split!r}; runs are scored on {' or '.join(EVAL_SPLITS)}")
     tasks = generate_tasks(split, n, seed=0)
-    model = HFModel(str(model_dir))
-    [trajectories] = run_blocking(lambda: run_tiers_alone([model], ["logprob-mean"], tasks, tools=world_tools(split),
-                                                          concurrency=1, system=SYSTEM_PROMPT, max_steps=8))
+    uri = str(model) if str(model).startswith(("world:", "hf:")) else f"hf:{model}"
+    loaded = batched(load_model(uri), CONCURRENCY)
+    [trajectories] = run_blocking(lambda: run_tiers_alone([loaded], [scorer], tasks, tools=world_tools(split),
+                                                          concurrency=CONCURRENCY, system=SYSTEM_PROMPT, max_steps=8))
+    return tasks, trajectories, [TierRun.from_trajectory(t) for t in trajectories]
+
+
+def evaluate_run(model_dir: Path, split: str, n: int) -> dict[str, Any]:
+    """Success by tier, teacher-forced NLL, AUROC/ECE of the student's confidence for task success,
+    and the per-task runs (`tier_runs`) the cascade figures are simulated from."""
+    from distillery.evaluation.metrics import scorer_quality
+    from distillery.world.evaluate import LABEL, score
+
+    tasks, trajectories, runs = alone_runs(model_dir, split, n)
     report = score(trajectories, tasks)
-    runs = [TierRun.from_trajectory(t) for t in trajectories]
     report["calibration"] = scorer_quality([r.min_confidence for r in runs], [not r.success for r in runs])
     forced = teacher_forced(Path(model_dir), n, split=split)
     report["teacher_forced"] = forced
     # The overall NLL weighs the tiers present equally (each tier's mean NLL per assistant token).
     report["nll_per_token"] = statistics.fmean(v["nll_per_token"] for v in forced.values()) if forced else None
+    report["tier_runs"] = [run_record(r) for r in runs]
     report.update(split=split, label=LABEL)
     return report
+
+
+def run_record(run: Any) -> dict[str, Any]:
+    """A `TierRun` as JSON (without take-overs: the study's cascade restarts with the teacher)."""
+    record = dataclasses.asdict(run)
+    record.pop("handovers")
+    return record
+
+
+def from_record(record: dict[str, Any]) -> Any:
+    from distillery.evaluation.runs import TierRun
+
+    return TierRun(**record)
+
+
+def teacher_runs(out: Path, teacher: str, split: str, n: int) -> list[Any]:
+    """The teacher alone on the split's first n tasks, run once per study and cached in OUT/teacher-runs/."""
+    path = out / "teacher-runs" / f"{split}-{n}.json"
+    if not path.is_file():
+        _, _, runs = alone_runs(teacher, split, n, scorer=None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([run_record(r) for r in runs]))
+    return [from_record(r) for r in json.loads(path.read_text())]
+
+
+def cascade_figures(student_val: list[Any], teacher_val: list[Any], student_test: list[Any], teacher_test: list[Any],
+                    target: float) -> dict[str, Any]:
+    """The two-tier cascade a student yields: its threshold calibrated on validation (the cheapest
+    reaching `target` x the teacher's success there), then simulated on test from the cached runs;
+    APGR over the student's whole test deferral curve. A doubted task restarts with the teacher
+    (`escalate="restart"`), which cached single-tier runs simulate exactly with no model calls."""
+    from distillery.evaluation.calibrate import calibrate
+    from distillery.evaluation.metrics import apgr
+    from distillery.evaluation.simulate import deferral_curve, simulate
+
+    chosen = calibrate([student_val, teacher_val], target=target)
+    on_test = simulate([student_test, teacher_test], chosen.thresholds)
+    n = len(teacher_test)
+    student = sum(r.success for r in student_test) / n
+    teacher = sum(r.success for r in teacher_test) / n
+    teacher_cost = sum(r.cost_usd for r in teacher_test) / n
+    curve = [(p.teacher_fraction, p.success) for p in deferral_curve(student_test, teacher_test)]
+    return {
+        "target": target, "threshold": chosen.thresholds[0], "met_on_validation": chosen.met,
+        "validation": {"success": chosen.chosen.success, "teacher_success": chosen.teacher_success,
+                       "teacher_fraction": chosen.chosen.teacher_fraction},
+        "student_success": student, "teacher_success": teacher, "success": on_test.success,
+        "of_teacher": on_test.success / teacher if teacher else None,
+        "cost_share": on_test.cost_per_task / teacher_cost if teacher_cost else None,
+        "teacher_fraction": on_test.teacher_fraction, "apgr": apgr(curve, student, teacher),
+        "escalate": "restart",
+    }
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -150,6 +216,21 @@ def report(out: Path, methods) -> str:
             f"| {_cell([c['ece'] for c in calib if c['ece'] is not None])} "
             f"| {_sci([e['train']['total_flops'] for e in evals])} | {_cell([e['train']['seconds'] for e in evals], 1)} "
             f"| {', '.join(stopped)} |")
+    cascade = ["**Two-tier cascade each student yields** — offline world; threshold calibrated on validation "
+               "(cheapest reaching the target x the teacher's success there), figures on test; a doubted task "
+               "restarts with the teacher", "",
+               "| method | target | student alone | cascade | % of teacher | cost vs teacher | tasks escalated "
+               "| APGR | met on validation |", "|---|---|---|---|---|---|---|---|---|"]
+    for method, evals in runs.items():
+        figures = [e["cascade"] for e in evals if e.get("cascade")]
+        if not figures:
+            continue
+        met = sum(bool(f["met_on_validation"]) for f in figures)
+        cascade.append(
+            f"| {method} | {figures[0]['target']:.2f} | {_cell([f['student_success'] for f in figures])} "
+            f"| {_cell([f['success'] for f in figures])} | {_cell([f['of_teacher'] for f in figures])} "
+            f"| {_cell([f['cost_share'] for f in figures])} | {_cell([f['teacher_fraction'] for f in figures])} "
+            f"| {_cell([f['apgr'] for f in figures if f['apgr'] is not None])} | {met}/{len(figures)} |")
     curve = ["**Compute to quality** — offline world, test split, mean over seeds at each saved point", "",
              "| method | budget used | ledger FLOPs | success | NLL/token |", "|---|---|---|---|---|"]
     for method, evals in runs.items():
@@ -161,4 +242,4 @@ def report(out: Path, methods) -> str:
             group = points[fraction]
             curve.append(f"| {method} | {fraction:.2f} | {_sci([p['total_flops'] for p in group])} "
                          f"| {_cell([p['success'] for p in group])} | {_cell([p['nll_per_token'] for p in group], 3)} |")
-    return "\n\n".join("\n".join(table) for table in (success, quality, curve))
+    return "\n\n".join("\n".join(table) for table in (success, quality, cascade, curve))

@@ -21,9 +21,9 @@ import kd_study  # noqa: E402
 import kd_study_report  # noqa: E402
 
 BUDGET = 6e9  # a few steps of each method for world:student-xs on 4 tasks' trajectories
-TOY = ["--budget-flops", str(BUDGET), "--n-train", "4", "--n-val", "2", "--n-test", "2", "--batch-size", "2",
+TOY = ["--student", "world:student-xs", "--budget-flops", str(BUDGET), "--n-train", "4", "--n-val", "2", "--n-test", "2", "--batch-size", "2",
        "--warmup-steps", "0", "--max-completion-length", "48", "--grid-lr", "3e-3", "--grid-alpha", "0.2", "0.5",
-       "--grid-onpolicy-lr", "1e-4", "--curve", "0.5"]
+       "--grid-onpolicy-lr", "1e-4", "--curve", "0.5", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,11 @@ def test_outputs(study, capsys):
         assert train["setting"] == json.loads((out / "selection.json").read_text())["chosen"][method]
         assert train["stopped_by"] == "flops" and train["total_flops"] >= BUDGET and train["seconds"] > 0
         assert result["curve"][-1]["fraction"] == 1.0
+        assert result["curve"][-1]["success"] == result["validation"]["success"]
+        assert len(result["tier_runs"]) == 2 and all("handovers" not in r for r in result["tier_runs"])
+        cascade = result["cascade"]
+        assert cascade["escalate"] == "restart" and cascade["target"] == 0.97 and 0 <= cascade["teacher_fraction"] <= 1
+        assert cascade["student_success"] == result["success"]
     on_policy = json.loads((out / "runs" / "on-policy-seed0" / "eval.json").read_text())["train"]
     assert on_policy["warm_start"]["total_flops"] >= BUDGET / 2  # its sft warm start is charged to it
     assert on_policy["total_flops"] == pytest.approx(on_policy["warm_start"]["total_flops"]
@@ -70,14 +75,15 @@ def test_outputs(study, capsys):
     assert topk["teacher_flops"] > 0  # the in-run top-k pass is on the ledger
     kd_study.main(["--out", str(out), "--report"])
     printed = capsys.readouterr().out
-    assert "offline world (v2, commit" in printed and "Compute to quality" in printed
+    assert "offline world (v2, commit" in printed and "Compute to quality" in printed and "Two-tier cascade" in printed
     assert all(f"| {m} | 1 |" in printed for m in kd_study.METHODS)
 
 
 def test_selection_on_validation_only(study, tmp_path):
     out, splits = study
     assert splits["select"] <= {"train", "validation"} and "validation" in splits["select"]
-    assert splits["final"] <= {"train", "test"} and "test" in splits["final"]
+    # Final runs are scored on test; validation only calibrates each student's cascade and scores the curve.
+    assert {"validation", "test"} <= splits["final"] <= {"train", "validation", "test"}
     selection = json.loads((out / "selection.json").read_text())
     assert selection["split"] == "validation" and len(selection["scores"]["kd-topk"]) == 2
     with pytest.raises(ValueError, match="validation split only"):
