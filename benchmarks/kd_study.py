@@ -86,8 +86,8 @@ def ordered(methods) -> list[str]:
     return [m for m in METHODS if m in wanted]
 
 
-def budget_description(args: argparse.Namespace) -> dict[str, float | None]:
-    return {"flops": args.budget_flops, "seconds": args.budget_seconds}
+def budget_description(args: argparse.Namespace) -> dict[str, float | str | None]:
+    return {"flops": args.budget_flops, "seconds": args.budget_seconds, "lr_schedule": args.lr_schedule}
 
 
 def warm_dir(sft_run: Path, fraction: float) -> Path:
@@ -112,7 +112,8 @@ def train_run(out: Path, method: str, seed: int, setting: dict[str, float], run_
     spent = json.loads((warm / "ledger.json").read_text()) if warm is not None else {"total_flops": 0.0, "seconds": 0.0}
     budget = ComputeBudget(flops=args.budget_flops, seconds=args.budget_seconds, started=started,
                            spent_flops=spent["total_flops"] or 0.0, spent_seconds=spent["seconds"],
-                           milestones=sorted(milestones), save_dir=run_dir / "milestones")
+                           milestones=sorted(milestones), save_dir=run_dir / "milestones",
+                           decay=args.lr_schedule == "budget-linear")
     common = dict(max_steps=args.max_steps, batch_size=args.batch_size, learning_rate=setting["learning_rate"],
                   seed=seed, logging_steps=25, progress=False, threads=torch_threads(args), self_check=0,
                   training_arguments={"warmup_steps": args.warmup_steps, "lr_scheduler_type": "constant_with_warmup"})
@@ -282,6 +283,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-test", type=int, default=60, help="test tasks scoring each final run")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warmup-steps", type=int, default=20)
+    parser.add_argument("--lr-schedule", choices=("budget-linear", "constant"), default="budget-linear",
+                        help="after --warmup-steps: budget-linear falls to 0 as the budget is used (on-policy "
+                             "continues its warm start's schedule); constant keeps the rate")
     parser.add_argument("--max-steps", type=int, default=100_000, help="a safety cap; the budget should stop first")
     parser.add_argument("--topk", type=int, default=20)
     parser.add_argument("--temperature", type=float, default=2.0)

@@ -120,6 +120,39 @@ def test_budgets_stop_at_the_step_that_reaches_them(tmp_path):
     assert clock.stopped_by == "seconds" and json.loads((out / "distillation.json").read_text())["global_step"] == 1
 
 
+def test_budget_decay_follows_the_fraction_of_the_budget_used(tmp_path):
+    """decay=True: each step's learning rate is the scheduler's times the budget left before it."""
+    from transformers import TrainerCallback
+
+    from distillery.distill.budget import ComputeBudget
+    from distillery.distill.config import DistillationConfig
+    from distillery.distill.trainer import chat_rows, train_student
+    from distillery.world.expert import solve
+    from distillery.world.tasks import generate_tasks
+
+    class Rates(TrainerCallback):  # the rate each optimizer step uses, and the budget used before it
+        def __init__(self, budget):
+            self.budget, self.seen = budget, []
+
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            flops = self.budget.spent()[0] if state.global_step else self.budget.spent_flops
+            self.seen.append((optimizer.param_groups[0]["lr"], flops / self.budget.flops))
+
+    rows = chat_rows([solve(t) for t in generate_tasks("train", 4, seed=11)])
+    config = DistillationConfig(max_steps=50, batch_size=2, progress=False, self_check=0, threads=1, learning_rate=1e-3,
+                                training_arguments={"lr_scheduler_type": "constant"})
+    for spent in (0.0, 1.5e9):  # a fresh run, and one charged half its budget up front (a warm start)
+        budget = ComputeBudget(flops=3e9, spent_flops=spent, decay=True)
+        rates = Rates(budget)
+        train_student("world:student-xs", rows, out=tmp_path / f"run{spent:g}", config=config,
+                      callbacks=[budget, rates])
+        assert budget.stopped_by == "flops" and len(rates.seen) > 3
+        for rate, used in rates.seen:
+            assert rate == pytest.approx(1e-3 * (1 - used), rel=1e-6)
+        assert rates.seen[0][0] == pytest.approx(1e-3 * (1 - spent / 3e9))
+        assert [r for r, _ in rates.seen] == sorted((r for r, _ in rates.seen), reverse=True)
+
+
 def test_interval_math(monkeypatch):
     stats = kd_study_report.interval([1.0, 2.0, 3.0, 4.0, 5.0])
     # t(0.975, 4) = 2.776445, s = sqrt(2.5): half-width 2.776445 * 1.581139 / sqrt(5)

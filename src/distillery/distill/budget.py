@@ -15,6 +15,13 @@ caller can count model loading and a top-k pass too) or else from the start of `
 `milestones` are fractions of the budget at which the model is saved, to `save_dir/f<fraction>`
 with a `ledger.json` (step, FLOPs, seconds), for compute-to-quality curves and warm starts. With
 both budgets set, the fraction used is the larger of the two (the one that binds).
+
+With `decay=True` the learning rate falls linearly with the fraction of the budget used, from the
+trainer's own schedule (e.g. its warmup) at fraction 0 to 0 at the budget. A budget stop leaves the
+step count unknown in advance, so a step-based decay cannot be set up; a constant rate ends a short
+run far from where a decayed one would (the KD study's pruned student on validation: docs/distillation.md).
+An up-front charge starts the decay part-way, so a warm-started run continues the schedule its
+warm start was on.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ class ComputeBudget(TrainerCallback):
 
     def __init__(self, *, flops: float | None = None, seconds: float | None = None, started: float | None = None,
                  spent_flops: float = 0.0, spent_seconds: float = 0.0, milestones: Sequence[float] = (),
-                 save_dir: str | Path | None = None):
+                 save_dir: str | Path | None = None, decay: bool = False):
         if flops is None and seconds is None:
             raise ConfigError("ComputeBudget: give flops, seconds or both")
         if any(not 0 < f < 1 for f in milestones):
@@ -52,6 +59,7 @@ class ComputeBudget(TrainerCallback):
         self.spent_flops, self.spent_seconds = spent_flops, spent_seconds
         self.pending = sorted(milestones)
         self.save_dir = Path(save_dir) if save_dir is not None else None
+        self.decay = decay
         self.stopped_by: str | None = None
         self.saved: list[dict[str, Any]] = []
         self._ledger: Callable[[], ComputeLedger] | None = None
@@ -87,12 +95,26 @@ class ComputeBudget(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.started is None:
             self.started = time.perf_counter()
+        if self.decay:
+            flops = self.spent_flops if self.flops is not None else None
+            self._decay_learning_rate(self.used(flops, self.spent_seconds), kwargs)
+
+    def _decay_learning_rate(self, used: float, kwargs: dict[str, Any]) -> None:
+        """Scale the rate the trainer's scheduler set for the next step by the budget left."""
+        optimizer, scheduler = kwargs.get("optimizer"), kwargs.get("lr_scheduler")
+        if optimizer is None or scheduler is None:
+            raise ConfigError("ComputeBudget(decay=True) needs the trainer's optimizer and scheduler")
+        factor = max(0.0, 1.0 - used)
+        for group, scheduled in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = scheduled * factor
 
     def on_step_end(self, args, state, control, **kwargs):
         flops, seconds = self.spent()
         used = self.used(flops, seconds)
         while self.pending and used >= self.pending[0]:
             self._save(self.pending.pop(0), state, flops, seconds, kwargs)
+        if self.decay:
+            self._decay_learning_rate(used, kwargs)
         if used >= 1.0:
             flops_done = self.flops is not None and flops >= self.flops
             self.stopped_by = "flops" if flops_done else "seconds"
