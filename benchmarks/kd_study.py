@@ -1,7 +1,10 @@
 """The KD study (issue 14, item 2), offline world: four ways to train the smallest student, at equal budgets.
 
-world:student-xs (trained from scratch) learns from world:teacher's own successful greedy
-trajectories on `--n-train` train-split tasks (`kd_quality.prepare_teacher`), four ways:
+The smallest tier is the demo's student (`--student pruned`, the default): world:teacher cut to
+`--student-layers` layers by `distillery student init`, made once per study and shared by every
+run (a run's seed fixes its data order). `--student world:student-xs` trains from random weights
+instead. It learns from world:teacher's own successful greedy trajectories on `--n-train`
+train-split tasks (`kd_quality.prepare_teacher`), four ways:
 
     sft        SFT on the teacher's text (signal "sequence")
     kd-topk    offline sparse KD: the teacher's top-k logprobs on that text, computed once per run
@@ -12,29 +15,34 @@ trajectories on `--n-train` train-split tasks (`kd_quality.prepare_teacher`), fo
 Budgets (one or both; training stops at whichever binds first, `distillery.distill.budget`):
 - `--budget-flops F`, equal ledger compute: a `ComputeBudget` callback reads the run's live compute
   ledger (`distill/ledger.py`, the figures `distillation.json` records) after every optimizer step
-  and stops at the first step whose total reaches F, so runs overshoot by less than one step. No
-  calibration run: the stop is exact, so the learning-rate schedule cannot know the step count and
-  is constant after `--warmup-steps` for every method. The ledger counts the student's training
-  passes, the teacher's forward passes made in the run (kd-online: every batch; kd-topk: one pass
-  over the training data for its top-k sidecar) and, on-policy, the student's generation. The
-  teacher's trajectories (the shared training text) are data, not charged to any method.
+  and stops at the first step whose total reaches F, so runs overshoot by less than one step. The
+  ledger counts the student's training passes, the teacher's forward passes made in the run
+  (kd-online: every batch; kd-topk: one pass over the training data for its top-k sidecar) and,
+  on-policy, the student's generation. The teacher's trajectories (the shared training text) are
+  data, not charged to any method.
 - `--budget-seconds S`, equal wall-clock: the same callback stops at S seconds counted from the call
   that trains (model loading and the top-k pass included; evaluation excluded).
 - On-policy is charged for its warm start: the sft checkpoint's FLOPs and seconds (its
   `milestones/f<w>/ledger.json`) count toward its budget, so sft-then-on-policy uses the same total
   as every other method.
+- The stop leaves the step count unknown, so the learning rate follows the budget instead
+  (`--lr-schedule budget-linear`, the default): after `--warmup-steps` it falls linearly to 0 as
+  the budget is used, and on-policy continues from where its warm start left off. `constant` keeps it.
 
 Hyperparameters are chosen on the validation split only (`--select`): a grid per method
 (`--grid-lr` x `--grid-alpha` for KD, `--grid-lr` for sft, `--grid-onpolicy-lr` for on-policy) on
 `--select-seeds`, scored by validation success, then teacher-forced NLL; the choice is written to
 `selection.json`. `selection_score` refuses any split but validation. The final runs (`--seeds`,
-five by default) read `selection.json`, are scored on the test split only, and save checkpoints at
-`--curve` fractions of the budget for a compute-to-quality table. Runs whose eval.json exists are
-skipped, so the study resumes. `--report` prints the tables (kd_study_report.py), labelled
-"offline world" with the world version, commit and teacher hash.
+five by default) read `selection.json` and are scored on the test split: success by tier, NLL,
+AUROC/ECE of the student's confidence, and the two-tier cascade it yields with the teacher (its
+threshold calibrated on `--n-val` validation tasks for `--target`, then simulated on the test
+tasks from cached runs; APGR). Checkpoints at `--curve` fractions of the budget are scored on
+validation for the compute-to-quality table. Runs whose eval.json exists are skipped, so the
+study resumes. `--report` prints the tables (kd_study_report.py), labelled "offline world" with
+the world version, commit and teacher hash.
 
-    python benchmarks/kd_study.py --out /tmp/kd_study --budget-flops 5e13 --select   # choose on validation
-    python benchmarks/kd_study.py --out /tmp/kd_study --budget-flops 5e13            # 5 seeds, scored on test
+    python benchmarks/kd_study.py --out /tmp/kd_study --budget-flops 5e12 --select   # choose on validation
+    python benchmarks/kd_study.py --out /tmp/kd_study --budget-flops 5e12            # 5 seeds, scored on test
     python benchmarks/kd_study.py --out /tmp/kd_study --report
 """
 
@@ -238,7 +246,7 @@ def final_runs(out: Path, args: argparse.Namespace) -> None:
                 curve = [f for f in curve if f > args.warm_fraction]
             setting = selection["chosen"][method]
             train = train_run(out, method, seed, setting, run_dir, args, warm=warm, milestones=curve)
-            result = {**evaluate_run(run_dir, FINAL_SPLIT, args.n_test), "train": train}
+            result = {**evaluate_run(run_dir, FINAL_SPLIT, args.n_test, teacher=args.teacher), "train": train}
             validation, result["cascade"] = student_cascade(out, run_dir, result, args)
             result["validation"] = {k: validation[k] for k in ("success", "by_tier", "nll_per_token", "calibration")}
             result["curve"] = curve_points(run_dir, result, validation, args.n_val)
@@ -261,6 +269,21 @@ def pruned_student(out: Path, args: argparse.Namespace) -> str:
         init_student(args.teacher, out / "teacher.jsonl", out=path, layers=args.student_layers, n_calibration=128,
                      seed=0, threads=torch_threads(args))
     return f"hf:{path}"
+
+
+def backfill_step_scores(out: Path, args: argparse.Namespace) -> None:
+    """Step-level AUROC/ECE for final runs scored before evaluate_run computed it: the saved student
+    runs the test tasks again (greedy, so the same episodes up to batching numerics)."""
+    from kd_study_report import step_quality
+
+    for path in sorted((out / "runs").glob("*-seed*/eval.json")):
+        result = json.loads(path.read_text())
+        if result.get("step_calibration"):
+            continue
+        _, trajectories, _ = alone_runs(path.parent, FINAL_SPLIT, args.n_test)
+        result["step_calibration"] = step_quality(trajectories, FINAL_SPLIT, args.teacher)
+        path.write_text(json.dumps(result, indent=2))
+        print(f"{path.parent.name}: step {result['step_calibration']}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -302,8 +325,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--selection", type=Path, help="selection JSON (default: OUT/selection.json)")
     parser.add_argument("--workers", type=int, default=1, help="processes collecting the teacher's trajectories")
     parser.add_argument("--report", action="store_true", help="only print the tables from finished runs")
+    parser.add_argument("--step-scores", action="store_true",
+                        help="only add step-level AUROC/ECE to finished final runs that lack it")
     args = parser.parse_args(argv)
-    if not args.report and args.budget_flops is None and args.budget_seconds is None:
+    if not (args.report or args.step_scores) and args.budget_flops is None and args.budget_seconds is None:
         parser.error("give --budget-flops, --budget-seconds or both (the study compares methods at equal budgets)")
     if not 0 < args.warm_fraction < 1:
         parser.error("--warm-fraction must be strictly between 0 and 1")
@@ -315,6 +340,9 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out
     if args.report:
         print(report(out, METHODS))
+        return
+    if args.step_scores:
+        backfill_step_scores(out, args)
         return
     out.mkdir(parents=True, exist_ok=True)
     study = {"world": world_identity(), "budget": budget_description(args), "student": args.student,

@@ -97,15 +97,18 @@ def alone_runs(model: str | Path, split: str, n: int, *, scorer: str | None = SC
     return tasks, trajectories, [TierRun.from_trajectory(t) for t in trajectories]
 
 
-def evaluate_run(model_dir: Path, split: str, n: int) -> dict[str, Any]:
+def evaluate_run(model_dir: Path, split: str, n: int, *, teacher: str | None = None) -> dict[str, Any]:
     """Success by tier, teacher-forced NLL, AUROC/ECE of the student's confidence for task success,
-    and the per-task runs (`tier_runs`) the cascade figures are simulated from."""
+    the per-task runs (`tier_runs`) the cascade figures are simulated from and, given the teacher,
+    AUROC/ECE of each step's confidence for "this step was wrong" (`step_quality`)."""
     from distillery.evaluation.metrics import scorer_quality
     from distillery.world.evaluate import LABEL, score
 
     tasks, trajectories, runs = alone_runs(model_dir, split, n)
     report = score(trajectories, tasks)
     report["calibration"] = scorer_quality([r.min_confidence for r in runs], [not r.success for r in runs])
+    if teacher is not None:
+        report["step_calibration"] = step_quality(trajectories, split, teacher)
     forced = teacher_forced(Path(model_dir), n, split=split)
     report["teacher_forced"] = forced
     # The overall NLL weighs the tiers present equally (each tier's mean NLL per assistant token).
@@ -113,6 +116,28 @@ def evaluate_run(model_dir: Path, split: str, n: int) -> dict[str, Any]:
     report["tier_runs"] = [run_record(r) for r in runs]
     report.update(split=split, label=LABEL)
     return report
+
+
+def step_quality(trajectories: list[Any], split: str, teacher: str) -> dict[str, Any]:
+    """AUROC and ECE of the student's step confidence for "this step was wrong": a final answer is
+    wrong when the checker fails the task, any other step when the teacher, in the same state, would
+    act differently (`evaluation.runs.step_wrong`, as `distillery eval` labels steps)."""
+    from distillery.evaluation.metrics import scorer_quality
+    from distillery.evaluation.runs import reference_actions, step_wrong
+    from distillery.models import load_model
+    from distillery.models.batching import batched
+    from distillery.models.blocking import run_blocking
+
+    model = batched(load_model(teacher), CONCURRENCY)
+    references = run_blocking(lambda: reference_actions(trajectories, model, world_tools(split), concurrency=CONCURRENCY))
+    confidences, wrong = [], []
+    for trajectory, labels in zip(trajectories, references):
+        for index, step in enumerate(trajectory.steps):
+            label = step_wrong(trajectory, index, labels[index])
+            if label is not None and step.confidence is not None:
+                confidences.append(step.confidence)
+                wrong.append(label)
+    return {**scorer_quality(confidences, wrong), "steps_wrong": sum(wrong)}
 
 
 def run_record(run: Any) -> dict[str, Any]:
@@ -201,19 +226,22 @@ def report(out: Path, methods) -> str:
     success = [f"**Success by tier** — {head}", "",
                "| method | seeds | all | " + " | ".join(TIERS) + " |", "|" + "---|" * (len(TIERS) + 3)]
     quality = ["**NLL, calibration and compute** — offline world, test split", "",
-               "| method | NLL/token (teacher-forced) | AUROC | ECE | ledger FLOPs | wall s | stopped by |",
-               "|---|---|---|---|---|---|---|"]
+               "| method | NLL/token (teacher-forced) | task AUROC | task ECE | step AUROC | step ECE | ledger FLOPs "
+               "| wall s | stopped by |", "|---|---|---|---|---|---|---|---|---|"]
     for method, evals in runs.items():
         if not evals:
             continue
         tiers = [_cell([e["by_tier"][t]["success"] for e in evals if t in e["by_tier"]]) for t in TIERS]
         success.append(f"| {method} | {len(evals)} | {_cell([e['success'] for e in evals])} | " + " | ".join(tiers) + " |")
         calib = [e["calibration"] for e in evals]
+        steps = [e["step_calibration"] for e in evals if e.get("step_calibration")]
         stopped = sorted({str(e["train"]["stopped_by"]) for e in evals})
         quality.append(
             f"| {method} | {_cell([e['nll_per_token'] for e in evals], 3)} "
             f"| {_cell([c['auroc'] for c in calib if c['auroc'] is not None])} "
             f"| {_cell([c['ece'] for c in calib if c['ece'] is not None])} "
+            f"| {_cell([c['auroc'] for c in steps if c['auroc'] is not None])} "
+            f"| {_cell([c['ece'] for c in steps if c['ece'] is not None])} "
             f"| {_sci([e['train']['total_flops'] for e in evals])} | {_cell([e['train']['seconds'] for e in evals], 1)} "
             f"| {', '.join(stopped)} |")
     cascade = ["**Two-tier cascade each student yields** — offline world; threshold calibrated on validation "

@@ -67,15 +67,23 @@ def test_outputs(study, capsys):
         cascade = result["cascade"]
         assert cascade["escalate"] == "restart" and cascade["target"] == 0.97 and 0 <= cascade["teacher_fraction"] <= 1
         assert cascade["student_success"] == result["success"]
+        steps = result["step_calibration"]  # every step of the 2 test tasks labelled right or wrong
+        assert steps["n"] >= 2 and 0 <= steps["steps_wrong"] <= steps["n"]
     on_policy = json.loads((out / "runs" / "on-policy-seed0" / "eval.json").read_text())["train"]
     assert on_policy["warm_start"]["total_flops"] >= BUDGET / 2  # its sft warm start is charged to it
     assert on_policy["total_flops"] == pytest.approx(on_policy["warm_start"]["total_flops"]
                                                      + on_policy["ledger"]["total_flops"])
     topk = json.loads((out / "runs" / "kd-topk-seed0" / "eval.json").read_text())["train"]["ledger"]
     assert topk["teacher_flops"] > 0  # the in-run top-k pass is on the ledger
+    sft = out / "runs" / "sft-seed0" / "eval.json"
+    scored = json.loads(sft.read_text())
+    sft.write_text(json.dumps({**scored, "step_calibration": None}))  # a run scored before step labels existed
+    kd_study.main(["--out", str(out), "--step-scores", "--student", "world:student-xs", "--n-test", "2"])
+    assert json.loads(sft.read_text())["step_calibration"]["n"] == scored["step_calibration"]["n"]
     kd_study.main(["--out", str(out), "--report"])
     printed = capsys.readouterr().out
     assert "offline world (v2, commit" in printed and "Compute to quality" in printed and "Two-tier cascade" in printed
+    assert "step AUROC" in printed
     assert all(f"| {m} | 1 |" in printed for m in kd_study.METHODS)
 
 
