@@ -208,6 +208,19 @@ def _sci(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3g}" if values else "–"
 
 
+def compute_to_reach(means: dict[str, list[tuple[float, float]]]) -> dict[str, Any] | None:
+    """The first saved point (mean FLOPs) at which each method's mean success reaches SFT's final mean
+    success, and its ratio to SFT's own; None without an SFT curve."""
+    if not means.get("sft"):
+        return None
+    target = means["sft"][-1][1]
+    first = {method: next((flops for flops, success in points if success >= target - 1e-9), None)
+             for method, points in means.items()}
+    base = first["sft"]
+    return {"target": target,
+            "methods": {m: (f, None if f is None or not base else f / base) for m, f in first.items()}}
+
+
 def load_runs(out: Path, methods) -> dict[str, list[dict[str, Any]]]:
     return {m: [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"{m}-seed*/eval.json"))]
             for m in methods}
@@ -259,8 +272,9 @@ def report(out: Path, methods) -> str:
             f"| {_cell([f['success'] for f in figures])} | {_cell([f['of_teacher'] for f in figures])} "
             f"| {_cell([f['cost_share'] for f in figures])} | {_cell([f['teacher_fraction'] for f in figures])} "
             f"| {_cell([f['apgr'] for f in figures if f['apgr'] is not None])} | {met}/{len(figures)} |")
-    curve = ["**Compute to quality** — offline world, test split, mean over seeds at each saved point", "",
+    curve = ["**Compute to quality** — offline world, validation split, mean over seeds at each saved point", "",
              "| method | budget used | ledger FLOPs | success | NLL/token |", "|---|---|---|---|---|"]
+    means: dict[str, list[tuple[float, float]]] = {}  # per method: (mean FLOPs, mean success) by budget fraction
     for method, evals in runs.items():
         points: dict[float, list[dict[str, Any]]] = {}
         for e in evals:
@@ -270,4 +284,15 @@ def report(out: Path, methods) -> str:
             group = points[fraction]
             curve.append(f"| {method} | {fraction:.2f} | {_sci([p['total_flops'] for p in group])} "
                          f"| {_cell([p['success'] for p in group])} | {_cell([p['nll_per_token'] for p in group], 3)} |")
+        means[method] = [(statistics.fmean(p["total_flops"] for p in points[f]), statistics.fmean(p["success"] for p in points[f]))
+                         for f in sorted(points)]
+    reach = compute_to_reach(means)
+    if reach:
+        curve += ["", f"Ledger compute at which each method's mean validation success first reaches the SFT student's "
+                      f"final one ({reach['target']:.3f}); only saved points count, so it is an upper bound "
+                      "within one curve step:", "", "| method | FLOPs | x SFT's |", "|---|---|---|"]
+        for method, figures in reach["methods"].items():
+            flops, ratio = figures
+            curve.append(f"| {method} | {'not reached' if flops is None else f'{flops:.3g}'} "
+                         f"| {'–' if ratio is None else f'{ratio:.2f}'} |")
     return "\n\n".join("\n".join(table) for table in (success, quality, cascade, curve))

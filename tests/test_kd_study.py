@@ -170,3 +170,13 @@ def test_interval_math(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.stats", None)  # no scipy: the documented normal approximation
     normal = kd_study_report.interval([1.0, 2.0, 3.0, 4.0, 5.0])
     assert normal["kind"] == "normal" and normal["half"] == pytest.approx(1.959964 * math.sqrt(0.5), rel=1e-6)
+
+
+def test_compute_to_reach():
+    means = {"sft": [(1e12, 0.5), (2e12, 0.7), (4e12, 0.8)],  # SFT's final success is 0.8, at 4e12
+             "on-policy": [(3e12, 0.81), (4e12, 0.9)],         # reaches it at its first point
+             "kd-topk": [(2e12, 0.79), (4e12, 0.79)]}          # never does
+    reach = kd_study_report.compute_to_reach(means)
+    assert reach["target"] == 0.8
+    assert reach["methods"] == {"sft": (4e12, 1.0), "on-policy": (3e12, 0.75), "kd-topk": (None, None)}
+    assert kd_study_report.compute_to_reach({"kd-topk": means["kd-topk"]}) is None
