@@ -148,7 +148,7 @@ def test_budget_decay_follows_the_fraction_of_the_budget_used(tmp_path):
 
     rows = chat_rows([solve(t) for t in generate_tasks("train", 4, seed=11)])
     config = DistillationConfig(max_steps=50, batch_size=2, progress=False, self_check=0, threads=1, learning_rate=1e-3,
-                                training_arguments={"lr_scheduler_type": "constant"})
+                                logging_steps=1, training_arguments={"lr_scheduler_type": "constant"})
     for spent in (0.0, 1.5e9):  # a fresh run, and one charged half its budget up front (a warm start)
         budget = ComputeBudget(flops=3e9, spent_flops=spent, decay=True)
         rates = Rates(budget)
@@ -159,6 +159,10 @@ def test_budget_decay_follows_the_fraction_of_the_budget_used(tmp_path):
             assert rate == pytest.approx(1e-3 * (1 - used), rel=1e-6)
         assert rates.seen[0][0] == pytest.approx(1e-3 * (1 - spent / 3e9))
         assert [r for r, _ in rates.seen] == sorted((r for r, _ in rates.seen), reverse=True)
+        logged = json.loads((tmp_path / f"run{spent:g}" / "distillation.json").read_text())["log_history"]
+        logged_rates = [entry["learning_rate"] for entry in logged if "learning_rate" in entry]
+        assert logged_rates and all(rate <= 1e-3 * (1 - spent / 3e9) + 1e-12 for rate in logged_rates)
+        assert logged_rates[-1] == pytest.approx(rates.seen[-1][0])  # the rate the last logged step applied
 
 
 def test_interval_math(monkeypatch):

@@ -60,6 +60,7 @@ class ComputeBudget(TrainerCallback):
         self.pending = sorted(milestones)
         self.save_dir = Path(save_dir) if save_dir is not None else None
         self.decay = decay
+        self._step_rate: float | None = None
         self.stopped_by: str | None = None
         self.saved: list[dict[str, Any]] = []
         self._ledger: Callable[[], ComputeLedger] | None = None
@@ -98,6 +99,15 @@ class ComputeBudget(TrainerCallback):
         if self.decay:
             flops = self.spent_flops if self.flops is not None else None
             self._decay_learning_rate(self.used(flops, self.spent_seconds), kwargs)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.decay and kwargs.get("optimizer") is not None:
+            self._step_rate = kwargs["optimizer"].param_groups[0]["lr"]  # what this step applies
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # The trainer logs its scheduler's rate; the run record should show the decayed one it applied.
+        if self.decay and state.log_history and "learning_rate" in state.log_history[-1] and self._step_rate is not None:
+            state.log_history[-1]["learning_rate"] = self._step_rate
 
     def _decay_learning_rate(self, used: float, kwargs: dict[str, Any]) -> None:
         """Scale the rate the trainer's scheduler set for the next step by the budget left."""
