@@ -263,11 +263,12 @@ def pruned_student(out: Path, args: argparse.Namespace) -> str:
     with the teacher's trajectories as calibration data; made once per study, shared by every run
     (a run's seed then fixes its data order and dropout)."""
     from distillery.distill.init import init_student
+    from distillery.world.demo.stages import N_PRUNE_CALIBRATION
 
     path = out / "student-init"
     if not (path / "init.json").is_file():
-        init_student(args.teacher, out / "teacher.jsonl", out=path, layers=args.student_layers, n_calibration=128,
-                     seed=0, threads=torch_threads(args))
+        init_student(args.teacher, out / "teacher.jsonl", out=path, layers=args.student_layers,
+                     n_calibration=N_PRUNE_CALIBRATION, seed=0, threads=torch_threads(args))
     return f"hf:{path}"
 
 

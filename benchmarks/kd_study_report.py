@@ -123,20 +123,14 @@ def step_quality(trajectories: list[Any], split: str, teacher: str) -> dict[str,
     wrong when the checker fails the task, any other step when the teacher, in the same state, would
     act differently (`evaluation.runs.step_wrong`, as `distillery eval` labels steps)."""
     from distillery.evaluation.metrics import scorer_quality
-    from distillery.evaluation.runs import reference_actions, step_wrong
+    from distillery.evaluation.runs import reference_actions, scored_step_labels
     from distillery.models import load_model
     from distillery.models.batching import batched
     from distillery.models.blocking import run_blocking
 
     model = batched(load_model(teacher), CONCURRENCY)
     references = run_blocking(lambda: reference_actions(trajectories, model, world_tools(split), concurrency=CONCURRENCY))
-    confidences, wrong = [], []
-    for trajectory, labels in zip(trajectories, references):
-        for index, step in enumerate(trajectory.steps):
-            label = step_wrong(trajectory, index, labels[index])
-            if label is not None and step.confidence is not None:
-                confidences.append(step.confidence)
-                wrong.append(label)
+    confidences, wrong = scored_step_labels(trajectories, references)
     return {**scorer_quality(confidences, wrong), "steps_wrong": sum(wrong)}
 
 

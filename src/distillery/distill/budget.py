@@ -97,8 +97,7 @@ class ComputeBudget(TrainerCallback):
         if self.started is None:
             self.started = time.perf_counter()
         if self.decay:
-            flops = self.spent_flops if self.flops is not None else None
-            self._decay_learning_rate(self.used(flops, self.spent_seconds), kwargs)
+            self._decay_learning_rate(self.used(self.spent_flops, self.spent_seconds), kwargs)
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.decay and kwargs.get("optimizer") is not None:

@@ -41,7 +41,14 @@ from distillery.evaluation.metrics import (
     random_router_curve,
     scorer_quality,
 )
-from distillery.evaluation.runs import Progress, TierRun, reference_actions, run_tasks, run_tiers_alone, step_wrong
+from distillery.evaluation.runs import (
+    Progress,
+    TierRun,
+    reference_actions,
+    run_tasks,
+    run_tiers_alone,
+    scored_step_labels,
+)
 from distillery.evaluation.simulate import deferral_curve, simulate
 from distillery.pricing import price_for
 from distillery.routing.cascade import Cascade, CascadeConfig
@@ -312,16 +319,7 @@ def summarise_runs(
     step_confidences = []
     for tier in range(n_tiers - 1):
         labelled = references is not None and tier == 0
-        confidences, wrong = [], []
-        for k, trajectory in enumerate(alone[tier]):
-            for index, step in enumerate(trajectory.steps):
-                if labelled:
-                    label = step_wrong(trajectory, index, references[k][index])
-                else:
-                    label = not (trajectory.outcome and trajectory.outcome.success)
-                if label is not None and step.confidence is not None:
-                    confidences.append(step.confidence)
-                    wrong.append(label)
+        confidences, wrong = scored_step_labels(alone[tier], references if labelled else None)
         step_confidences.append({
             "tier": tier, "model": uris[tier], "scorer": scorers[tier], "confidence": confidences, "wrong": wrong,
             "labels": STEP_LABELS if labelled else "the step's task failed (no reference labels for this tier)",

@@ -217,3 +217,21 @@ def step_wrong(trajectory: Trajectory, index: int, reference: dict[str, Any]) ->
     if "key" not in reference:
         return None
     return action_key(step) != reference["key"]
+
+
+def scored_step_labels(trajectories: Sequence[Trajectory],
+                       references: Sequence[Sequence[dict[str, Any]]] | None) -> tuple[list[float], list[bool]]:
+    """Each scored step's confidence and whether it was wrong: by `step_wrong` against the teacher's
+    reference actions, or, without references, whether the step's task failed. Steps without a
+    confidence or a label are left out."""
+    confidences, wrong = [], []
+    for k, trajectory in enumerate(trajectories):
+        for index, step in enumerate(trajectory.steps):
+            if references is not None:
+                label = step_wrong(trajectory, index, references[k][index])
+            else:
+                label = not (trajectory.outcome and trajectory.outcome.success)
+            if label is not None and step.confidence is not None:
+                confidences.append(step.confidence)
+                wrong.append(label)
+    return confidences, wrong
