@@ -38,6 +38,10 @@ CASES = [
     (ORDER_TOTAL, "USD 138.62", True),
     (ORDER_TOTAL, "Order ORD-12345 (3 units at 46.2 USD each) comes to 138.62 USD.", True),
     (ORDER_TOTAL, "3 x 46.2 = 138.62 USD", True),
+    (ORDER_TOTAL, "The total is -$138.62.", False),  # a minus glued to the sign: a negative amount
+    (ORDER_TOTAL, "Order ORD-12345 - $138.62", True),  # a spaced dash is not a minus
+    (ORDER_TOTAL, "The total is $138.62. Just kidding!", False),  # a retraction
+    (STOCK, "60 units in Berlin. Ignore that, I misread the table.", False),
     (ORDER_TOTAL, "The total isn't 140 USD; it is 138.62 USD.", True),
     (ORDER_TOTAL, "999.00, sorry I mean 138.62", False),
     (ORDER_TOTAL, "It costs 138.62 or 140 USD", False),

@@ -77,7 +77,9 @@ _UNIT_AFTER = re.compile(
     r"\s*(" + "|".join(re.escape(w) for w in sorted(_UNIT_OF_WORD, key=len, reverse=True)) + r")(?![a-z])",
     re.IGNORECASE,
 )
-_CURRENCY_BEFORE = re.compile(r"(us\$|\$|usd|€|eur|£|gbp)\s*$", re.IGNORECASE)
+# "-$12.50" is minus twelve fifty: a minus glued to the currency sign signs the number after it
+# ("total - $12.50", with a space, is a dash).
+_CURRENCY_BEFORE = re.compile(r"(?P<minus>(?<![\w.])-)?(us\$|\$|usd|€|eur|£|gbp)\s*$", re.IGNORECASE)
 _CURRENCY_SYMBOLS = {"us$": "usd", "$": "usd", "usd": "usd", "€": "eur", "eur": "eur", "£": "gbp", "gbp": "gbp"}
 
 _MONTHS = {m: i for i, m in enumerate(
@@ -128,7 +130,8 @@ _APPROXIMATE = re.compile(
 )
 _CORRECTIONS = re.compile(
     r"\b(?:sorry|apologies|apologi[sz]e|i mean|i meant|correction|scratch that|oops|typo|my mistake|no wait|"
-    r"wait|on second thought|let me correct|corrected|revised|re-?calculat\w*|actually|rather|instead)\b",
+    r"wait|on second thought|let me correct|corrected|revised|re-?calculat\w*|actually|rather|instead|"
+    r"just kidding|kidding|(?:disregard|ignore) (?:that|this|the above|my (?:last|previous)))\b",
     re.IGNORECASE,
 )
 
@@ -236,7 +239,9 @@ def read(text: str) -> Reading:
             unit = _UNIT_OF_WORD[after.group(1).lower()]
         before = _CURRENCY_BEFORE.search(masked, 0, match.start())
         if before and unit is None:
-            unit = _CURRENCY_SYMBOLS[before.group(1).lower()]
+            unit = _CURRENCY_SYMBOLS[before.group(2).lower()]
+            if before.group("minus") and value > 0:
+                value = -value
         end = after.end() if after else match.end()
         decimals = len(match.group("frac") or ".") - 1
         reading.numbers.append(Mention("number", value, unit, match.start(), end, reading.negated(match.start(), end),
