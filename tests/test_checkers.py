@@ -42,6 +42,7 @@ CASES = [
     (ORDER_TOTAL, "Order ORD-12345 - $138.62", True),  # a spaced dash is not a minus
     (ORDER_TOTAL, "The total is $138.62. Just kidding!", False),  # a retraction
     (STOCK, "60 units in Berlin. Ignore that, I misread the table.", False),
+    (STOCK, "60 units in Berlin. That's wrong.", False),
     (ORDER_TOTAL, "The total isn't 140 USD; it is 138.62 USD.", True),
     (ORDER_TOTAL, "999.00, sorry I mean 138.62", False),
     (ORDER_TOTAL, "It costs 138.62 or 140 USD", False),
@@ -98,6 +99,8 @@ CASES = [
     (FAHRENHEIT, "212 degrees Fahrenheit", True),
     (FAHRENHEIT, "212 °C", False),
     (FAHRENHEIT, "100 °F", False),
+    (FAHRENHEIT, "212 degrees", True),  # the question named the scale
+    (FAHRENHEIT, "100 degrees is 213 degrees", False),
     (CELSIUS, "0 °F is -17.78 °C.", True),
     (CELSIUS, "0 °F is \u221217.78 °C.", True),
     (CELSIUS, "0 °F is 17.78 °C.", False),

@@ -23,7 +23,9 @@ identifiers (`SKU-2083`, `ORD-12345`) are never read as numbers; a number or dat
 question may be repeated; `task.metadata["context"]` lists further facts the answer may cite
 (`[[3, "units"], [46.2, "usd"], "2024-04-19"]`: a quantity, a unit price, an order date); and a
 restatement in another unit of the same kind that converts to the expected value
-(`27.56 lb (12.5 kg)`) is consistent. Any other number in a numeric answer, any other date in a
+(`27.56 lb (12.5 kg)`) is consistent; a bare `212 degrees` states a temperature in the scale asked
+for. A retraction ("just kidding", "ignore that", "that's wrong") fails like a self-correction, and
+a minus glued to a currency sign (`-$12.50`) makes the amount negative. Any other number in a numeric answer, any other date in a
 date answer and any other status in a status answer is a conflict.
 """
 
@@ -131,7 +133,8 @@ _APPROXIMATE = re.compile(
 _CORRECTIONS = re.compile(
     r"\b(?:sorry|apologies|apologi[sz]e|i mean|i meant|correction|scratch that|oops|typo|my mistake|no wait|"
     r"wait|on second thought|let me correct|corrected|revised|re-?calculat\w*|actually|rather|instead|"
-    r"just kidding|kidding|(?:disregard|ignore) (?:that|this|the above|my (?:last|previous)))\b",
+    r"just kidding|kidding|(?:disregard|ignore) (?:that|this|the above|my (?:last|previous))|"
+    r"that(?:'s| is| was) (?:wrong|incorrect|not right|a mistake))\b",
     re.IGNORECASE,
 )
 
@@ -377,7 +380,8 @@ def _check_number(name: str, answer: str | None, expected: Any, task: Any, *, va
     context = _context(task)
     stated, conflicts, cited = [], [], set()
     for mention in mentions:
-        unit_ok = mention.unit is None or mention.unit == unit
+        # Bare "degrees" answers a question that named the scale ("212 degrees" for a °F conversion).
+        unit_ok = mention.unit is None or mention.unit == unit or (mention.unit == "deg" and unit in ("c", "f"))
         if unit_ok and _same(mention.value, value, tolerance) and (not integer or float(mention.value).is_integer()):
             if not reading.in_question(mention.start, mention.end):  # "Is it 12?" states nothing
                 stated.append(mention)
