@@ -14,6 +14,8 @@ from distillery.world.models import load_world_tokenizer
 from distillery.world.tasks import generate_tasks
 from distillery.world.train import (
     IGNORE_INDEX,
+    _PackCollator,
+    _PadCollator,
     TrainSettings,
     build_training_data,
     copy_mask,
@@ -81,6 +83,39 @@ def test_focus_tasks_add_new_tasks_from_the_named_families_only():
         training_tasks(10, seed=0, focus_tasks=5)
     with pytest.raises(ConfigError, match="unknown task family 'nope'"):
         training_tasks(10, seed=0, focus_families=("nope",), focus_tasks=5)
+
+
+def test_a_packed_batch_has_the_loss_and_gradients_of_the_padded_batch():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = load_world_tokenizer()
+    features = build_training_data(tokenizer, 12, seed=4, max_length=512)[:10]
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, use_cache=False)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    padded = _PadCollator(tokenizer.pad_token_id, with_copy_mask=True)(features)
+    packed = _PackCollator(tokenizer.pad_token_id, with_copy_mask=True)(features)
+    assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]  # fewer rows...
+    assert packed["input_ids"].shape[1] == padded["input_ids"].shape[1]  # ...none longer than the longest sequence
+    assert (packed["labels"] != IGNORE_INDEX).sum() == (padded["labels"][:, 1:] != IGNORE_INDEX).sum()
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "copy_mask")}
+        loss = weighted_lm_loss(model(**inputs).logits, batch["labels"], batch["copy_mask"], 5.0)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    pad_loss, pad_grads = loss_and_grads(padded)
+    pack_loss, pack_grads = loss_and_grads(packed)
+    assert pack_loss == pytest.approx(pad_loss, rel=1e-5)
+    for a, b in zip(pad_grads, pack_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # Without the restarting position ids, the sequences in a row would attend to each other.
+    crossed = dict(packed, position_ids=torch.arange(packed["input_ids"].shape[1]).expand_as(packed["input_ids"]))
+    crossed_grads = loss_and_grads(crossed)[1]
+    assert any(not torch.allclose(a, b, rtol=1e-2, atol=1e-5) for a, b in zip(pad_grads, crossed_grads))
 
 
 def test_device_choice_is_checked():
