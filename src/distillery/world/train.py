@@ -1,6 +1,6 @@
 """Train a world model from scratch on expert trajectories: the bundled teacher, or a student baseline.
 
-    distillery world train-teacher                                  # the shipped teacher (5 min on a GPU, hours on CPU)
+    distillery world train-teacher --out runs/teacher               # a teacher from scratch (hours on a 2-core CPU)
     distillery world train-teacher --config student-xs --out runs/xs   # a plain-SFT student baseline
 
 The recipe is ordinary supervised fine-tuning with the real stack: transformers' `Trainer` over
