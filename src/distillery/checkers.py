@@ -25,8 +25,9 @@ question may be repeated; `task.metadata["context"]` lists further facts the ans
 restatement in another unit of the same kind that converts to the expected value
 (`27.56 lb (12.5 kg)`) is consistent; a bare `212 degrees` states a temperature in the scale asked
 for. A retraction ("just kidding", "ignore that", "that's wrong") fails like a self-correction, and
-a minus glued to a currency sign (`-$12.50`) makes the amount negative. Any other number in a numeric answer, any other date in a
-date answer and any other status in a status answer is a conflict.
+a minus glued to a currency sign (`-$12.50`) makes the amount negative. Any other number in a
+numeric answer, any other date in a date answer and any other status in a status answer is a
+conflict.
 """
 
 from __future__ import annotations

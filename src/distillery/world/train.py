@@ -122,16 +122,22 @@ class _PadCollator:
         import torch
 
         width = max(len(f["input_ids"]) for f in features)
-        ids, labels, attention, copies = [], [], [], []
-        for f in features:
-            pad = width - len(f["input_ids"])
-            ids.append(f["input_ids"] + [self.pad_id] * pad)
-            labels.append(f["labels"] + [IGNORE_INDEX] * pad)
-            attention.append([1] * len(f["input_ids"]) + [0] * pad)
-            copies.append(f.get("copy_mask", [0] * len(f["input_ids"])) + [0] * pad)
-        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(attention)}
+        batch = self._padded(features, width)
+        batch["attention_mask"] = torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"]))
+                                                for f in features])
+        return batch
+
+    def _padded(self, rows: list[dict[str, list[int]]], width: int) -> dict[str, Any]:
+        """`rows` right-padded to `width` as tensors: inputs, labels and (when asked for) the copy mask."""
+        import torch
+
+        def pad(key: str, fill: int) -> Any:
+            return torch.tensor([row.get(key, [0] * len(row["input_ids"])) + [fill] * (width - len(row["input_ids"]))
+                                 for row in rows])
+
+        batch = {"input_ids": pad("input_ids", self.pad_id), "labels": pad("labels", IGNORE_INDEX)}
         if self.with_copy_mask:
-            batch["copy_mask"] = torch.tensor(copies)
+            batch["copy_mask"] = pad("copy_mask", 0)
         return batch
 
 
@@ -150,34 +156,21 @@ class _PackCollator(_PadCollator):
         import torch
 
         width = max(len(f["input_ids"]) for f in features)
-        rows: list[list[dict[str, list[int]]]] = []
-        used: list[int] = []
+        rows: list[dict[str, list[int]]] = []
         for feature in sorted(features, key=lambda f: len(f["input_ids"]), reverse=True):
             size = len(feature["input_ids"])
-            free = next((i for i, filled in enumerate(used) if filled + size <= width), None)
-            if free is None:
-                rows.append([feature])
-                used.append(size)
-            else:
-                rows[free].append(feature)
-                used[free] += size
-        ids, labels, positions, copies = [], [], [], []
-        for row in rows:
-            row_ids, row_labels, row_positions, row_copies = [], [], [], []
-            for feature in row:
-                size = len(feature["input_ids"])
-                row_ids += feature["input_ids"]
-                row_labels += [IGNORE_INDEX] + list(feature["labels"][1:])
-                row_positions += range(size)
-                row_copies += feature.get("copy_mask", [0] * size)
-            pad = width - len(row_ids)
-            ids.append(row_ids + [self.pad_id] * pad)
-            labels.append(row_labels + [IGNORE_INDEX] * pad)
-            positions.append(row_positions + list(range(pad)))  # the padding is a sequence of its own
-            copies.append(row_copies + [0] * pad)
-        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(positions)}
-        if self.with_copy_mask:
-            batch["copy_mask"] = torch.tensor(copies)
+            row = next((r for r in rows if len(r["input_ids"]) + size <= width), None)
+            if row is None:
+                row = {"input_ids": [], "labels": [], "copy_mask": [], "position_ids": []}
+                rows.append(row)
+            row["input_ids"] += feature["input_ids"]
+            row["labels"] += [IGNORE_INDEX] + list(feature["labels"][1:])
+            row["copy_mask"] += feature.get("copy_mask", [0] * size)
+            row["position_ids"] += range(size)
+        batch = self._padded(rows, width)
+        # The padding is a sequence of its own: its positions restart at 0.
+        batch["position_ids"] = torch.tensor([row["position_ids"] + list(range(width - len(row["input_ids"])))
+                                              for row in rows])
         return batch
 
 
