@@ -101,6 +101,9 @@ CASES = [
     (FAHRENHEIT, "100 °F", False),
     (FAHRENHEIT, "212 degrees", True),  # the question named the scale
     (FAHRENHEIT, "100 degrees is 213 degrees", False),
+    (FAHRENHEIT, "100 degrees is 212 degrees", True),  # bare degrees cites the question's 100 °C too
+    (FAHRENHEIT, "100 degrees is 100 degrees", False),
+    (FAHRENHEIT, "101 degrees is 212 degrees", False),
     (CELSIUS, "0 °F is -17.78 °C.", True),
     (CELSIUS, "0 °F is \u221217.78 °C.", True),
     (CELSIUS, "0 °F is 17.78 °C.", False),

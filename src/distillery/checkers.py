@@ -336,6 +336,15 @@ def _same(a: float, b: float, tolerance: float) -> bool:
     return abs(a - b) <= tolerance + 1e-9
 
 
+def _same_unit(stated: str | None, known: str | None) -> bool:
+    """True when a number stated in `stated` may be read in `known` as it is. A missing unit on either
+    side matches, and bare "degrees" matches either temperature scale: the question named the scale, so
+    "100 degrees is 212 degrees" reads as 100 °C and 212 °F."""
+    if stated is None or known is None or stated == known:
+        return True
+    return stated == "deg" and known in ("c", "f") or known == "deg" and stated in ("c", "f")
+
+
 def _restates(mention: Mention, value: float, unit: str, tolerance: float) -> bool:
     """True when `mention`, in another unit of the same kind, converts to `value` in `unit`: within
     the rounding the mention's own digits claim (12.5 kg: +-0.05 kg), plus `tolerance`."""
@@ -356,7 +365,7 @@ def _cites_context(mention: Mention, context: _Context, cited: set[int]) -> bool
     for index, (value, unit) in enumerate(context.numbers):
         if index in cited:
             continue
-        if mention.unit is None or unit is None or mention.unit == unit:
+        if _same_unit(mention.unit, unit):
             if _same(mention.value, value, 1e-6 * max(1.0, abs(value))):
                 cited.add(index)
                 return True
@@ -381,9 +390,8 @@ def _check_number(name: str, answer: str | None, expected: Any, task: Any, *, va
     context = _context(task)
     stated, conflicts, cited = [], [], set()
     for mention in mentions:
-        # Bare "degrees" answers a question that named the scale ("212 degrees" for a °F conversion).
-        unit_ok = mention.unit is None or mention.unit == unit or (mention.unit == "deg" and unit in ("c", "f"))
-        if unit_ok and _same(mention.value, value, tolerance) and (not integer or float(mention.value).is_integer()):
+        exact = _same_unit(mention.unit, unit) and _same(mention.value, value, tolerance)
+        if exact and (not integer or float(mention.value).is_integer()):
             if not reading.in_question(mention.start, mention.end):  # "Is it 12?" states nothing
                 stated.append(mention)
             continue
