@@ -45,6 +45,15 @@ CASES = [
     (STOCK, "60 units in Berlin. That's wrong.", False),
     (ORDER_TOTAL, "The total isn't 140 USD; it is 138.62 USD.", True),
     (ORDER_TOTAL, "999.00, sorry I mean 138.62", False),
+    (ORDER_TOTAL, "The total is $138.62 (I couldn't verify this).", False),  # an unverified value is a hedge
+    (ORDER_TOTAL, "The total is $138.62, unverified.", False),
+    (ORDER_TOTAL, "The total is $138.62k.", False),  # a scale multiplies: 138,620 dollars
+    (ORDER_TOTAL, "The total is 138.62 thousand dollars.", False),
+    (task("money", 77000, "Value of the Berlin stock?"), "$77k", True),
+    (task("money", 77000, "Value of the Berlin stock?"), "77 thousand dollars", True),
+    (task("money", 1200000, "Value of the Berlin stock?"), "$1.2 million", True),
+    (STOCK, "60k units", False),
+    (POUNDS, "12.5kg is 27.56 lb", True),  # "kg" glued on is a unit, not a scale
     (ORDER_TOTAL, "It costs 138.62 or 140 USD", False),
     (ORDER_TOTAL, "The total is not 138.62 USD.", False),
     (ORDER_TOTAL, "138.62 USD is incorrect.", False),

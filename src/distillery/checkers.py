@@ -24,8 +24,9 @@ question may be repeated; `task.metadata["context"]` lists further facts the ans
 (`[[3, "units"], [46.2, "usd"], "2024-04-19"]`: a quantity, a unit price, an order date); and a
 restatement in another unit of the same kind that converts to the expected value
 (`27.56 lb (12.5 kg)`) is consistent; a bare `212 degrees` states a temperature in the scale asked
-for. A retraction ("just kidding", "ignore that", "that's wrong") fails like a self-correction, and
-a minus glued to a currency sign (`-$12.50`) makes the amount negative. Any other number in a
+for. A retraction ("just kidding", "ignore that", "that's wrong") fails like a self-correction, an
+unverified value ("I couldn't verify this") like a hedge, a minus glued to a currency sign
+(`-$12.50`) makes the amount negative, and a scale multiplies (`$77k`, `1.2 million`). Any other number in a
 numeric answer, any other date in a date answer and any other status in a status answer is a
 conflict.
 """
@@ -83,6 +84,10 @@ _UNIT_AFTER = re.compile(
 # "-$12.50" is minus twelve fifty: a minus glued to the currency sign signs the number after it
 # ("total - $12.50", with a space, is a dash).
 _CURRENCY_BEFORE = re.compile(r"(?P<minus>(?<![\w.])-)?(us\$|\$|usd|€|eur|£|gbp)\s*$", re.IGNORECASE)
+# "$77k", "1.2 million units": a scale after a number multiplies it ("k" and "bn" only when glued
+# on, so "12 kg" stays kilograms).
+_SCALE_AFTER = re.compile(r"(?:(?P<glued>k|bn)|\s*(?P<word>thousand|million|billion))(?![a-z])", re.IGNORECASE)
+_SCALES = {"k": 3, "thousand": 3, "bn": 9, "million": 6, "billion": 9}
 _CURRENCY_SYMBOLS = {"us$": "usd", "$": "usd", "usd": "usd", "€": "eur", "eur": "eur", "£": "gbp", "gbp": "gbp"}
 
 _MONTHS = {m: i for i, m in enumerate(
@@ -121,8 +126,8 @@ _HEDGES = re.compile(
     r"guess|guessing|estimate|estimated|estimating|approximately|approximate|approx|roughly|circa|somewhere|"
     r"between|ranges?|give or take|plus or minus|or so|at least|at most|more than|less than|fewer than|up to|"
     r"no more than|no less than|i think|i believe|seems?|appears?|apparently|presumably|somewhat|"
-    r"anywhere from|candidates?|options?|not certain|can't be sure|cannot be sure|can't confirm|cannot confirm|"
-    r"unable to confirm|unclear|at the earliest|at the latest|or later|or earlier)\b|\best\.|±|~|\+/-",
+    r"anywhere from|candidates?|options?|not certain|can't be sure|cannot be sure|unverified|not verified|"
+    r"(?:can't|cannot|couldn't|could not|unable to|didn't|did not|haven't|have not) (?:confirm|verify|check)|unclear|at the earliest|at the latest|or later|or earlier)\b|\best\.|±|~|\+/-",
     re.IGNORECASE,
 )
 # "about 12", "around $12", "over 100": an approximate number is a hedge.
@@ -237,8 +242,14 @@ def read(text: str) -> Reading:
         value = float(match.group("int").replace(",", "") + (match.group("frac") or ""))
         if match.group("sign"):
             value = -value
+        decimals = len(match.group("frac") or ".") - 1
+        end = match.end()
+        scale = _SCALE_AFTER.match(masked, end)
+        if scale:
+            exponent = _SCALES[(scale.group("glued") or scale.group("word")).lower()]
+            value, decimals, end = value * 10.0 ** exponent, decimals - exponent, scale.end()
         unit = None
-        after = _UNIT_AFTER.match(masked, match.end())
+        after = _UNIT_AFTER.match(masked, end)
         if after:
             unit = _UNIT_OF_WORD[after.group(1).lower()]
         before = _CURRENCY_BEFORE.search(masked, 0, match.start())
@@ -246,8 +257,7 @@ def read(text: str) -> Reading:
             unit = _CURRENCY_SYMBOLS[before.group(2).lower()]
             if before.group("minus") and value > 0:
                 value = -value
-        end = after.end() if after else match.end()
-        decimals = len(match.group("frac") or ".") - 1
+        end = after.end() if after else end
         reading.numbers.append(Mention("number", value, unit, match.start(), end, reading.negated(match.start(), end),
                                        decimals))
     return reading
