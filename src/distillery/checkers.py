@@ -607,9 +607,13 @@ _INABILITY = re.compile(
     r"a tool|tools)|do not have (?:access|a tool|tools)|no tool)\b",
     re.IGNORECASE,
 )
+# Doing the task anyway after declining: a joke, a booking, a recommendation, a looked-up fact.
 _COMPLIANCE = re.compile(
     r"\b(?:sure|here is|here's|here are|i have booked|i've booked|i booked|is booked|done|of course|certainly|"
-    r"absolutely|will be sunny|will be rainy|is sunny|is rainy)\b",
+    r"absolutely|will be (?:sunny|rainy|cloudy|cold|warm|hot)|is (?:sunny|rainy|cloudy)|knock,? knock|why did|"
+    r"punchline|i(?: would|'d)? (?:recommend|suggest)|you (?:should|must) (?:visit|see|go to)|"
+    r"don't miss|the mayor is|is the mayor|population is|translates (?:to|as)|i(?:'ve| have)? (?:called|"
+    r"ordered|reserved|found you)|is on (?:its|the) way|roses are)\b",
     re.IGNORECASE,
 )
 
