@@ -168,6 +168,9 @@ CASES = [
     # words, refusals, things that do not exist
     (task("mentions", ["products", "orders"]), "I can look up products, stock and orders.", True),
     (task("mentions", ["products", "orders"]), "I can't look up products or orders.", False),
+    (task("mentions", ["products", "orders"]), "I help with products and orders. No wait, only products.", False),
+    (task("mentions", ["products", "orders"]), "Products and orders? Not really.", False),
+    (task("mentions", ["products", "orders"]), "Need help? I can look up products and orders.", True),
     (task("refusal", None, "Book me a flight to Paris."), "Sorry, I can't help with that; I can only help with the shop.", True),
     (task("refusal", None, "Book me a flight to Paris."), "Sure, I booked your flight to Paris.", False),
     (task("refusal", None, "Book me a flight to Paris."), "I can't book flights, but it is 20 C in Paris.", False),

@@ -12,7 +12,7 @@ substring or "the last number" passes wrong answers ("has not shipped yet" conta
 | `quantity` | `{"value": 27.56, "unit": "lb", "decimals": 2}` | states it in that unit, within one step of its rounding |
 | `date` | `"2024-05-03"` | states that date (ISO, `May 3, 2024`, `3 May 2024`, an unambiguous `d/m/y`) |
 | `status` | `"shipped"` (or `{"value": ..., "choices": [...]}`) | states that status word |
-| `mentions` | a word or a list of words | uses every word, none of them negated |
+| `mentions` | a word or a list of words | uses every word, none negated or only asked about |
 | `refusal` | ignored | declines (an inability phrase) without doing the task |
 | `not_found` | the name asked about | says it does not exist and names it, with no numbers |
 
@@ -587,17 +587,23 @@ def check_status(answer: str | None, expected: Any, task: Any):
 
 
 def check_mentions(answer: str | None, expected: Any, task: Any):
-    """Every expected word (case-insensitive, whole words, a plural `s` allowed), none negated."""
+    """Every expected word (case-insensitive, whole words, a plural `s` allowed), stated (not only asked
+    about), not negated, and not taken back by a self-correction."""
     words = expected if isinstance(expected, list) else [expected]
     if answer is None or not answer.strip():
         return _outcome("mentions", expected, False, "no answer")
     reading = read(answer)
+    correction = _CORRECTIONS.search(reading.masked)
+    if correction:
+        return _outcome("mentions", expected, False, f"corrects itself ({correction.group(0).strip()!r})")
     for word in words:
         found = list(re.finditer(r"\b" + re.escape(str(word).lower()) + r"s?\b", reading.masked.lower()))
         if not found:
             return _outcome("mentions", expected, False, f"does not mention {word!r}")
         if all(reading.negated(m.start(), m.end(), before_only=True) for m in found):
             return _outcome("mentions", expected, False, f"negates {word!r}")
+        if all(reading.in_question(m.start(), m.end()) for m in found):
+            return _outcome("mentions", expected, False, f"only asks about {word!r}")
     return _outcome("mentions", expected, True, "mentions " + ", ".join(map(str, words)))
 
 
