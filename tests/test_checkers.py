@@ -166,6 +166,11 @@ CASES = [
     (PENDING, "Order ORD-1 is pending and will be shipped soon.", True),
     (PENDING, "Order ORD-1 is pending and shipped.", False),
     # words, refusals, things that do not exist
+    (task("not_found", "Umber Sofa", "How much does the Umber Sofa cost?"), "There is no Umber Sofa in our catalog.", True),
+    (task("not_found", "Umber Sofa", "How much does the Umber Sofa cost?"), "The Umber Sofa is not in our catalog; it's sold out.", False),
+    (STOCK, "It's not zero: 60 units.", True),  # a negated zero word is no claim
+    (task("count", 0, "How many units of SKU-2083 are in Berlin?"), "It's not zero.", False),
+    (task("count", 0, "How many units of SKU-2083 are in Berlin?"), "It is out of stock: 0 units.", True),
     (task("mentions", ["products", "orders"]), "I can look up products, stock and orders.", True),
     (task("mentions", ["products", "orders"]), "I can't look up products or orders.", False),
     (task("mentions", ["products", "orders"]), "I help with products and orders. No wait, only products.", False),

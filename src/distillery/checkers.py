@@ -396,7 +396,8 @@ def _check_number(name: str, answer: str | None, expected: Any, task: Any, *, va
     mentions = list(reading.numbers)
     if zero_words:
         for match in _ZERO_WORDS.finditer(reading.masked):
-            mentions.append(Mention("number", 0.0, unit, match.start(), match.end(), False))
+            negated = reading.negated(match.start(), match.end())  # "it's not zero: 187 units"
+            mentions.append(Mention("number", 0.0, unit, match.start(), match.end(), negated))
     context = _context(task)
     stated, conflicts, cited = [], [], set()
     for mention in mentions:
@@ -639,7 +640,7 @@ def check_refusal(answer: str | None, expected: Any, task: Any):
 
 
 _NOT_FOUND = re.compile(
-    r"\b(?:no product|no such (?:product|item)|not (?:found|in (?:the|our) (?:catalog|catalogue|shop|store))|"
+    r"\b(?:no product|no such (?:product|item)|there is no|there's no|we have no|we carry no|not (?:found|in (?:the|our) (?:catalog|catalogue|shop|store))|"
     r"doesn't exist|does not exist|don't (?:have|carry|sell|stock)|do not (?:have|carry|sell|stock)|"
     r"couldn't find|could not find|can't find|cannot find|unable to find|found no|no (?:record|match|listing|"
     r"item|results?)|isn't (?:a product|in|available|one of)|is not (?:a product|in|available|one of)|"
@@ -650,7 +651,7 @@ _NOT_FOUND = re.compile(
 
 _NOT_FOUND_HEDGES = re.compile(
     r"\b(?:maybe|perhaps|possibly|probably|might|may|either|not sure|unsure|i think|seems?|appears?|i mean|"
-    r"i meant|actually|wait|but it costs|it costs)\b",
+    r"i meant|actually|wait|but it costs|it costs|priced at|sold out|out of stock|in stock)\b",
     re.IGNORECASE,
 )
 
