@@ -127,7 +127,8 @@ _HEDGES = re.compile(
     r"between|ranges?|give or take|plus or minus|or so|at least|at most|more than|less than|fewer than|up to|"
     r"no more than|no less than|i think|i believe|seems?|appears?|apparently|presumably|somewhat|"
     r"anywhere from|candidates?|options?|not certain|can't be sure|cannot be sure|unverified|not verified|"
-    r"(?:can't|cannot|couldn't|could not|unable to|didn't|did not|haven't|have not) (?:confirm|verify|check)|unclear|at the earliest|at the latest|or later|or earlier)\b|\best\.|±|~|\+/-",
+    r"(?:can't|cannot|couldn't|could not|unable to|didn't|did not|haven't|have not) (?:confirm|verify|check)|"
+    r"unclear|at the earliest|at the latest|or later|or earlier)\b|\best\.|±|~|\+/-",
     re.IGNORECASE,
 )
 # "about 12", "around $12", "over 100": an approximate number is a hedge.
@@ -401,8 +402,8 @@ def _check_number(name: str, answer: str | None, expected: Any, task: Any, *, va
     context = _context(task)
     stated, conflicts, cited = [], [], set()
     for mention in mentions:
-        exact = _same_unit(mention.unit, unit) and _same(mention.value, value, tolerance)
-        if exact and (not integer or float(mention.value).is_integer()):
+        matches = _same_unit(mention.unit, unit) and _same(mention.value, value, tolerance)
+        if matches and (not integer or float(mention.value).is_integer()):
             if not reading.in_question(mention.start, mention.end):  # "Is it 12?" states nothing
                 stated.append(mention)
             continue
@@ -640,7 +641,8 @@ def check_refusal(answer: str | None, expected: Any, task: Any):
 
 
 _NOT_FOUND = re.compile(
-    r"\b(?:no product|no such (?:product|item)|there is no|there's no|we have no|we carry no|not (?:found|in (?:the|our) (?:catalog|catalogue|shop|store))|"
+    r"\b(?:no product|no such (?:product|item)|there is no|there's no|we have no|we carry no|"
+    r"not (?:found|in (?:the|our) (?:catalog|catalogue|shop|store))|"
     r"doesn't exist|does not exist|don't (?:have|carry|sell|stock)|do not (?:have|carry|sell|stock)|"
     r"couldn't find|could not find|can't find|cannot find|unable to find|found no|no (?:record|match|listing|"
     r"item|results?)|isn't (?:a product|in|available|one of)|is not (?:a product|in|available|one of)|"
